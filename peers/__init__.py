@@ -1,0 +1,5 @@
+"""swarmnet.peers: the volunteer peer daemon.
+
+* **probe_resources, ResourceReport (probe.py)**: what this machine has and how fast it computes.
+* **DaemonConfig, run_daemon (daemon.py)**: the peer lifecycle: probe, join, heartbeat, leave.
+"""

@@ -1,0 +1,17 @@
+"""swarmnet: train and serve models on a DHT-coordinated swarm of volunteer machines.
+
+Modules of the protocol core (class to file):
+
+* **Identity (identity.py)**: a peer's Ed25519 key and the peer id derived from it.
+* **Record, RecordVerifier (records.py)**: signed, typed, versioned DHT values.
+* **Transport (transport/)**: DHT and RPC, real (hivemind) or in-memory.
+* **Swarm, PeerInfo (membership.py)**: announcing this peer and listing live ones.
+* **errors.py**: the exception hierarchy; **clock.py**: wall and virtual time.
+
+Subpackages installed from the other top-level folders: ``swarmnet.peers`` (the volunteer
+daemon), ``swarmnet.compression``, ``swarmnet.kernels``, ``swarmnet.coordinator``.
+"""
+
+from swarmnet.version import PROTOCOL_VERSION, __version__
+
+__all__ = ["PROTOCOL_VERSION", "__version__"]

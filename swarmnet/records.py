@@ -1,0 +1,220 @@
+"""Signed, typed, versioned DHT records.
+
+Every value swarmnet puts in the DHT is a ``Record[P]``: a header (protocol version, kind,
+author peer id, the DHT key and subkey it belongs to, timestamp, expiry) around a typed pydantic
+payload ``P``. On the wire it is an envelope::
+
+    b"SWR1" | author public key (32 B) | Ed25519 signature (64 B) | body (UTF-8 JSON)
+
+The signature covers the body bytes exactly as sent, so a newer peer may add fields to the body
+or payload and older peers still verify and read it (unknown fields are ignored). Binding the key
+and subkey into the signed body stops anyone from copying a genuine record to another slot.
+
+``RecordVerifier.verify`` checks, cheapest first: size, framing, signature, schema, that the
+signer is the claimed author, protocol version, kind, key binding, expiry, a timestamp not from
+the future, a bounded lifetime, and no replay of an older record than one already seen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from swarmnet.errors import ConfigError, RecordRejected
+from swarmnet.identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity, peer_id_from_public_key, verify_signature
+from swarmnet.version import MIN_PROTOCOL_VERSION, PROTOCOL_VERSION
+
+__all__ = ["Payload", "Record", "RecordHeader", "RecordPolicy", "RecordVerifier", "authenticate_envelope", "sign_record"]
+
+logger = logging.getLogger(__name__)
+
+MAGIC = b"SWR1"
+_HEADER_SIZE = len(MAGIC) + PUBLIC_KEY_SIZE + SIGNATURE_SIZE
+# Domain separation: a record signature can never be replayed as a signature over anything else.
+_SIGNING_DOMAIN = b"swarmnet-record\x00"
+
+
+class Payload(BaseModel):
+    """Base class of record payloads; subclasses set ``KIND``. Unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    KIND: ClassVar[str] = ""
+
+
+P = TypeVar("P", bound=Payload)
+
+
+class RecordHeader(BaseModel):
+    """The signed fields every record has, whatever its payload."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    protocol_version: int = Field(ge=0)
+    kind: str = Field(max_length=64)
+    peer_id: str = Field(max_length=128)
+    key: str = Field(max_length=512)
+    subkey: str | None = Field(default=None, max_length=512)
+    timestamp: float = Field(allow_inf_nan=False)
+    expires_at: float = Field(allow_inf_nan=False)
+
+
+class Record(RecordHeader, Generic[P]):
+    """A verified record: header fields and a typed payload."""
+
+    payload: P
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordPolicy:
+    """What a reader accepts."""
+
+    max_bytes: int = 16 * 1024  # whole envelope; larger values are rejected before parsing
+    max_clock_skew: float = 30.0  # seconds a timestamp may lie in our future (peers' clocks differ)
+    max_lifetime: float = 24 * 3600.0  # longest expires_at - timestamp; stops records that never expire
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` for non-positive limits."""
+        if self.max_bytes < _HEADER_SIZE or self.max_clock_skew < 0 or self.max_lifetime <= 0:
+            raise ConfigError(f"invalid record policy: {self}")
+
+
+def sign_record(
+    identity: Identity,
+    payload: Payload,
+    *,
+    key: str,
+    subkey: str | None,
+    timestamp: float,
+    expires_at: float,
+) -> bytes:
+    """Build and sign a record envelope for ``payload`` stored at ``key``/``subkey``."""
+    body = {
+        "protocol_version": PROTOCOL_VERSION,
+        "kind": type(payload).KIND,
+        "peer_id": identity.peer_id,
+        "key": key,
+        "subkey": subkey,
+        "timestamp": timestamp,
+        "expires_at": expires_at,
+        "payload": payload.model_dump(mode="json"),
+    }
+    body_bytes = json.dumps(body, separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
+    return MAGIC + identity.public_key + identity.sign(_SIGNING_DOMAIN + body_bytes) + body_bytes
+
+
+def _check_envelope(raw: object, policy: RecordPolicy) -> tuple[bytes, bytes]:
+    """Check size, framing and signature; return the author's public key and the signed body."""
+    if not isinstance(raw, bytes):
+        raise RecordRejected(f"malformed: expected bytes, got {type(raw).__name__}")
+    if len(raw) > policy.max_bytes:
+        raise RecordRejected(f"oversized: {len(raw)} bytes > limit {policy.max_bytes}")
+    if len(raw) <= _HEADER_SIZE or not raw.startswith(MAGIC):
+        raise RecordRejected("malformed: truncated or bad magic")
+    public_key = raw[len(MAGIC) : len(MAGIC) + PUBLIC_KEY_SIZE]
+    signature = raw[len(MAGIC) + PUBLIC_KEY_SIZE : _HEADER_SIZE]
+    body = raw[_HEADER_SIZE:]
+    if not verify_signature(public_key, signature, _SIGNING_DOMAIN + body):
+        raise RecordRejected("forged: signature does not verify")
+    return public_key, body
+
+
+H = TypeVar("H", bound=RecordHeader)
+
+
+def _parse(body: bytes, model: type[H]) -> H:
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise RecordRejected(f"malformed: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def _check_author(header: RecordHeader, public_key: bytes) -> None:
+    signer = peer_id_from_public_key(public_key)
+    if header.peer_id != signer:
+        raise RecordRejected(f"impersonation: signed by {signer} but claims {header.peer_id}")
+
+
+def authenticate_envelope(raw: object, policy: RecordPolicy) -> RecordHeader:
+    """Check an envelope's size, signature and author, and return its header (payload unparsed)."""
+    public_key, body = _check_envelope(raw, policy)
+    header = _parse(body, RecordHeader)
+    _check_author(header, public_key)
+    return header
+
+
+class RecordVerifier:
+    """Verifies records on read and remembers the newest timestamp seen per author and slot.
+
+    One verifier per reader: its replay memory is what rejects an older copy of a record
+    after a newer one was seen.
+    """
+
+    def __init__(self, policy: RecordPolicy | None = None) -> None:
+        self.policy = policy or RecordPolicy()
+        self.policy.validate()
+        self._newest: dict[tuple[str, str | None, str], tuple[float, float]] = {}
+        self.rejections: Counter[str] = Counter()  # reason category -> count, for statistics
+
+    def verify(
+        self, raw: object, payload_type: type[P], *, key: str, subkey: str | None, now: float
+    ) -> Record[P]:
+        """Return the verified record or raise ``RecordRejected`` saying which check failed."""
+        public_key, body = _check_envelope(raw, self.policy)
+        record: Record[P] = _parse(body, Record[payload_type])  # type: ignore[valid-type]
+        _check_author(record, public_key)
+        self._check_header(record, payload_type, key=key, subkey=subkey, now=now)
+        self._check_replay(record, now)
+        return record
+
+    def verify_or_none(
+        self, raw: object, payload_type: type[P], *, key: str, subkey: str | None, now: float
+    ) -> Record[P] | None:
+        """Like ``verify``, but log the reason at debug level and return ``None`` on rejection."""
+        try:
+            return self.verify(raw, payload_type, key=key, subkey=subkey, now=now)
+        except RecordRejected as e:
+            self.rejections[e.reason.split(":", 1)[0]] += 1
+            logger.debug("rejected record at %s/%s: %s", key, subkey, e.reason)
+            return None
+
+    def _check_header(
+        self,
+        record: Record[P],
+        payload_type: type[P],
+        *,
+        key: str,
+        subkey: str | None,
+        now: float,
+    ) -> None:
+        if record.protocol_version < MIN_PROTOCOL_VERSION:
+            raise RecordRejected(f"version: protocol {record.protocol_version} < {MIN_PROTOCOL_VERSION}")
+        if record.kind != payload_type.KIND:
+            raise RecordRejected(f"kind: expected {payload_type.KIND!r}, got {record.kind!r}")
+        if record.key != key or record.subkey != subkey:
+            raise RecordRejected(f"misplaced: signed for {record.key}/{record.subkey}, found at {key}/{subkey}")
+        if record.expires_at <= now:
+            raise RecordRejected(f"expired: {now - record.expires_at:.1f}s ago")
+        if record.timestamp > now + self.policy.max_clock_skew:
+            raise RecordRejected(f"future: timestamp {record.timestamp - now:.1f}s ahead")
+        if record.expires_at - record.timestamp > self.policy.max_lifetime:
+            raise RecordRejected("lifetime: expiry too far after timestamp")
+
+    def _check_replay(self, record: Record[P], now: float) -> None:
+        slot = (record.key, record.subkey, record.peer_id)
+        newest = self._newest.get(slot)
+        if newest is not None and record.timestamp < newest[0]:
+            raise RecordRejected(f"replay: timestamp {record.timestamp} older than seen {newest[0]}")
+        if newest is None or record.timestamp > newest[0]:
+            self._newest[slot] = (record.timestamp, record.expires_at)
+        if len(self._newest) > 4 * 1024 and len(self._newest) % 1024 == 0:
+            self._forget_expired(now)
+
+    def _forget_expired(self, now: float) -> None:
+        # Once a record has expired, an older replay of it would be rejected as expired anyway.
+        self._newest = {slot: seen for slot, seen in self._newest.items() if seen[1] > now}

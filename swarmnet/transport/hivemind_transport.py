@@ -1,0 +1,212 @@
+"""The real transport: hivemind's Kademlia DHT and its go-libp2p daemon.
+
+hivemind runs the DHT in a forked process that owns a ``p2pd`` daemon; we talk to the DHT through
+its pipe and to the daemon through a replica ``P2P`` client in our own event loop. The daemon is
+started with this peer's Ed25519 key, so its libp2p peer id is the swarmnet peer id, and libp2p
+authenticates RPC callers for us.
+
+RPC runs over libp2p streams with swarmnet framing (``framing.py``): a unary call is a stream
+with one request and one response, so both kinds share one code path and one size limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import hivemind
+from hivemind.p2p import P2P, P2PDaemonError, PeerID
+from hivemind.p2p.p2p_daemon_bindings.utils import ControlFailure, DispatchFailure
+
+from swarmnet.clock import Clock, SystemClock
+from swarmnet.errors import PeerUnreachable, ProtocolError, RequestTimeout, TransportClosed
+from swarmnet.identity import Identity
+from swarmnet.transport.base import StoredValue, StreamHandler, Transport, TransportLimits, UnaryHandler
+from swarmnet.transport.hivemind_validator import SwarmnetRecordValidator
+from swarmnet.transport.orphan_guard import exit_when_orphaned
+from swarmnet.transport.rpc_streams import call_over_stream, serve_stream, unary_as_stream
+
+__all__ = ["HivemindConfig", "HivemindTransport"]
+
+logger = logging.getLogger(__name__)
+
+_DIAL_ERRORS = (P2PDaemonError, ControlFailure, DispatchFailure, ConnectionError, OSError, ValueError)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HivemindConfig:
+    """How to join the libp2p network."""
+
+    initial_peers: tuple[str, ...] = ()  # multiaddrs of running peers; empty starts a new swarm
+    host_maddrs: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)  # where to listen; 0.0.0.0 for other machines
+    announce_maddrs: tuple[str, ...] = ()  # public addresses to advertise (behind NAT or port forwarding)
+    client_mode: bool = False  # reach the DHT without serving it (status tools, monitors, NATed peers)
+    use_relay: bool = True  # allow connections through libp2p circuit relays
+    use_auto_relay: bool = False  # find and use relays automatically when we are not reachable
+    startup_timeout: float = 30.0  # seconds to wait for the DHT and its p2p daemon to start
+    limits: TransportLimits = field(default_factory=TransportLimits)
+
+
+class HivemindTransport(Transport):
+    """``Transport`` over a hivemind DHT process and its p2p daemon. Create with ``await create(...)``."""
+
+    def __init__(self, dht: hivemind.DHT, p2p: P2P, peer_id: str, config: HivemindConfig) -> None:
+        self._dht, self._p2p, self._peer_id, self._config = dht, p2p, peer_id, config
+        self._clock = SystemClock()  # hivemind's DHT expiry uses wall-clock time too
+        self._closed = False
+
+    @classmethod
+    async def create(cls, identity: Identity, config: HivemindConfig | None = None) -> HivemindTransport:
+        """Start a DHT node (with its p2p daemon) under ``identity`` and connect to it."""
+        config = config or HivemindConfig()
+        config.limits.validate()
+        key_dir = Path(tempfile.mkdtemp(prefix="swarmnet-key-"))  # mode 0700
+        try:
+            key_path = key_dir / "libp2p.key"
+            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(identity.libp2p_private_key())
+            dht = hivemind.DHT(
+                initial_peers=list(config.initial_peers) or None,
+                start=True,
+                client_mode=config.client_mode,
+                host_maddrs=list(config.host_maddrs),
+                announce_maddrs=list(config.announce_maddrs) or None,
+                identity_path=str(key_path),
+                # Our own membership layer notices duplicate identities; hivemind's check costs a second daemon.
+                check_if_identity_free=False,
+                use_relay=config.use_relay,
+                use_auto_relay=config.use_auto_relay,
+                startup_timeout=config.startup_timeout,
+                record_validators=[SwarmnetRecordValidator()],
+                await_ready=False,
+            )
+            await asyncio.to_thread(dht.wait_until_ready, config.startup_timeout)
+        finally:
+            shutil.rmtree(key_dir, ignore_errors=True)  # the daemon has read the key by now
+        try:
+            await dht.run_coroutine(partial(exit_when_orphaned, parent_pid=os.getpid()), return_future=True)
+            p2p = await dht.replicate_p2p()
+        except BaseException:
+            dht.shutdown()
+            raise
+        transport = cls(dht, p2p, identity.peer_id, config)
+        logger.info("joined the DHT as %s", identity.peer_id)
+        return transport
+
+    @property
+    def peer_id(self) -> str:
+        """This peer's id (also its libp2p peer id)."""
+        return self._peer_id
+
+    @property
+    def clock(self) -> Clock:
+        """Wall-clock time, as hivemind's DHT uses for expiry."""
+        return self._clock
+
+    @property
+    def limits(self) -> TransportLimits:
+        """Size and time limits."""
+        return self._config.limits
+
+    async def store(self, key: str, value: bytes, expires_at: float, subkey: str | None = None) -> bool:
+        """Store in the DHT; ``False`` on refusal or network failure."""
+        self._check_open()
+        if len(value) > self.limits.max_value_bytes:
+            logger.debug("refusing to store %d bytes under %s", len(value), key)
+            return False
+        try:
+            future = self._dht.store(key, value, expires_at, subkey=subkey, return_future=True)
+            return bool(await asyncio.wait_for(future, self.limits.default_timeout))
+        except Exception as e:
+            logger.debug("DHT store under %s failed: %r", key, e)
+            return False
+
+    async def get(self, key: str) -> dict[str | None, StoredValue]:
+        """Latest values under ``key``; ``{}`` when absent or on failure. Non-bytes values are skipped."""
+        self._check_open()
+        try:
+            future = self._dht.get(key, latest=True, return_future=True)
+            found = await asyncio.wait_for(future, self.limits.default_timeout)
+        except Exception as e:
+            logger.debug("DHT get of %s failed: %r", key, e)
+            return {}
+        if found is None:
+            return {}
+        if isinstance(found.value, dict):
+            return {
+                subkey: StoredValue(item.value, item.expiration_time)
+                for subkey, item in found.value.items()
+                if isinstance(subkey, str) and isinstance(item.value, bytes)
+            }
+        return {None: StoredValue(found.value, found.expiration_time)} if isinstance(found.value, bytes) else {}
+
+    async def add_unary_handler(self, method: str, handler: UnaryHandler) -> None:
+        """Serve a request/response method."""
+        await self.add_stream_handler(method, partial(unary_as_stream, handler))
+
+    async def add_stream_handler(self, method: str, handler: StreamHandler) -> None:
+        """Serve a streaming method over libp2p streams."""
+        self._check_open()
+
+        async def on_stream(info: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await serve_stream(handler, info.peer_id.to_base58(), reader, writer, self.limits.max_message_bytes)
+
+        await self._p2p.add_binary_stream_handler(method, on_stream)
+
+    async def call_unary(self, peer_id: str, method: str, request: bytes, *, timeout: float | None = None) -> bytes:
+        """One request, one response."""
+        if len(request) > self.limits.max_message_bytes:
+            raise ProtocolError(f"request of {len(request)} bytes exceeds {self.limits.max_message_bytes}")
+        responses = [r async for r in self.call_stream(peer_id, method, _one(request), timeout=timeout)]
+        if len(responses) != 1:
+            raise ProtocolError(f"{method} on {peer_id} answered {len(responses)} messages, expected one")
+        return responses[0]
+
+    async def call_stream(
+        self, peer_id: str, method: str, requests: AsyncIterable[bytes], *, timeout: float | None = None
+    ) -> AsyncIterator[bytes]:
+        """Stream requests to ``peer_id`` while yielding its responses."""
+        self._check_open()
+        timeout = self.limits.default_timeout if timeout is None else timeout
+        try:
+            target = PeerID.from_base58(peer_id)
+            _, reader, writer = await asyncio.wait_for(self._p2p.call_binary_stream_handler(target, method), timeout)
+        except TimeoutError:
+            raise RequestTimeout(f"opening {method} on {peer_id} took over {timeout:.1f}s") from None
+        except _DIAL_ERRORS as e:
+            raise PeerUnreachable(f"cannot open {method} on {peer_id}: {e}") from e
+        async for response in call_over_stream(reader, writer, requests, timeout, self.limits.max_message_bytes):
+            yield response
+
+    async def visible_addresses(self) -> list[str]:
+        """Multiaddrs (with ``/p2p/<peer id>``) that other peers can dial."""
+        self._check_open()
+        return [str(addr) for addr in await self._p2p.get_visible_maddrs(latest=True)]
+
+    async def shutdown(self) -> None:
+        """Close the RPC client and stop the DHT process and its daemon."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            await self._p2p.shutdown()
+        await asyncio.to_thread(self._dht.shutdown)
+        logger.debug("transport %s shut down", self._peer_id)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransportClosed(f"transport {self._peer_id} is shut down")
+
+
+async def _one(item: bytes) -> AsyncIterator[bytes]:
+    yield item
