@@ -29,7 +29,15 @@ from swarmnet.errors import ConfigError, RecordRejected
 from swarmnet.identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity, peer_id_from_public_key, verify_signature
 from swarmnet.version import MIN_PROTOCOL_VERSION, PROTOCOL_VERSION
 
-__all__ = ["Payload", "Record", "RecordHeader", "RecordPolicy", "RecordVerifier", "authenticate_envelope", "sign_record"]
+__all__ = [
+    "Payload",
+    "Record",
+    "RecordHeader",
+    "RecordPolicy",
+    "RecordVerifier",
+    "authenticate_envelope",
+    "sign_record",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -161,9 +169,7 @@ class RecordVerifier:
         self._newest: dict[tuple[str, str | None, str], tuple[float, float]] = {}
         self.rejections: Counter[str] = Counter()  # reason category -> count, for statistics
 
-    def verify(
-        self, raw: object, payload_type: type[P], *, key: str, subkey: str | None, now: float
-    ) -> Record[P]:
+    def verify(self, raw: object, payload_type: type[P], *, key: str, subkey: str | None, now: float) -> Record[P]:
         """Return the verified record or raise ``RecordRejected`` saying which check failed."""
         public_key, body = _check_envelope(raw, self.policy)
         record: Record[P] = _parse(body, Record[payload_type])  # type: ignore[valid-type]

@@ -52,4 +52,3 @@ async def read_frame(reader: asyncio.StreamReader, max_bytes: int) -> tuple[Fram
         return kind, await reader.readexactly(length)
     except asyncio.IncompleteReadError as e:
         raise ProtocolError(f"stream closed inside a {length}-byte frame") from e
-

@@ -100,7 +100,7 @@ class HivemindTransport(Transport):
             dht.shutdown()
             raise
         transport = cls(dht, p2p, identity.peer_id, config)
-        logger.info("joined the DHT as %s", identity.peer_id)
+        logger.debug("joined the DHT as %s", identity.peer_id)
         return transport
 
     @property

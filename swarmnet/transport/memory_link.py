@@ -14,9 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Final
 
-from swarmnet.errors import TransportError
-
-__all__ = ["END", "Failure", "Link", "Message", "drain"]
+__all__ = ["END", "Failure", "Link", "Message", "describe", "drain"]
 
 
 class _End:
@@ -33,14 +31,20 @@ END: Final = _End()
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """The stream failed; the receiver raises ``error`` (created fresh so tracebacks don't pile up)."""
+    """The stream failed: the receiver raises ``error()``.
+
+    Errors that crossed the network are rebuilt from ``kind`` and ``message`` (a remote traceback
+    means nothing here); a local error, such as the caller's own request iterator failing, is
+    carried as ``cause`` and raised as it is.
+    """
 
     kind: type[Exception]
     message: str
+    cause: Exception | None = None
 
     def error(self) -> Exception:
-        """A new exception to raise for this failure."""
-        return self.kind(self.message)
+        """The exception to raise for this failure."""
+        return self.cause if self.cause is not None else self.kind(self.message)
 
 
 Message = bytes | _End | Failure
@@ -108,10 +112,7 @@ class Link:
 
 
 async def drain(queue: asyncio.Queue[Message]) -> AsyncIterator[bytes]:
-    """Yield the payloads arriving on ``queue`` until the sender's ``END``.
-
-    A ``Failure`` arriving here (the caller's side broke) ends the stream with its error.
-    """
+    """Yield the payloads arriving on ``queue`` until the sender's ``END`` (or a ``Failure``, raised)."""
     while True:
         message = await queue.get()
         if isinstance(message, bytes):
@@ -126,7 +127,3 @@ def describe(error: BaseException) -> str:
     """How a remote handler's exception is reported to the caller: type and message, no traceback."""
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-# Failures that end a stream because the network, not the remote handler, gave up.
-NETWORK_FAILURES: Final = (TransportError,)

@@ -27,7 +27,7 @@ async def exit_when_orphaned(_dht: Any, _node: Any, parent_pid: int) -> None:
 
 
 async def _watch(parent_pid: int) -> None:
-    while os.getppid() == parent_pid:
+    while os.getppid() == parent_pid:  # noqa: ASYNC110 (nothing to wait on: the kernel re-parents us silently)
         await asyncio.sleep(_POLL_SECONDS)
     for child in psutil.Process().children(recursive=True):
         child.kill()

@@ -1,0 +1,81 @@
+"""Pieces every subcommand shares: logging, stop signals, exit codes, network flags."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import enum
+import logging
+import os
+import signal
+import sys
+
+from swarmnet.transport.hivemind_transport import HivemindConfig
+
+__all__ = ["ExitCode", "add_network_flags", "configure_logging", "install_stop_signals", "network_config"]
+
+LOGLEVEL_ENV = "SWARMNET_LOGLEVEL"
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes; 1 stays Python's own code for an unhandled crash."""
+
+    OK = 0
+    USAGE = 2  # bad flags or configuration
+    IDENTITY = 3  # the key file cannot be used
+    NETWORK = 4  # could not start or reach the swarm
+    INTERRUPTED = 130  # stopped by the user before it was ready
+
+
+def configure_logging(level: str | None) -> None:
+    """Log to stderr at ``level``, else $SWARMNET_LOGLEVEL, else INFO. hivemind stays at WARNING unless DEBUG."""
+    name = (level or os.environ.get(LOGLEVEL_ENV) or "INFO").upper()
+    numeric = logging.getLevelName(name)
+    if not isinstance(numeric, int):
+        raise SystemExit(f"unknown log level {name!r}; use DEBUG, INFO, WARNING or ERROR")
+    logging.basicConfig(
+        level=numeric, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    hivemind_level = numeric if numeric <= logging.DEBUG else max(numeric, logging.WARNING)
+    logging.getLogger("hivemind").setLevel(hivemind_level)
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    """Set ``stop`` on SIGTERM or SIGINT (Ctrl+C), so the command can leave cleanly and exit 0."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def add_network_flags(parser: argparse.ArgumentParser, *, default_host: str) -> None:
+    """Flags for reaching the libp2p network."""
+    group = parser.add_argument_group("network")
+    group.add_argument(
+        "--initial-peers",
+        nargs="+",
+        default=[],
+        metavar="MULTIADDR",
+        help="multiaddrs of running peers, as printed by `swarmnet dht` (e.g. /ip4/1.2.3.4/tcp/31337/p2p/12D3...)",
+    )
+    group.add_argument(
+        "--host-maddrs",
+        nargs="+",
+        default=[default_host],
+        metavar="MULTIADDR",
+        help=f"where to listen (default {default_host}; port 0 picks a free port)",
+    )
+    group.add_argument(
+        "--announce-maddrs", nargs="+", default=[], metavar="MULTIADDR", help="public addresses to advertise"
+    )
+    group.add_argument("--client-mode", action="store_true", help="reach the DHT without serving it (behind NAT)")
+    group.add_argument("--log-level", default=None, help=f"DEBUG, INFO, WARNING or ERROR (default ${LOGLEVEL_ENV})")
+
+
+def network_config(args: argparse.Namespace, *, client_mode: bool | None = None) -> HivemindConfig:
+    """Build the transport config from parsed network flags."""
+    return HivemindConfig(
+        initial_peers=tuple(args.initial_peers),
+        host_maddrs=tuple(args.host_maddrs),
+        announce_maddrs=tuple(args.announce_maddrs),
+        client_mode=args.client_mode if client_mode is None else client_mode,
+    )

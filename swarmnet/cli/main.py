@@ -1,0 +1,34 @@
+"""The ``swarmnet`` command: parses the subcommand and hands over to its module."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from swarmnet.cli import dht, local, peer, status
+from swarmnet.version import __version__
+
+__all__ = ["build_parser", "main"]
+
+_SUBCOMMANDS = (dht, peer, status, local)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, one subparser per subcommand module."""
+    parser = argparse.ArgumentParser(
+        prog="swarmnet",
+        description="Train and serve models on a DHT-coordinated swarm of volunteer machines.",
+        epilog="Start with `swarmnet local` to see a swarm on this machine, or `swarmnet dht` to start one.",
+    )
+    parser.add_argument("--version", action="version", version=f"swarmnet {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in _SUBCOMMANDS:
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    code: int = args.run(args)
+    return code

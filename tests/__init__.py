@@ -1,0 +1,1 @@
+"""swarmnet's test suite."""

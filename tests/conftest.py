@@ -1,0 +1,47 @@
+"""Suite-wide guards: every process a test starts must be gone when the suite ends."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Every process started by this test session (peers, DHT processes, p2p daemons) inherits this
+# marker, so leftovers can be found in /proc whoever their parent is.
+SESSION_MARKER = f"SWARMNET_TEST_SESSION={uuid.uuid4().hex}"
+os.environ[SESSION_MARKER.split("=")[0]] = SESSION_MARKER.split("=")[1]
+
+
+def _marked_processes() -> list[int]:
+    found = []
+    needle = SESSION_MARKER.encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0") and b"Z" not in _state(entry):
+                found.append(int(entry.name))
+        except OSError:
+            continue  # exited meanwhile, or not ours to read
+    return found
+
+
+def _state(entry: Path) -> bytes:
+    # Field 3 of /proc/PID/stat; zombies (Z) have exited and only wait for their parent.
+    return (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftover_processes() -> Iterator[None]:
+    """Fail the session if any process it started outlives it (after a grace period)."""
+    yield
+    deadline = time.monotonic() + 10.0
+    while (leftovers := _marked_processes()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in leftovers:
+        os.kill(pid, 9)
+    assert not leftovers, f"processes left behind by the test suite: {leftovers}"

@@ -1,0 +1,102 @@
+"""Helpers for tests: polling with deadlines and managed `swarmnet` processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import IO, TypeVar
+
+T = TypeVar("T")
+
+
+def poll_until(predicate: Callable[[], T], *, timeout: float, interval: float = 0.1, what: str = "condition") -> T:
+    """Call ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+async def apoll_until(
+    predicate: Callable[[], Awaitable[T]], *, timeout: float, interval: float = 0.1, what: str = "condition"
+) -> T:
+    """Async ``poll_until`` (follows virtual time under ``run_virtual``)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = await predicate()
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+class SwarmnetProcess:
+    """A ``python -m swarmnet ...`` child with its stdout lines queued and stderr in a log file."""
+
+    def __init__(self, name: str, args: list[str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log: IO[bytes] = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "swarmnet", *args],
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            env={**os.environ, "SWARMNET_LOGLEVEL": "DEBUG"},
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(target=self._pump, daemon=True)
+        self._reader.start()
+
+    def _pump(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def next_line(self, timeout: float) -> str:
+        """The next stdout line, or fail after ``timeout`` seconds."""
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"{self.name} printed nothing in {timeout}s; log:\n{self.log_tail()}") from None
+
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of the process's stderr log, for failure messages."""
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the process."""
+        self.process.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        """Wait for exit and return the exit code."""
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it does not exit within 20 s. Idempotent."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._reader.join(5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self._log.close()

@@ -1,0 +1,1 @@
+"""Tests of the transports and of the contract every transport meets."""
