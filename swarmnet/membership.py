@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from swarmnet.errors import ConfigError
+from swarmnet.errors import ConfigError, TransportClosed
 from swarmnet.identity import Identity
 from swarmnet.records import Payload, RecordPolicy, RecordVerifier, sign_record
 from swarmnet.transport.base import Transport
@@ -196,6 +196,9 @@ class Swarm:
             await asyncio.sleep(delay)
             try:
                 ok = await self.announce()
+            except TransportClosed:
+                logger.debug("transport closed; heartbeats stop")
+                return
             except Exception:
                 logger.exception("heartbeat failed")
                 ok = False

@@ -20,8 +20,9 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -111,6 +112,14 @@ def sign_record(
         "expires_at": expires_at,
         "payload": payload.model_dump(mode="json"),
     }
+    return seal_body(identity, body)
+
+
+def seal_body(identity: Identity, body: Mapping[str, Any]) -> bytes:
+    """Serialize ``body`` and wrap it in a signed envelope: the low-level step of ``sign_record``.
+
+    No checks: tests use it to craft records that readers must reject.
+    """
     body_bytes = json.dumps(body, separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
     return MAGIC + identity.public_key + identity.sign(_SIGNING_DOMAIN + body_bytes) + body_bytes
 
@@ -166,7 +175,7 @@ class RecordVerifier:
     def __init__(self, policy: RecordPolicy | None = None) -> None:
         self.policy = policy or RecordPolicy()
         self.policy.validate()
-        self._newest: dict[tuple[str, str | None, str], tuple[float, float]] = {}
+        self._newest: dict[tuple[str, str | None, str], float] = {}  # slot -> newest timestamp seen
         self.rejections: Counter[str] = Counter()  # reason category -> count, for statistics
 
     def verify(self, raw: object, payload_type: type[P], *, key: str, subkey: str | None, now: float) -> Record[P]:
@@ -214,13 +223,16 @@ class RecordVerifier:
     def _check_replay(self, record: Record[P], now: float) -> None:
         slot = (record.key, record.subkey, record.peer_id)
         newest = self._newest.get(slot)
-        if newest is not None and record.timestamp < newest[0]:
-            raise RecordRejected(f"replay: timestamp {record.timestamp} older than seen {newest[0]}")
-        if newest is None or record.timestamp > newest[0]:
-            self._newest[slot] = (record.timestamp, record.expires_at)
+        if newest is not None and record.timestamp < newest:
+            raise RecordRejected(f"replay: timestamp {record.timestamp} older than seen {newest}")
+        if newest is None or record.timestamp > newest:
+            self._newest[slot] = record.timestamp
         if len(self._newest) > 4 * 1024 and len(self._newest) % 1024 == 0:
-            self._forget_expired(now)
+            self._forget_unreplayable(now)
 
-    def _forget_expired(self, now: float) -> None:
-        # Once a record has expired, an older replay of it would be rejected as expired anyway.
-        self._newest = {slot: seen for slot, seen in self._newest.items() if seen[1] > now}
+    def _forget_unreplayable(self, now: float) -> None:
+        # Any record older than the newest one seen has timestamp < newest, so it expired by
+        # newest + max_lifetime at the latest (longer lifetimes are rejected): after that, its slot
+        # memory protects nothing. Expiry alone is not enough: an older record may outlive a newer one.
+        horizon = now - self.policy.max_lifetime
+        self._newest = {slot: seen for slot, seen in self._newest.items() if seen > horizon}

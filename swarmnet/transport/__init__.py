@@ -8,5 +8,16 @@
 """
 
 from swarmnet.transport.base import StoredValue, StreamHandler, Transport, TransportLimits, UnaryHandler
+from swarmnet.transport.faults import FaultPlan
+from swarmnet.transport.memory import MemoryNetwork, MemoryTransport
 
-__all__ = ["StoredValue", "StreamHandler", "Transport", "TransportLimits", "UnaryHandler"]
+__all__ = [
+    "FaultPlan",
+    "MemoryNetwork",
+    "MemoryTransport",
+    "StoredValue",
+    "StreamHandler",
+    "Transport",
+    "TransportLimits",
+    "UnaryHandler",
+]

@@ -9,9 +9,10 @@ transport proved (libp2p does this with the peer's key on every connection).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Self
 
 from swarmnet.clock import Clock
 
@@ -105,10 +106,11 @@ class Transport(ABC):
     @abstractmethod
     def call_stream(
         self, peer_id: str, method: str, requests: AsyncIterable[bytes], *, timeout: float | None = None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """Open a bidirectional stream: send ``requests`` while yielding the peer's responses.
 
         ``timeout`` bounds the wait for each next response. Errors as in ``call_unary``.
+        Closing the generator early (``aclose()``) cancels the call on both sides.
         """
 
     @abstractmethod
@@ -117,9 +119,12 @@ class Transport(ABC):
 
     @abstractmethod
     async def shutdown(self) -> None:
-        """Stop serving and release every resource (processes, sockets, tasks). Idempotent."""
+        """Stop serving and release every resource (processes, sockets, tasks). Idempotent.
 
-    async def __aenter__(self) -> Transport:
+        Afterwards every other operation raises ``TransportClosed``.
+        """
+
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(

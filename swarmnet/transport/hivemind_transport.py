@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -174,7 +175,7 @@ class HivemindTransport(Transport):
 
     async def call_stream(
         self, peer_id: str, method: str, requests: AsyncIterable[bytes], *, timeout: float | None = None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """Stream requests to ``peer_id`` while yielding its responses."""
         self._check_open()
         timeout = self.limits.default_timeout if timeout is None else timeout
@@ -184,7 +185,9 @@ class HivemindTransport(Transport):
         except TimeoutError:
             raise RequestTimeout(f"opening {method} on {peer_id} took over {timeout:.1f}s") from None
         except _DIAL_ERRORS as e:
-            raise PeerUnreachable(f"cannot open {method} on {peer_id}: {e}") from e
+            # Not chained: hivemind's failed stream_open leaves its daemon connection in the
+            # traceback's frames; dropping them lets shutdown() collect and close it in time.
+            raise PeerUnreachable(f"cannot open {method} on {peer_id}: {e}") from None
         async for response in call_over_stream(reader, writer, requests, timeout, self.limits.max_message_bytes):
             yield response
 
@@ -200,6 +203,7 @@ class HivemindTransport(Transport):
         self._closed = True
         with contextlib.suppress(Exception):
             await self._p2p.shutdown()
+        gc.collect()  # close daemon connections hivemind leaked on failed dials while our loop still runs
         await asyncio.to_thread(self._dht.shutdown)
         logger.debug("transport %s shut down", self._peer_id)
 

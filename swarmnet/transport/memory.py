@@ -140,10 +140,10 @@ class MemoryNetwork:
             transport._close_now()
 
     def partition(self, *groups: Iterable[str]) -> None:
-        """Split the swarm: peers in different groups cannot call each other (new calls raise
-        ``PeerUnreachable``; messages in flight across the cut are lost). Peers in no group,
-        including ones added later, form one more group. The DHT stays shared. Replaces any
-        earlier partition.
+        """Split the swarm: peers in different groups cannot call each other. Calls across the cut
+        raise ``PeerUnreachable``; responses and stream items that would cross it are lost, so
+        their callers time out. Peers in no group, including ones added later, form one more
+        group. The DHT stays shared (it models lookups, not routing). Replaces any earlier partition.
         """
         group_of: dict[str, int] = {}
         for index, group in enumerate(groups):
@@ -183,6 +183,13 @@ class MemoryNetwork:
         group_of = self._group_of
         return group_of is not None and group_of.get(a, -1) != group_of.get(b, -1)
 
+    def _lost_to_cut(self, source: str, target: str) -> bool:
+        """Whether a message that already crossed the wire is lost to a partition (and count it)."""
+        if self._cut(source, target):
+            self._messages_dropped += 1
+            return True
+        return False
+
     def _reachable(self, source: str, target: str) -> MemoryTransport | None:
         """The live transport ``source`` can reach as ``target``, or None."""
         remote = self._peers.get(target)
@@ -201,10 +208,7 @@ class MemoryNetwork:
     def _transmit_between(self, source: str, target: str, nbytes: int) -> float | None:
         """Like ``_transmit`` for a stream item, which a partition also loses."""
         delay = self._transmit(nbytes)
-        if delay is not None and self._cut(source, target):
-            self._messages_dropped += 1
-            return None
-        return delay
+        return None if delay is None or self._lost_to_cut(source, target) else delay
 
     def _delay(self) -> float:
         faults = self._faults

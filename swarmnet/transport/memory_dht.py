@@ -26,7 +26,8 @@ __all__ = ["MemoryDHT"]
 class _Dictionary:
     """A dictionary value: subkey -> value, plus the latest expiry ever stored in it."""
 
-    entries: dict[str, StoredValue] = field(default_factory=dict)
+    # Keys are always subkeys (str); typed like ``Transport.get``'s answer so a get is a plain copy.
+    entries: dict[str | None, StoredValue] = field(default_factory=dict)
     # Never decreases. A plain value must outlive this to replace the dictionary; once every
     # subkey has expired it is in the past anyway, so it need not track removals.
     latest: float = float("-inf")
@@ -83,9 +84,9 @@ class MemoryDHT:
             return {}
         if isinstance(existing, StoredValue):
             return {None: existing} if existing.expires_at > now else {}
-        # The sweep removed everything expired at or before ``now``, but keep the filter so a
-        # get stays correct even if the heap ever lags.
-        return {sub: v for sub, v in existing.entries.items() if v.expires_at > now}
+        # Every stored entry has a heap entry until it expires, so after the sweep all of them are
+        # live and a plain copy (C speed, no per-entry Python filter) is the answer.
+        return dict(existing.entries)
 
     def sweep(self, now: float) -> None:
         """Forget every entry that expired at or before ``now``."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from swarmnet.clock import Clock
@@ -128,7 +128,7 @@ class MemoryTransport(Transport):
 
     def call_stream(
         self, peer_id: str, method: str, requests: AsyncIterable[bytes], *, timeout: float | None = None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """Stream ``requests`` to ``method`` on ``peer_id`` while yielding its responses.
 
         Each item takes its own hop delay but items stay in order; a lost item stalls that
@@ -208,7 +208,7 @@ class MemoryTransport(Transport):
             logger.debug("%s failed serving %r for %s", peer_id, method, self._peer_id, exc_info=True)
             failure, response = describe(error), b""
         nbytes = len(response) if failure is None else len(failure)
-        if not await self._network._hop(nbytes) or self._network._cut(peer_id, self._peer_id):
+        if not await self._network._hop(nbytes) or self._network._lost_to_cut(peer_id, self._peer_id):
             await _lost()
         self._check_open()
         if failure is not None:

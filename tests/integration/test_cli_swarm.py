@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.support import SwarmnetProcess, poll_until
+from tests.support import SwarmnetProcess
 
 pytestmark = pytest.mark.multiprocess
 
@@ -63,7 +63,8 @@ def listed(watch: SwarmnetProcess, predicate: Any, timeout: float, what: str) ->
 def test_status_lists_peers_and_sees_them_leave_or_die(processes: list[SwarmnetProcess], tmp_path: Path) -> None:
     bootstrap = start(processes, tmp_path, "dht", "dht", "--host-maddrs", LOOPBACK, "--identity", str(tmp_path / "d"))
     address = bootstrap.next_line(60)
-    assert address.startswith("/ip4/127.0.0.1/tcp/") and "/p2p/12D3KooW" in address
+    assert address.startswith("/ip4/127.0.0.1/tcp/")
+    assert "/p2p/12D3KooW" in address
     watch = start(
         processes, tmp_path, "watch", "status", "--initial-peers", address, "--swarm", "it", "--json", "--watch", "0.3"
     )
@@ -76,7 +77,8 @@ def test_status_lists_peers_and_sees_them_leave_or_die(processes: list[SwarmnetP
     print(f"3 peers listed {time.monotonic() - started_at:.1f}s after their start")
     by_id = {p["peer_id"]: p for p in snapshot["peers"]}
     assert by_id[ids["beta"]]["roles"] == ["volunteer", "beta"]
-    assert by_id[ids["beta"]]["version"] and by_id[ids["beta"]]["device"]["cpu_count"] >= 1
+    assert by_id[ids["beta"]]["version"]
+    assert by_id[ids["beta"]]["device"]["cpu_count"] >= 1
 
     one_shot = subprocess.run(
         [sys.executable, "-m", "swarmnet", "status", "--initial-peers", address, "--swarm", "it", "--json"],

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar, cast
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from swarmnet.clock import run_virtual
 from swarmnet.errors import ConfigError, PeerUnreachable, RemotePeerError, RequestTimeout, TransportClosed
@@ -116,6 +118,43 @@ def test_dht_sweeps_expired_entries() -> None:
     assert len(dht) == 2  # "plain" is gone from memory, not just hidden
     dht.sweep(now=3.0)
     assert len(dht) == 0
+
+
+_OPERATION = st.tuples(
+    st.sampled_from([0.0, 0.5, 1.0, 2.5]),  # how far time moves before the operation
+    st.sampled_from(["a", "b"]),  # key
+    st.one_of(st.none(), st.sampled_from(["x", "y"])),  # subkey, or None for a plain value; or a get
+    st.sampled_from([-0.5, 0.0, 0.5, 1.0, 2.0, 3.0]),  # expiry relative to now (ties on purpose)
+    st.booleans(),  # get instead of store
+)
+
+
+@given(st.lists(_OPERATION, max_size=40))
+def test_dht_matches_a_naive_model(operations: list[tuple[float, str, str | None, float, bool]]) -> None:
+    """The swept, heap-based table answers exactly like a table that keeps everything forever."""
+    dht = MemoryDHT(max_value_bytes=16)
+    model: dict[str, dict[str | None, StoredValue]] = {}  # a plain value sits under subkey None
+    now = 0.0
+    for step, (advance, key, subkey, ttl, is_get) in enumerate(operations):
+        now += advance
+        if is_get:
+            expected = {sub: v for sub, v in model.get(key, {}).items() if v.expires_at > now}
+            assert dht.get(key, now) == expected
+            continue
+        value, expires_at = b"%d" % step, now + ttl
+        entries = model.setdefault(key, {})
+        is_plain = None in entries
+        if subkey is None or is_plain:  # replacing the whole key: beat its latest expiry
+            previous = max((v.expires_at for v in entries.values()), default=float("-inf"))
+        else:
+            previous = entries[subkey].expires_at if subkey in entries else float("-inf")
+        accepted = expires_at > now and expires_at > previous
+        assert dht.store(key, value, expires_at, subkey, now) == accepted
+        if accepted:
+            if subkey is None or is_plain:
+                model[key] = {subkey: StoredValue(value, expires_at)}
+            else:
+                entries[subkey] = StoredValue(value, expires_at)
 
 
 def test_oversized_dht_value_is_refused() -> None:
@@ -389,7 +428,7 @@ def test_consumer_stopping_a_stream_early_cleans_up_both_sides() -> None:
                 await asyncio.sleep(0.5)
 
         await b.add_stream_handler("counter", counter)
-        stream = cast(AsyncGenerator[bytes, None], a.call_stream(b.peer_id, "counter", forever()))
+        stream = a.call_stream(b.peer_id, "counter", forever())
         assert [await anext(stream) for _ in range(3)] == [b"0", b"1", b"2"]
         await stream.aclose()
         assert finished == [True]

@@ -1,0 +1,334 @@
+"""``SwarmnetRecordValidator`` on ``DHTRecord``s built the way a hivemind DHT node builds them."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from typing import Any
+
+import base58
+import pytest
+from hivemind.dht.routing import DHTID
+from hivemind.dht.validation import CompositeValidator, DHTRecord, RecordValidatorBase
+from hivemind.utils.serializer import MSGPackSerializer
+
+from swarmnet.identity import Identity
+from swarmnet.records import MAGIC, Payload, RecordPolicy, seal_body, sign_record
+from swarmnet.transport.hivemind_validator import SwarmnetRecordValidator, is_peer_id
+from swarmnet.version import PROTOCOL_VERSION
+
+NOW = 1_700_000_000.0
+KEY = "swarm/test/peers"
+ALICE = Identity.generate()
+BOB = Identity.generate()
+
+
+class Announce(Payload):
+    KIND = "announce"
+    address: str
+
+
+def envelope(
+    identity: Identity = ALICE,
+    *,
+    key: str = KEY,
+    subkey: str | None = "",
+    timestamp: float = NOW - 10.0,
+    expires_at: float = NOW + 600.0,
+) -> bytes:
+    """A genuine envelope; by default for its author's own peer-id slot."""
+    return sign_record(
+        identity,
+        Announce(address="/ip4/127.0.0.1/tcp/1"),
+        key=key,
+        subkey=identity.peer_id if subkey == "" else subkey,
+        timestamp=timestamp,
+        expires_at=expires_at,
+    )
+
+
+def dht_record(value: Any, *, key: str = KEY, subkey: Any = None, expiration_time: float = NOW + 600.0) -> DHTRecord:
+    """What a hivemind node hands its validator for ``dht.store(key, value, expiration_time, subkey)``."""
+    return DHTRecord(
+        key=DHTID.generate(source=key).to_bytes(),
+        subkey=MSGPackSerializer.dumps(subkey),
+        value=MSGPackSerializer.dumps(value),
+        expiration_time=expiration_time,
+    )
+
+
+def owned(identity: Identity = ALICE, **envelope_args: Any) -> DHTRecord:
+    """A genuine record stored in its author's peer-id slot, with the expiry it was signed for."""
+    expires_at = envelope_args.get("expires_at", NOW + 600.0)
+    return dht_record(envelope(identity, **envelope_args), subkey=identity.peer_id, expiration_time=expires_at)
+
+
+def flip_bit(data: bytes, index: int) -> bytes:
+    mutable = bytearray(data)
+    mutable[index] ^= 1
+    return bytes(mutable)
+
+
+@pytest.fixture
+def validator() -> SwarmnetRecordValidator:
+    return SwarmnetRecordValidator()
+
+
+# --- genuine records -----------------------------------------------------------------------------
+
+
+def test_genuine_record_in_owner_slot_is_accepted(validator: SwarmnetRecordValidator) -> None:
+    assert validator.validate(owned(ALICE)) is True
+    assert validator.validate(owned(BOB)) is True
+
+
+def test_genuine_record_under_a_plain_subkey_is_accepted(validator: SwarmnetRecordValidator) -> None:
+    raw = envelope(subkey="slot-1")
+    assert validator.validate(dht_record(raw, subkey="slot-1")) is True
+
+
+def test_genuine_plain_value_is_accepted(validator: SwarmnetRecordValidator) -> None:
+    raw = envelope(subkey=None)
+    assert validator.validate(dht_record(raw, subkey=None)) is True
+
+
+def test_validation_does_not_check_read_time_expiry(validator: SwarmnetRecordValidator) -> None:
+    """Expiry is the DHT's business (and readers'); a node keeps serving until expiration_time."""
+    old = owned(ALICE, timestamp=1000.0, expires_at=2000.0)
+    assert validator.validate(old) is True
+
+
+# --- forged, misplaced, re-pinned ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("index", [len(MAGIC) + 1, len(MAGIC) + 40, len(MAGIC) + 95, 120, -2])
+def test_forged_record_is_refused(validator: SwarmnetRecordValidator, index: int) -> None:
+    raw = flip_bit(envelope(), index)
+    assert validator.validate(dht_record(raw, subkey=ALICE.peer_id)) is False
+
+
+def test_forged_plain_value_is_refused(validator: SwarmnetRecordValidator) -> None:
+    raw = flip_bit(envelope(subkey=None), -3)
+    assert validator.validate(dht_record(raw, subkey=None)) is False
+
+
+def test_impersonating_record_is_refused(validator: SwarmnetRecordValidator) -> None:
+    body = {
+        "protocol_version": PROTOCOL_VERSION,
+        "kind": Announce.KIND,
+        "peer_id": BOB.peer_id,
+        "key": KEY,
+        "subkey": BOB.peer_id,
+        "timestamp": NOW - 10.0,
+        "expires_at": NOW + 600.0,
+        "payload": {"address": "/ip4/6.6.6.6/tcp/1"},
+    }
+    raw = seal_body(ALICE, body)  # signed by Alice, claims to be Bob, aimed at Bob's slot
+    assert validator.validate(dht_record(raw, subkey=BOB.peer_id)) is False
+
+
+def test_wrong_dht_key_is_refused(validator: SwarmnetRecordValidator) -> None:
+    genuine = owned(ALICE)
+    moved = dataclasses.replace(genuine, key=DHTID.generate(source="swarm/test/other").to_bytes())
+    assert validator.validate(moved) is False
+    raw_key = dataclasses.replace(genuine, key=KEY.encode())
+    assert validator.validate(raw_key) is False
+
+
+@pytest.mark.parametrize("subkey", ["slot-1", None, 0, b"bytes"])
+def test_wrong_subkey_is_refused(validator: SwarmnetRecordValidator, subkey: object) -> None:
+    raw = envelope(subkey="slot-2")
+    assert validator.validate(dht_record(raw, subkey="slot-2")) is True
+    assert validator.validate(dht_record(raw, subkey=subkey)) is False
+
+
+def test_plain_value_stored_under_a_subkey_is_refused(validator: SwarmnetRecordValidator) -> None:
+    raw = envelope(subkey=None)
+    assert validator.validate(dht_record(raw, subkey="slot-1")) is False
+
+
+@pytest.mark.parametrize("delta", [1.0, 3600.0, 1e9, -1.0, -0.5, 1e-3])
+def test_dht_expiration_must_match_signed_expiry(validator: SwarmnetRecordValidator, delta: float) -> None:
+    genuine = owned(ALICE)
+    repinned = dataclasses.replace(genuine, expiration_time=genuine.expiration_time + delta)
+    assert validator.validate(genuine) is True
+    assert validator.validate(repinned) is False
+
+
+def test_genuine_record_in_another_peers_slot_is_refused(validator: SwarmnetRecordValidator) -> None:
+    """Alice signs honestly for subkey=Bob's id: it authenticates, but the slot belongs to Bob."""
+    raw = envelope(ALICE, subkey=BOB.peer_id)
+    assert validator.validate(dht_record(raw, subkey=BOB.peer_id)) is False
+
+
+def test_lifetime_beyond_policy_is_refused() -> None:
+    policy = RecordPolicy(max_lifetime=60.0)
+    record = owned(ALICE, timestamp=NOW, expires_at=NOW + 61.0)
+    assert SwarmnetRecordValidator(policy).validate(record) is False
+    assert SwarmnetRecordValidator().validate(record) is True
+
+
+def test_oversized_envelope_is_refused() -> None:
+    record = owned(ALICE)
+    assert SwarmnetRecordValidator(RecordPolicy(max_bytes=200)).validate(record) is False
+    assert SwarmnetRecordValidator().validate(record) is True
+
+
+# --- values that are not swarmnet envelopes ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"hello", 42, "hello", None, [1, 2], {"a": 1}, b"", "SWR1 but a string"],
+    ids=["bytes", "int", "str", "none", "list", "dict", "empty", "magic-str"],
+)
+def test_non_swarmnet_value_in_peer_slot_is_refused(validator: SwarmnetRecordValidator, value: object) -> None:
+    assert validator.validate(dht_record(value, subkey=ALICE.peer_id)) is False
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"hello", 42, "hello", None, [1, 2], {"a": 1}, b""],
+    ids=["bytes", "int", "str", "none", "list", "dict", "empty"],
+)
+def test_non_swarmnet_value_elsewhere_is_accepted(validator: SwarmnetRecordValidator, value: object) -> None:
+    assert validator.validate(dht_record(value, subkey="some-subkey")) is True
+    assert validator.validate(dht_record(value, subkey=None)) is True
+    assert validator.validate(dht_record(value, subkey=7)) is True
+
+
+@pytest.mark.parametrize("value", [MAGIC, MAGIC + b"\x00" * 200, MAGIC + b"junk"])
+@pytest.mark.parametrize("subkey", [None, "slot-1", ALICE.peer_id])
+def test_magic_prefixed_junk_is_refused_anywhere(
+    validator: SwarmnetRecordValidator, value: bytes, subkey: object
+) -> None:
+    assert validator.validate(dht_record(value, subkey=subkey)) is False
+
+
+@pytest.mark.parametrize(
+    ("value_bytes", "subkey_bytes"),
+    [
+        (b"\xc1", MSGPackSerializer.dumps(None)),  # 0xc1 is never used in msgpack
+        (b"", MSGPackSerializer.dumps(None)),
+        (MSGPackSerializer.dumps(b"hello")[:-2], MSGPackSerializer.dumps("slot")),  # truncated
+        (MSGPackSerializer.dumps(b"hello"), b"\xc1"),
+        (MSGPackSerializer.dumps(b"hello"), b""),
+        (MSGPackSerializer.dumps(b"hello") + b"trailing", MSGPackSerializer.dumps(None)),
+    ],
+    ids=["reserved-byte", "empty", "truncated", "bad-subkey", "empty-subkey", "trailing-bytes"],
+)
+def test_undeserializable_record_is_refused(
+    validator: SwarmnetRecordValidator, value_bytes: bytes, subkey_bytes: bytes
+) -> None:
+    record = DHTRecord(
+        key=DHTID.generate(source=KEY).to_bytes(),
+        subkey=subkey_bytes,
+        value=value_bytes,
+        expiration_time=NOW + 600.0,
+    )
+    assert validator.validate(record) is False
+
+
+def test_envelope_not_wrapped_in_msgpack_is_refused(validator: SwarmnetRecordValidator) -> None:
+    genuine = owned(ALICE)
+    unwrapped = dataclasses.replace(genuine, value=envelope())
+    assert validator.validate(unwrapped) is False
+
+
+def test_refusals_are_logged_at_debug(caplog: pytest.LogCaptureFixture, validator: SwarmnetRecordValidator) -> None:
+    with caplog.at_level(logging.DEBUG, logger="swarmnet.transport.hivemind_validator"):
+        assert validator.validate(dht_record(envelope(ALICE, subkey=BOB.peer_id), subkey=BOB.peer_id)) is False
+    messages = [r.getMessage() for r in caplog.records if r.name == "swarmnet.transport.hivemind_validator"]
+    assert any("owner" in m for m in messages)
+
+
+# --- is_peer_id ----------------------------------------------------------------------------------
+
+
+def test_is_peer_id_accepts_real_ids() -> None:
+    for identity in (ALICE, BOB, *(Identity.generate() for _ in range(20))):
+        assert is_peer_id(identity.peer_id) is True
+
+
+def _base58(data: bytes) -> str:
+    return base58.b58encode(data).decode("ascii")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "junk",
+        "12D3KooW",
+        ALICE.peer_id[:39],
+        ALICE.peer_id[:-1],
+        ALICE.peer_id + "1",
+        ALICE.peer_id + "x" * 10,
+        "0" * 52,  # not in the base58 alphabet
+        "I" * 52,
+        "l" * 52,
+        "é" * 52,
+        " " + ALICE.peer_id[1:],
+        "1" * 52,
+        # base58 strings of the right length range but another kind of peer id:
+        _base58(bytes([0x12, 0x20]) + hashlib.sha256(b"rsa key").digest()),  # RSA-style "Qm..." id
+        _base58(bytes([0x00, 0x25, 0x08, 0x02, 0x12, 0x21]) + b"\x02" * 33),  # secp256k1 identity id
+        _base58(bytes([0x00, 0x24, 0x08, 0x01, 0x12, 0x20]) + b"\x01" * 31),  # Ed25519 prefix, short key
+        _base58(bytes([0x00, 0x24, 0x08, 0x01, 0x12, 0x20]) + b"\x01" * 33),  # Ed25519 prefix, long key
+        _base58(bytes([0x01, 0x24, 0x08, 0x01, 0x12, 0x20]) + b"\x01" * 32),  # wrong multihash code
+    ],
+)
+def test_is_peer_id_rejects_junk(text: str) -> None:
+    assert is_peer_id(text) is False
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, 42, 4.2, b"12D3KooW", ALICE.peer_id.encode(), [ALICE.peer_id], (ALICE.peer_id,), {ALICE.peer_id: 1}],
+)
+def test_is_peer_id_rejects_non_strings(value: object) -> None:
+    assert is_peer_id(value) is False
+
+
+def test_rsa_style_id_has_plausible_length() -> None:
+    """The RSA-style id above really is in the length window, so the prefix check is what refuses it."""
+    rsa_like = _base58(bytes([0x12, 0x20]) + hashlib.sha256(b"rsa key").digest())
+    assert rsa_like.startswith("Qm")
+    assert 40 <= len(rsa_like) <= 60
+
+
+# --- hivemind integration points -----------------------------------------------------------------
+
+
+class OtherValidator(RecordValidatorBase):  # type: ignore[misc]
+    def validate(self, record: DHTRecord) -> bool:
+        return True
+
+
+def test_merge_with_another_swarmnet_validator(validator: SwarmnetRecordValidator) -> None:
+    assert validator.merge_with(SwarmnetRecordValidator()) is True
+    assert validator.merge_with(validator) is True
+
+
+def test_merge_with_other_validators_is_refused(validator: SwarmnetRecordValidator) -> None:
+    other = OtherValidator()
+    assert validator.merge_with(other) is False
+    assert other.merge_with(validator) is False
+
+
+def test_composite_validator_keeps_one_swarmnet_validator() -> None:
+    composite = CompositeValidator([SwarmnetRecordValidator(), OtherValidator(), SwarmnetRecordValidator()])
+    kinds = [type(v) for v in composite._validators]
+    assert kinds.count(SwarmnetRecordValidator) == 1
+    assert kinds.count(OtherValidator) == 1
+    assert composite.validate(owned(ALICE)) is True
+    assert composite.validate(dht_record(b"hello", subkey=ALICE.peer_id)) is False
+
+
+def test_priority_and_value_passthrough(validator: SwarmnetRecordValidator) -> None:
+    record = owned(ALICE)
+    assert validator.priority > OtherValidator().priority
+    # No signature is added or stripped: the envelope carries its own.
+    assert validator.sign_value(record) == record.value
+    assert validator.strip_value(record) == record.value
