@@ -220,7 +220,7 @@ class MemoryTransport(Transport):
 
     async def _stream(
         self, peer_id: str, method: str, requests: AsyncIterable[bytes], deadline: float
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         self._check_open()
         network, caller = self._network, self._peer_id
         limit = network.limits.max_message_bytes
