@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from swarmnet.errors import ConfigError
+from swarmnet.errors import ConfigError, RemoteFault, TransportError
 from swarmnet.identity import Identity
 from swarmnet.membership import MembershipConfig, PeerInfo, Swarm
+from swarmnet.peers.link_probe import LinkProbeConfig, measure_upload_mbps, serve_link_probe
 from swarmnet.peers.probe import probe_resources
+from swarmnet.transport.base import Transport
 from swarmnet.transport.hivemind_transport import HivemindConfig, HivemindTransport
 
 __all__ = ["DEFAULT_IDENTITY_PATH", "DaemonConfig", "ReadyInfo", "run_daemon"]
@@ -33,6 +36,9 @@ class DaemonConfig:
     roles: tuple[str, ...] = ("volunteer",)  # what this peer offers to do
     bandwidth_mbps: float | None = None  # configured link speed; None means unknown (not yet measured)
     benchmark_seconds: float = 0.3  # length of the start-up compute benchmark; 0 skips it
+    link_probe: LinkProbeConfig = field(default_factory=LinkProbeConfig)  # bandwidth measurement sizes
+    link_remeasure_interval: float = 1800.0  # seconds between bandwidth measurements once one succeeded
+    link_retry_interval: float = 30.0  # seconds between attempts while no other peer could be measured against
     membership: MembershipConfig = field(default_factory=MembershipConfig)
     network: HivemindConfig = field(default_factory=HivemindConfig)
 
@@ -44,6 +50,9 @@ class DaemonConfig:
             raise ConfigError("bandwidth_mbps must be positive")
         if self.benchmark_seconds < 0:
             raise ConfigError("benchmark_seconds must be >= 0")
+        if self.link_remeasure_interval <= 0 or self.link_retry_interval <= 0:
+            raise ConfigError("link measurement intervals must be positive")
+        self.link_probe.validate()
         self.membership.validate()
         self.network.limits.validate()
 
@@ -65,6 +74,7 @@ async def run_daemon(
     # The transport forks hivemind's DHT process: start it before torch spins up its thread pools.
     async with await HivemindTransport.create(identity, config.network) as transport:
         report = await asyncio.to_thread(probe_resources, config.benchmark_seconds)
+        await serve_link_probe(transport, config.link_probe)
         swarm = Swarm(transport, identity, config.membership)
         addresses = await transport.visible_addresses()
         await _warn_if_identity_in_use(swarm, identity.peer_id)
@@ -82,11 +92,35 @@ async def run_daemon(
         logger.info("peer %s joined swarm %r as %s", identity.peer_id, config.membership.swarm, ",".join(config.roles))
         if on_ready is not None:
             on_ready(ReadyInfo(identity.peer_id, addresses))
+        measuring = None
+        if config.bandwidth_mbps is None:
+            measuring = asyncio.create_task(_keep_link_measured(swarm, transport, config), name="swarmnet-link")
         try:
             await stop.wait()
         finally:
+            if measuring is not None:
+                measuring.cancel()
+                await asyncio.gather(measuring, return_exceptions=True)
             logger.info("leaving swarm %r", config.membership.swarm)
             await asyncio.shield(swarm.leave())
+
+
+async def _keep_link_measured(swarm: Swarm, transport: Transport, config: DaemonConfig) -> None:
+    """Measure upload bandwidth against a random live peer; again every so often."""
+    while True:
+        others = await swarm.peers(include_self=False)
+        delay = config.link_retry_interval
+        if others:
+            target = random.choice(others).peer_id
+            try:
+                mbps = await measure_upload_mbps(transport, target, config.link_probe)
+            except (TransportError, RemoteFault) as e:
+                logger.debug("link probe to %s failed: %r", target, e)
+            else:
+                logger.info("measured upload bandwidth: %.1f Mbit/s (to %s)", mbps, target)
+                await swarm.update(bandwidth_mbps=round(mbps, 1), bandwidth_source="measured")
+                delay = config.link_remeasure_interval
+        await asyncio.sleep(delay)
 
 
 async def _warn_if_identity_in_use(swarm: Swarm, peer_id: str) -> None:

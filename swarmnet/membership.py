@@ -126,6 +126,13 @@ class Swarm:
             self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="swarmnet-heartbeat")
         return ok
 
+    async def update(self, **changes: object) -> bool:
+        """Change fields of our announcement (e.g. a new bandwidth figure) and announce it now."""
+        if self._info is None:
+            raise RuntimeError("join() first")
+        self._info = PeerInfo.model_validate({**self._info.model_dump(), **changes})  # validates the changes
+        return await self.announce()
+
     async def announce(self) -> bool:
         """Store a fresh announcement; returns whether the DHT accepted it."""
         if self._info is None:

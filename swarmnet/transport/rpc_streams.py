@@ -46,13 +46,7 @@ async def serve_stream(
 ) -> None:
     """Run ``handler`` for one incoming stream; report its failure to the caller, never raise."""
     try:
-        async for response in handler(caller, _incoming(reader, max_bytes)):
-            if len(response) > max_bytes:
-                raise ProtocolError(f"response of {len(response)} bytes exceeds {max_bytes}")
-            write_frame(writer, FrameKind.DATA, response)
-            await writer.drain()
-        write_frame(writer, FrameKind.END)
-        await writer.drain()
+        await _write_all(writer, handler(caller, _incoming(reader, max_bytes)), max_bytes, "response")
     except (ConnectionError, asyncio.IncompleteReadError) as e:
         logger.debug("stream from %s broke: %r", caller, e)
     except Exception as e:
@@ -64,11 +58,12 @@ async def serve_stream(
         writer.close()
 
 
-async def _send_all(writer: asyncio.StreamWriter, requests: AsyncIterable[bytes], max_bytes: int) -> None:
-    async for request in requests:
-        if len(request) > max_bytes:
-            raise ProtocolError(f"request of {len(request)} bytes exceeds {max_bytes}")
-        write_frame(writer, FrameKind.DATA, request)
+async def _write_all(writer: asyncio.StreamWriter, messages: AsyncIterable[bytes], max_bytes: int, what: str) -> None:
+    """Frame each message (refusing oversized ones before sending), then END."""
+    async for message in messages:
+        if len(message) > max_bytes:
+            raise ProtocolError(f"{what} of {len(message)} bytes exceeds {max_bytes}")
+        write_frame(writer, FrameKind.DATA, message)
         await writer.drain()
     write_frame(writer, FrameKind.END)
     await writer.drain()
@@ -82,7 +77,7 @@ async def call_over_stream(
     max_bytes: int,
 ) -> AsyncIterator[bytes]:
     """Send ``requests`` and yield responses; ``timeout`` bounds each wait for the next response."""
-    sender = asyncio.create_task(_send_all(writer, requests, max_bytes))
+    sender = asyncio.create_task(_write_all(writer, requests, max_bytes, "request"))
     try:
         while True:
             kind, data = await _next_frame(reader, sender, timeout, max_bytes)

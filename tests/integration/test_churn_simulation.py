@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from swarmnet.errors import ConfigError
-from swarmnet.simulation import ChurnConfig, simulate_churn
+from swarmnet.simulation import ChurnConfig, ChurnReport, simulate_churn
 
 
 def test_thousand_peer_churn_tracks_ground_truth() -> None:
@@ -23,7 +23,10 @@ def test_same_seed_same_history() -> None:
     first = simulate_churn(ChurnConfig(peers=60, seed=3, duration=200.0))
     again = simulate_churn(ChurnConfig(peers=60, seed=3, duration=200.0))
     other = simulate_churn(ChurnConfig(peers=60, seed=4, duration=200.0))
-    history = lambda r: (r.joins, r.clean_leaves, r.deaths, r.max_listed)  # noqa: E731
+
+    def history(r: ChurnReport) -> tuple[int, int, int, int]:
+        return r.joins, r.clean_leaves, r.deaths, r.max_listed
+
     assert history(first) == history(again)
     assert history(first) != history(other)
 
