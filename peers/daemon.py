@@ -54,7 +54,7 @@ class DaemonConfig:
             raise ConfigError("link measurement intervals must be positive")
         self.link_probe.validate()
         self.membership.validate()
-        self.network.limits.validate()
+        self.network.validate()
 
 
 @dataclass(frozen=True)

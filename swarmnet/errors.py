@@ -7,6 +7,7 @@ whether to ban a peer, retry, or stop::
     ├── ConfigError               bad local configuration (our fault, fix and restart)
     ├── IdentityError             the local key file is unreadable or has wrong permissions
     ├── TransportError            the network failed us; nobody is necessarily to blame
+    │   ├── StartupError          the transport could not start (p2p daemon, bootstrap peers)
     │   ├── TransportClosed       this transport was shut down (or its peer was killed)
     │   ├── PeerUnreachable       the remote peer could not be reached
     │   └── RequestTimeout        the remote peer did not answer in time
@@ -29,6 +30,7 @@ __all__ = [
     "RemoteFault",
     "RemotePeerError",
     "RequestTimeout",
+    "StartupError",
     "SwarmnetError",
     "TransportClosed",
     "TransportError",
@@ -49,6 +51,10 @@ class IdentityError(SwarmnetError):
 
 class TransportError(SwarmnetError):
     """A network operation failed for reasons that are not clearly a peer's fault."""
+
+
+class StartupError(TransportError):
+    """The transport could not start: the p2p daemon failed, or no bootstrap peer answered."""
 
 
 class TransportClosed(TransportError):

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from swarmnet.cli.common import ExitCode, add_network_flags, configure_logging, install_stop_signals, network_config
-from swarmnet.errors import IdentityError
+from swarmnet.errors import ConfigError, IdentityError, StartupError
 from swarmnet.identity import Identity
 from swarmnet.transport.hivemind_transport import HivemindTransport
 
@@ -60,7 +60,10 @@ async def _serve(args: argparse.Namespace) -> int:
         return ExitCode.IDENTITY
     try:
         transport = await HivemindTransport.create(identity, network_config(args))
-    except Exception as e:
+    except ConfigError as e:
+        logger.error("%s", e)
+        return ExitCode.USAGE
+    except StartupError as e:
         logger.error("could not start the DHT node: %s", e)
         return ExitCode.NETWORK
     async with transport:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from swarmnet.cli.common import ExitCode, add_network_flags, configure_logging, install_stop_signals, network_config
-from swarmnet.errors import ConfigError, IdentityError
+from swarmnet.errors import ConfigError, IdentityError, StartupError
 from swarmnet.membership import MembershipConfig
 from swarmnet.peers.daemon import DEFAULT_IDENTITY_PATH, DaemonConfig, ReadyInfo, run_daemon
 
@@ -95,8 +95,10 @@ async def _run(config: DaemonConfig) -> int:
     except IdentityError as e:
         logger.error("%s", e)
         return ExitCode.IDENTITY
-    except (OSError, RuntimeError, TimeoutError) as e:  # p2p daemon failures are RuntimeErrors
-        logger.debug("start-up failure", exc_info=True)
-        logger.error("network failure: %s", e)
+    except ConfigError as e:
+        logger.error("%s", e)
+        return ExitCode.USAGE
+    except StartupError as e:
+        logger.error("could not join the swarm: %s", e)
         return ExitCode.NETWORK
     return ExitCode.OK

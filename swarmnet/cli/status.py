@@ -18,6 +18,7 @@ from swarmnet.cli.common import (
     install_stop_signals,
     network_config,
 )
+from swarmnet.errors import ConfigError, StartupError
 from swarmnet.identity import Identity
 from swarmnet.membership import Member, MembershipConfig, Swarm
 from swarmnet.transport.hivemind_transport import HivemindTransport
@@ -64,7 +65,10 @@ async def _status(args: argparse.Namespace) -> int:
     identity = Identity.generate()  # a throwaway identity: status never announces itself
     try:
         transport = await HivemindTransport.create(identity, network_config(args, client_mode=True))
-    except Exception as e:
+    except ConfigError as e:
+        logger.error("%s", e)
+        return ExitCode.USAGE
+    except StartupError as e:
         logger.error("could not reach the swarm: %s", e)
         return ExitCode.NETWORK
     async with transport:

@@ -27,9 +27,17 @@ from typing import Any
 import hivemind
 from hivemind.p2p import P2P, P2PDaemonError, PeerID
 from hivemind.p2p.p2p_daemon_bindings.utils import ControlFailure, DispatchFailure
+from hivemind.utils.multiaddr import Multiaddr
 
 from swarmnet.clock import Clock, SystemClock
-from swarmnet.errors import PeerUnreachable, ProtocolError, RequestTimeout, TransportClosed
+from swarmnet.errors import (
+    ConfigError,
+    PeerUnreachable,
+    ProtocolError,
+    RequestTimeout,
+    StartupError,
+    TransportClosed,
+)
 from swarmnet.identity import Identity
 from swarmnet.transport.base import StoredValue, StreamHandler, Transport, TransportLimits, UnaryHandler
 from swarmnet.transport.hivemind_validator import SwarmnetRecordValidator
@@ -56,6 +64,29 @@ class HivemindConfig:
     startup_timeout: float = 30.0  # seconds to wait for the DHT and its p2p daemon to start
     limits: TransportLimits = field(default_factory=TransportLimits)
 
+    def validate(self) -> None:
+        """Raise ``ConfigError`` for addresses the p2p daemon would reject with a cryptic message."""
+        self.limits.validate()
+        if self.startup_timeout <= 0:
+            raise ConfigError("startup_timeout must be positive")
+        if not self.host_maddrs:
+            raise ConfigError("at least one host multiaddr is needed to listen on")
+        for address in (*self.initial_peers, *self.host_maddrs, *self.announce_maddrs):
+            _parse_multiaddr(address)
+        for address in self.initial_peers:
+            if "/p2p/" not in address:
+                raise ConfigError(f"initial peer {address!r} lacks its peer id: it must end with /p2p/12D3KooW...")
+        for address in self.announce_maddrs:
+            if address.rstrip("/").endswith("/tcp/0") or address.rstrip("/").endswith("/udp/0"):
+                raise ConfigError(f"announce address {address!r} needs an explicit port, not 0")
+
+
+def _parse_multiaddr(address: str) -> None:
+    try:
+        Multiaddr(address)
+    except Exception as e:  # multiaddr raises several unrelated types for bad input
+        raise ConfigError(f"{address!r} is not a valid multiaddr ({e}); example: /ip4/203.0.113.7/tcp/31337") from None
+
 
 class HivemindTransport(Transport):
     """``Transport`` over a hivemind DHT process and its p2p daemon. Create with ``await create(...)``."""
@@ -69,7 +100,7 @@ class HivemindTransport(Transport):
     async def create(cls, identity: Identity, config: HivemindConfig | None = None) -> HivemindTransport:
         """Start a DHT node (with its p2p daemon) under ``identity`` and connect to it."""
         config = config or HivemindConfig()
-        config.limits.validate()
+        config.validate()
         key_dir = Path(tempfile.mkdtemp(prefix="swarmnet-key-"))  # mode 0700
         try:
             key_path = key_dir / "libp2p.key"
@@ -91,7 +122,11 @@ class HivemindTransport(Transport):
                 record_validators=[SwarmnetRecordValidator()],
                 await_ready=False,
             )
-            await asyncio.to_thread(dht.wait_until_ready, config.startup_timeout)
+            try:
+                await asyncio.to_thread(dht.wait_until_ready, config.startup_timeout)
+            except Exception as e:
+                dht.shutdown()
+                raise StartupError(_explain_startup_failure(e, config)) from None
         finally:
             shutil.rmtree(key_dir, ignore_errors=True)  # the daemon has read the key by now
         try:
@@ -210,6 +245,16 @@ class HivemindTransport(Transport):
     def _check_open(self) -> None:
         if self._closed:
             raise TransportClosed(f"transport {self._peer_id} is shut down")
+
+
+def _explain_startup_failure(error: Exception, config: HivemindConfig) -> str:
+    reason = str(error) or type(error).__name__
+    if "bootstrap" in reason and config.initial_peers:
+        return (
+            f"none of the initial peers answered ({', '.join(config.initial_peers)}): check that the address "
+            "is right, that its node is running, and that its port is reachable from here"
+        )
+    return f"the p2p daemon failed to start: {reason}"
 
 
 async def _one(item: bytes) -> AsyncIterator[bytes]:

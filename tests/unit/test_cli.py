@@ -197,6 +197,22 @@ def test_peer_with_a_world_readable_key_exits_before_the_network_starts(
     assert key.read_bytes() == pem  # the key is reported, never rewritten
 
 
+def test_peer_with_an_initial_peer_lacking_its_id_is_a_usage_error(
+    run_cli: Callable[..., int],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    def no_transport(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the transport started although the flags are invalid")
+
+    monkeypatch.setattr(daemon_module.HivemindTransport, "create", no_transport)
+    key = tmp_path / "identity.pem"
+    assert run_cli("peer", "--initial-peers", "/ip4/203.0.113.7/tcp/31337", "--identity", str(key)) == ExitCode.USAGE
+    assert "/p2p/" in capsys.readouterr().err
+    assert not key.exists()
+
+
 def test_an_unknown_log_level_exits_with_a_clear_message(capsys: pytest.CaptureFixture[str]) -> None:
     exit_ = _system_exit(["status", "--log-level", "NOPE", "--initial-peers", "/ip4/127.0.0.1/tcp/1"])
     assert isinstance(exit_.code, str)
@@ -264,11 +280,12 @@ def test_the_logging_sandbox_restores_the_root_logger(
 
 def test_config_from_args_maps_every_flag(tmp_path: Path) -> None:
     bootstrap = f"/ip4/203.0.113.7/tcp/31337/p2p/{Identity.generate().peer_id}"
+    second = f"/ip4/10.0.0.2/tcp/4001/p2p/{Identity.generate().peer_id}"
     args = build_parser().parse_args(
         [
             "peer", "--identity", str(tmp_path / "k.pem"), "--ttl", "30", "--heartbeat", "7",
             "--roles", "volunteer", "trainer", "--swarm", "run-1", "--bandwidth-mbps", "250",
-            "--benchmark-seconds", "0.1", "--initial-peers", bootstrap, "/ip4/10.0.0.2/tcp/4001",
+            "--benchmark-seconds", "0.1", "--initial-peers", bootstrap, second,
             "--host-maddrs", "/ip4/127.0.0.1/tcp/0", "/ip6/::1/tcp/0", "--announce-maddrs", "/ip4/198.51.100.1/tcp/9",
             "--client-mode",
         ]
@@ -281,7 +298,7 @@ def test_config_from_args_maps_every_flag(tmp_path: Path) -> None:
     assert config.membership.swarm == "run-1"
     assert config.membership.ttl == 30.0
     assert config.membership.heartbeat_interval == 7.0
-    assert config.network.initial_peers == (bootstrap, "/ip4/10.0.0.2/tcp/4001")
+    assert config.network.initial_peers == (bootstrap, second)
     assert config.network.host_maddrs == ("/ip4/127.0.0.1/tcp/0", "/ip6/::1/tcp/0")
     assert config.network.announce_maddrs == ("/ip4/198.51.100.1/tcp/9",)
     assert config.network.client_mode is True
