@@ -57,6 +57,7 @@ async def _scenario(tmp_path: Path) -> None:
             return found[0] if found and found[0].info.bandwidth_source == "measured" else None
 
         member_b = await apoll_until(b_measured, timeout=60, interval=0.3, what="b's measured bandwidth")
+        assert member_b is not None
         assert member_b.peer_id == Identity.load_or_create(tmp_path / "b.pem").peer_id
         assert member_b.info.bandwidth_mbps is not None
         assert member_b.info.bandwidth_mbps > 1

@@ -22,6 +22,7 @@ from swarmnet.cli.status import member_to_json, render_table, swarm_to_json
 from swarmnet.identity import Identity
 from swarmnet.membership import DeviceInfo, Member, MembershipConfig, PeerInfo
 from swarmnet.peers.daemon import DEFAULT_IDENTITY_PATH
+from swarmnet.transport.hivemind_transport import HivemindTransport
 from swarmnet.version import __version__
 
 SUBCOMMANDS = ("dht", "peer", "status", "local")
@@ -81,6 +82,24 @@ def run_cli() -> Callable[..., int]:
     return run
 
 
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make starting a transport or probing this machine fail loudly; returns what was attempted."""
+    attempted: list[str] = []
+
+    async def no_transport(*args: Any, **kwargs: Any) -> Any:
+        attempted.append("transport")
+        raise AssertionError("the network started although the command should have stopped before it")
+
+    def no_probe(*args: Any, **kwargs: Any) -> Any:
+        attempted.append("probe")
+        raise AssertionError("the resource probe ran although the command should have stopped before it")
+
+    monkeypatch.setattr(HivemindTransport, "create", no_transport)
+    monkeypatch.setattr(daemon_module, "probe_resources", no_probe)
+    return attempted
+
+
 def _system_exit(argv: list[str]) -> SystemExit:
     with _logging_sandbox(), pytest.raises(SystemExit) as caught:
         main(argv)
@@ -129,88 +148,72 @@ def test_python_dash_m_swarmnet_prints_the_version() -> None:
 
 
 def test_status_without_initial_peers_is_a_usage_error(
-    run_cli: Callable[..., int], capsys: pytest.CaptureFixture[str]
+    run_cli: Callable[..., int], capsys: pytest.CaptureFixture[str], no_network: list[str]
 ) -> None:
     assert run_cli("status") == ExitCode.USAGE
     captured = capsys.readouterr()
     assert "--initial-peers is required" in captured.err
     assert captured.out == ""
+    assert no_network == []
 
 
 def test_peer_heartbeat_longer_than_half_the_ttl_is_a_usage_error(
-    run_cli: Callable[..., int], capsys: pytest.CaptureFixture[str], tmp_path: Path
+    run_cli: Callable[..., int], capsys: pytest.CaptureFixture[str], no_network: list[str], tmp_path: Path
 ) -> None:
     key = tmp_path / "identity.pem"
     assert run_cli("peer", "--heartbeat", "20", "--ttl", "10", "--identity", str(key)) == ExitCode.USAGE
     assert "heartbeat_interval" in capsys.readouterr().err
-    assert not key.exists()  # rejected before the key (or anything else) was created
+    assert not key.exists()  # rejected before the key was created
+    assert no_network == []
 
 
 def test_peer_with_an_empty_role_is_a_usage_error(
-    run_cli: Callable[..., int], capsys: pytest.CaptureFixture[str], tmp_path: Path
+    run_cli: Callable[..., int], capsys: pytest.CaptureFixture[str], no_network: list[str], tmp_path: Path
 ) -> None:
     key = tmp_path / "identity.pem"
     assert run_cli("peer", "--roles", "", "--identity", str(key)) == ExitCode.USAGE
     assert "roles" in capsys.readouterr().err
     assert not key.exists()
+    assert no_network == []
 
 
-def test_local_with_no_peers_is_a_usage_error(run_cli: Callable[..., int], capsys: pytest.CaptureFixture[str]) -> None:
+def test_peer_with_an_initial_peer_lacking_its_id_is_a_usage_error(
+    run_cli: Callable[..., int], capsys: pytest.CaptureFixture[str], no_network: list[str], tmp_path: Path
+) -> None:
+    key = tmp_path / "identity.pem"
+    assert run_cli("peer", "--initial-peers", "/ip4/203.0.113.7/tcp/31337", "--identity", str(key)) == ExitCode.USAGE
+    assert "/p2p/" in capsys.readouterr().err
+    assert not key.exists()
+    assert no_network == []
+
+
+def test_local_with_no_peers_is_a_usage_error(
+    run_cli: Callable[..., int], capsys: pytest.CaptureFixture[str], no_network: list[str]
+) -> None:
     assert run_cli("local", "--peers", "0") == ExitCode.USAGE
     assert "--peers must be at least 1" in capsys.readouterr().err
+    assert no_network == []
 
 
 def test_peer_with_a_world_readable_key_exits_before_the_network_starts(
-    run_cli: Callable[..., int],
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
+    run_cli: Callable[..., int], capsys: pytest.CaptureFixture[str], no_network: list[str], tmp_path: Path
 ) -> None:
+    # peers/daemon.py loads the identity before it starts the transport; `no_network` fails the test otherwise.
     key = tmp_path / "identity.pem"
     pem = Identity.generate().private_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     key.write_bytes(pem)
     key.chmod(0o644)
-    started: list[str] = []
-
-    class NoTransport:
-        @classmethod
-        async def create(cls, *args: Any, **kwargs: Any) -> Any:
-            started.append("transport")
-            raise AssertionError("the transport started although the identity is unusable")
-
-    def no_probe(*args: Any, **kwargs: Any) -> Any:
-        started.append("probe")
-        raise AssertionError("the probe ran although the identity is unusable")
-
-    monkeypatch.setattr(daemon_module, "HivemindTransport", NoTransport)
-    monkeypatch.setattr(daemon_module, "probe_resources", no_probe)
 
     code = run_cli("peer", "--identity", str(key), "--benchmark-seconds", "0", "--host-maddrs", "/ip4/127.0.0.1/tcp/0")
 
     assert code == ExitCode.IDENTITY
-    assert started == []
+    assert no_network == []
     err = capsys.readouterr().err
     assert "readable by other users" in err
     assert "chmod 600" in err
     assert key.read_bytes() == pem  # the key is reported, never rewritten
-
-
-def test_peer_with_an_initial_peer_lacking_its_id_is_a_usage_error(
-    run_cli: Callable[..., int],
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-) -> None:
-    def no_transport(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("the transport started although the flags are invalid")
-
-    monkeypatch.setattr(daemon_module.HivemindTransport, "create", no_transport)
-    key = tmp_path / "identity.pem"
-    assert run_cli("peer", "--initial-peers", "/ip4/203.0.113.7/tcp/31337", "--identity", str(key)) == ExitCode.USAGE
-    assert "/p2p/" in capsys.readouterr().err
-    assert not key.exists()
 
 
 def test_an_unknown_log_level_exits_with_a_clear_message(capsys: pytest.CaptureFixture[str]) -> None:
