@@ -1,0 +1,88 @@
+"""The ``Codec`` interface: stateless tensor <-> bytes, with a fused error-feedback hook.
+
+A codec instance is configured (block size, ratio, value format) and stateless; everything a
+decoder needs travels in the payload (``wire.py``), so any peer decodes any payload without
+knowing the sender's settings. Error-feedback residuals live outside, in ``ErrorFeedback``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+
+from swarmnet.compression.wire import DEFAULT_MAX_ELEMENTS, CodecId, Header, unpack
+from swarmnet.errors import CodecError
+
+__all__ = ["Codec", "check_section_sizes", "flat_float"]
+
+
+def flat_float(tensor: torch.Tensor) -> torch.Tensor:
+    """A contiguous 1-D view (or copy) of a floating tensor on the CPU; ``CodecError`` otherwise."""
+    if not tensor.is_floating_point():
+        raise CodecError(f"codecs take floating tensors, got {tensor.dtype}")
+    if tensor.device.type != "cpu":
+        raise CodecError(f"CPU codecs take CPU tensors, got one on {tensor.device}")
+    return tensor.reshape(-1) if tensor.is_contiguous() else tensor.contiguous().reshape(-1)
+
+
+def check_section_sizes(header: Header, sections: list[memoryview], expected: list[int]) -> None:
+    """Raise ``CodecError`` unless the sections have exactly the sizes the header implies."""
+    actual = [len(s) for s in sections]
+    if actual != expected:
+        raise CodecError(
+            f"{header.codec.name} payload for shape {header.shape}: sections {actual}, expected {expected}"
+        )
+
+
+class Codec(ABC):
+    """Encodes a tensor into a self-describing payload and decodes it back."""
+
+    codec_id: ClassVar[CodecId]
+    name: str  # registry name of this configured instance, e.g. "int8" or "topk1pct"
+
+    @abstractmethod
+    def encode(self, tensor: torch.Tensor) -> bytes:
+        """Compress ``tensor`` (any shape, floating dtype, CPU) into a payload."""
+
+    @classmethod
+    @abstractmethod
+    def decode_sections(cls, header: Header, sections: list[memoryview]) -> torch.Tensor:
+        """Rebuild the tensor from validated framing; check section sizes before allocating."""
+
+    @abstractmethod
+    def estimated_ratio(self, numel: int, dtype: torch.dtype = torch.float32) -> float:
+        """Expected payload bytes / raw bytes for a tensor of ``numel`` elements of ``dtype``."""
+
+    def decode(
+        self, payload: bytes | bytearray | memoryview, max_elements: int = DEFAULT_MAX_ELEMENTS
+    ) -> torch.Tensor:
+        """Decode a payload of this codec's family; ``CodecError`` for anything malformed."""
+        header, sections = unpack(payload, max_elements)
+        if header.codec != self.codec_id:
+            raise CodecError(f"{self.name} cannot decode a {header.codec.name} payload")
+        return self.decode_sections(header, sections)
+
+    def encode_with_feedback(self, tensor: torch.Tensor, residual: torch.Tensor) -> bytes:
+        """Encode ``tensor + residual`` and leave the compression error in ``residual`` (in place).
+
+        ``residual`` is a flat float32 buffer of ``tensor.numel()`` elements. Codecs override this
+        when they can compute the error without a full decode.
+        """
+        residual.add_(flat_float(tensor))
+        payload = self.encode(residual)
+        residual.sub_(self.decode(payload).reshape(-1).to(residual.dtype))
+        return payload
+
+    def decode_accumulate(
+        self, payload: bytes | bytearray | memoryview, out: torch.Tensor, alpha: float = 1.0
+    ) -> None:
+        """``out += alpha * decode(payload)``; sparse codecs override this to touch only what was sent."""
+        decoded = self.decode(payload, max_elements=out.numel())
+        if decoded.numel() != out.numel():
+            raise CodecError(f"payload holds {decoded.numel()} elements, the target has {out.numel()}")
+        out.add_(decoded.reshape(out.shape).to(out.dtype), alpha=alpha)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"

@@ -1,0 +1,90 @@
+"""Codecs that only change the float format: none (lossless), fp16 and bf16."""
+
+from __future__ import annotations
+
+import warnings
+from typing import ClassVar
+
+import torch
+
+from swarmnet.compression.base import Codec, check_section_sizes, flat_float
+from swarmnet.compression.wire import CodecId, Header, pack
+
+__all__ = ["BFloat16Codec", "Float16Codec", "NoneCodec"]
+
+
+def _as_bytes(tensor: torch.Tensor) -> memoryview:
+    # numpy has no bfloat16: reinterpret 2-byte floats as int16 so numpy can hand out the buffer.
+    if tensor.dtype in (torch.bfloat16, torch.float16):
+        tensor = tensor.view(torch.int16)
+    return memoryview(tensor.numpy()).cast("B")
+
+
+def _from_bytes(
+    section: memoryview, wire_dtype: torch.dtype, dtype: torch.dtype, shape: tuple[int, ...]
+) -> torch.Tensor:
+    """Copy the section out as ``dtype`` in one pass (the payload buffer itself is read-only)."""
+    if not len(section):
+        return torch.empty(shape, dtype=dtype)
+    storage = torch.int16 if wire_dtype in (torch.bfloat16, torch.float16) else wire_dtype
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "buffer is not writable": we copy right below
+        wire = torch.frombuffer(section, dtype=storage).view(wire_dtype)
+    return wire.to(dtype, copy=True).reshape(shape)
+
+
+class _CastCodec(Codec):
+    wire_dtype: ClassVar[torch.dtype | None]  # None keeps the tensor's own dtype
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def encode(self, tensor: torch.Tensor) -> bytes:
+        """Store the values in the wire dtype."""
+        flat = flat_float(tensor)
+        wire = flat if self.wire_dtype is None else flat.to(self.wire_dtype)
+        return pack(self.codec_id, tensor.dtype, tensor.shape, [_as_bytes(wire)])
+
+    @classmethod
+    def decode_sections(cls, header: Header, sections: list[memoryview]) -> torch.Tensor:
+        """Reinterpret the section as the wire dtype and cast back to the original dtype."""
+        wire_dtype = header.dtype if cls.wire_dtype is None else cls.wire_dtype
+        check_section_sizes(header, sections, [header.numel * wire_dtype.itemsize])
+        return _from_bytes(sections[0], wire_dtype, header.dtype, header.shape)
+
+    def estimated_ratio(self, numel: int, dtype: torch.dtype = torch.float32) -> float:
+        """Exact: the wire dtype's size over the input's."""
+        if self.wire_dtype is None:
+            return 1.0
+        return self.wire_dtype.itemsize / dtype.itemsize
+
+
+class NoneCodec(_CastCodec):
+    """Lossless: the raw values."""
+
+    codec_id = CodecId.NONE
+    wire_dtype = None
+
+
+class Float16Codec(_CastCodec):
+    """IEEE half precision: 2 bytes per value, relative error at most 2**-11 (saturates at 65504)."""
+
+    codec_id = CodecId.FP16
+    wire_dtype = torch.float16
+
+    def encode(self, tensor: torch.Tensor) -> bytes:
+        """Saturate at +-65504 rather than send infinities (an inf would poison every average)."""
+        flat = flat_float(tensor)
+        limit = torch.finfo(torch.float16).max
+        if flat.numel():
+            low, high = torch.aminmax(flat)
+            if float(high) > limit or float(low) < -limit:
+                flat = flat.clamp(-limit, limit)
+        return pack(self.codec_id, tensor.dtype, tensor.shape, [_as_bytes(flat.to(torch.float16))])
+
+
+class BFloat16Codec(_CastCodec):
+    """bfloat16: 2 bytes per value, fp32's range, relative error at most 2**-8."""
+
+    codec_id = CodecId.BF16
+    wire_dtype = torch.bfloat16
