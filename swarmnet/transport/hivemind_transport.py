@@ -18,7 +18,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -101,34 +101,13 @@ class HivemindTransport(Transport):
         """Start a DHT node (with its p2p daemon) under ``identity`` and connect to it."""
         config = config or HivemindConfig()
         config.validate()
-        key_dir = Path(tempfile.mkdtemp(prefix="swarmnet-key-"))  # mode 0700
-        try:
-            key_path = key_dir / "libp2p.key"
-            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(identity.libp2p_private_key())
-            dht = hivemind.DHT(
-                initial_peers=list(config.initial_peers) or None,
-                start=True,
-                client_mode=config.client_mode,
-                host_maddrs=list(config.host_maddrs),
-                announce_maddrs=list(config.announce_maddrs) or None,
-                identity_path=str(key_path),
-                # Our own membership layer notices duplicate identities; hivemind's check costs a second daemon.
-                check_if_identity_free=False,
-                use_relay=config.use_relay,
-                use_auto_relay=config.use_auto_relay,
-                startup_timeout=config.startup_timeout,
-                record_validators=[SwarmnetRecordValidator()],
-                await_ready=False,
-            )
+        with _libp2p_key_file(identity) as key_path:
+            dht = _start_dht(config, key_path)
             try:
                 await asyncio.to_thread(dht.wait_until_ready, config.startup_timeout)
             except Exception as e:
                 dht.shutdown()
                 raise StartupError(_explain_startup_failure(e, config)) from None
-        finally:
-            shutil.rmtree(key_dir, ignore_errors=True)  # the daemon has read the key by now
         try:
             await dht.run_coroutine(partial(exit_when_orphaned, parent_pid=os.getpid()), return_future=True)
             p2p = await dht.replicate_p2p()
@@ -245,6 +224,39 @@ class HivemindTransport(Transport):
     def _check_open(self) -> None:
         if self._closed:
             raise TransportClosed(f"transport {self._peer_id} is shut down")
+
+
+@contextlib.contextmanager
+def _libp2p_key_file(identity: Identity) -> Iterator[Path]:
+    """The key in the p2p daemon's format, in a private temporary file removed once it has started."""
+    key_dir = Path(tempfile.mkdtemp(prefix="swarmnet-key-"))  # mode 0700
+    try:
+        key_path = key_dir / "libp2p.key"
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(identity.libp2p_private_key())
+        yield key_path
+    finally:
+        shutil.rmtree(key_dir, ignore_errors=True)
+
+
+def _start_dht(config: HivemindConfig, key_path: Path) -> hivemind.DHT:
+    """Fork hivemind's DHT process (it starts p2pd); readiness is awaited by the caller."""
+    return hivemind.DHT(
+        initial_peers=list(config.initial_peers) or None,
+        start=True,
+        client_mode=config.client_mode,
+        host_maddrs=list(config.host_maddrs),
+        announce_maddrs=list(config.announce_maddrs) or None,
+        identity_path=str(key_path),
+        # Our membership layer notices duplicate identities; hivemind's own check costs a second daemon.
+        check_if_identity_free=False,
+        use_relay=config.use_relay,
+        use_auto_relay=config.use_auto_relay,
+        startup_timeout=config.startup_timeout,
+        record_validators=[SwarmnetRecordValidator()],
+        await_ready=False,
+    )
 
 
 def _explain_startup_failure(error: Exception, config: HivemindConfig) -> str:
