@@ -17,7 +17,7 @@ def _as_bytes(tensor: torch.Tensor) -> memoryview:
     # numpy has no bfloat16: reinterpret 2-byte floats as int16 so numpy can hand out the buffer.
     if tensor.dtype in (torch.bfloat16, torch.float16):
         tensor = tensor.view(torch.int16)
-    return memoryview(tensor.numpy()).cast("B")
+    return tensor.numpy().data.cast("B")
 
 
 def _from_bytes(

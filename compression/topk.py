@@ -1,0 +1,420 @@
+"""Top-k sparsification: send the largest-magnitude entries, their positions delta-coded and bit-packed.
+
+Selection (``selection=``):
+
+* ``"exact"``: ``torch.topk(|x|, k)``; exact but slow on big tensors (a partial sort of all of them).
+* ``"sampled"`` (Deep Gradient Compression): estimate the threshold from ``sample_size`` random
+  entries (the ``k * sample / n``-th largest magnitude of the sample), then select ``|x| >= t`` in
+  one chunked pass. The count lands near ``k``; if it falls outside ``[k - 3k//10, k + 3k//10]``
+  it is refined (an exact top-k of the over-selected subset, or a second, lower threshold and
+  then, only if that also misses, an exact top-k of the whole tensor).
+
+**Selection guarantee.** For finite inputs the selected set is always exactly the ``m`` largest
+magnitudes of the tensor (up to ties at the boundary) for some ``m`` with
+``k - 3k//10 <= m <= k + 3k//10`` (``m == k`` for ``"exact"``, and whenever sampling is skipped:
+``n <= sample_size`` or ``k == n``). Sampling only decides ``m``, never which entries win, so the
+payload never exceeds ``payload_size(k + 3k//10, bits(n - 1), values)``. Cost: at most two
+threshold passes, plus one exact top-k over the whole tensor in the (rare) case that both
+threshold estimates under-select.
+
+Values (``values=``): ``"fp16"`` (saturated at +-65504), ``"int8"`` (one fp32 absmax scale,
+error <= absmax/254; magnitudes saturate at 2**127) or ``"sign"`` (1 bit each, all decoded to
++-mean|selected|, as in 1-bit SGD and CELLM). Non-finite inputs are sent as finite numbers (NaN as
+0, +-inf saturated).
+
+Payload sections (after the ``wire.py`` header):
+
+1. params, ``<QQfBB2x`` (24 bytes): count ``m``, first index, scale (fp32; 0 for fp16), index bit
+   width, value format.
+2. indices: the ``m - 1`` gaps between consecutive (ascending) indices, each ``width`` bits,
+   little-endian bit stream (``bitpack.py``); ``width`` is the bit length of the largest gap.
+3. values: ``2m`` bytes (fp16), ``m`` bytes (int8) or ``ceil(m / 8)`` bytes (sign bits, 1 = negative).
+
+So a payload is exactly ``payload_size(m, width, values, ndim)`` bytes::
+
+    (16 + 8 * (ndim + 3)) + 24 + ceil((m - 1) * width / 8) + value_bytes(m)
+
+The decoder checks every field, the section sizes, and that the decoded indices are strictly
+increasing and below ``numel`` before it allocates anything of the tensor's size.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import struct
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from swarmnet.compression.base import Codec, check_section_sizes, flat_float
+from swarmnet.compression.bitpack import MAX_WIDTH, bit_width, pack_indices, packed_size, unpack_indices
+from swarmnet.compression.wire import CodecId, Header, pack, unpack
+from swarmnet.errors import CodecError
+
+__all__ = ["TopKCodec", "ValueFormat", "payload_size", "selection_window"]
+
+Selection = Literal["exact", "sampled"]
+Values = Literal["fp16", "int8", "sign"]
+
+_PARAMS = struct.Struct("<QQfBB2x")
+_N_SECTIONS = 3
+_FP16_MAX = float(torch.finfo(torch.float16).max)
+_FP32_MAX = float(torch.finfo(torch.float32).max)
+# Entries per step of the threshold pass: big enough to amortise per-call overhead, small enough
+# that the chunk, its magnitudes and its mask stay in cache between the add, abs and compare.
+_CHUNK = 1 << 18
+_EULER_GAMMA = 0.5772156649015329
+# int8 scales stop at 2**127 so that 127 codes of scale/127 never overflow fp32 (max ~2**128).
+_INT8_MAX_SCALE = 2.0**127
+
+
+class ValueFormat(enum.IntEnum):
+    """How the selected values travel; the numbers are permanent wire codes."""
+
+    FP16 = 0
+    INT8 = 1
+    SIGN = 2
+
+
+_FORMATS: dict[str, ValueFormat] = {"fp16": ValueFormat.FP16, "int8": ValueFormat.INT8, "sign": ValueFormat.SIGN}
+
+
+def selection_window(k: int) -> tuple[int, int]:
+    """``(low, cap)``: the counts a sampled selection accepts without refinement, ``k -+ 3k//10``."""
+    slack = (3 * k) // 10
+    return k - slack, k + slack
+
+
+def _value_bytes(fmt: ValueFormat, count: int) -> int:
+    if fmt is ValueFormat.FP16:
+        return 2 * count
+    if fmt is ValueFormat.INT8:
+        return count
+    return (count + 7) // 8
+
+
+def payload_size(count: int, width: int, values: Values = "fp16", ndim: int = 1) -> int:
+    """Exact bytes of a payload holding ``count`` entries with index gaps of ``width`` bits."""
+    header = 16 + 8 * (ndim + _N_SECTIONS)  # wire.py: 12 fixed bytes, shape, section lengths, CRC32
+    return header + _PARAMS.size + packed_size(max(count - 1, 0), width) + _value_bytes(_FORMATS[values], count)
+
+
+def _as_numpy(flat: torch.Tensor) -> npt.NDArray[np.floating]:
+    """A numpy array of a flat tensor; half types are widened once (numpy has no bf16, fp16 is slow)."""
+    flat = flat.detach()
+    if flat.dtype not in (torch.float32, torch.float64):
+        flat = flat.float()
+    return flat.numpy()
+
+
+def _as_dtype_of(addend: torch.Tensor, x: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:
+    """``addend`` as a numpy array of ``x``'s dtype (a view when it already is; half types widen exactly)."""
+    wanted = torch.float64 if x.dtype == np.float64 else torch.float32
+    return addend.to(wanted).numpy()
+
+
+def _threshold_pass(
+    x: npt.NDArray[np.floating], threshold: float, addend: torch.Tensor | None = None
+) -> npt.NDArray[np.int64]:
+    """Ascending indices of ``|x| >= threshold``, one cache-sized chunk at a time.
+
+    With ``addend``, first does ``x += addend`` in the same chunk, so the residual is read from
+    memory once for both the error-feedback sum and the selection.
+    """
+    n = x.size
+    magnitude = np.empty(min(_CHUNK, n), dtype=x.dtype)
+    mask = np.empty(min(_CHUNK, n), dtype=np.bool_)
+    bound = x.dtype.type(threshold)  # exact: the threshold is one of x's own magnitudes
+    found: list[npt.NDArray[np.int64]] = []
+    for start in range(0, n, _CHUNK):
+        chunk = x[start : start + _CHUNK]
+        size = chunk.size
+        if addend is not None:
+            np.add(chunk, _as_dtype_of(addend[start : start + size], x), out=chunk)
+        np.abs(chunk, out=magnitude[:size])
+        np.greater_equal(magnitude[:size], bound, out=mask[:size])
+        hits = np.flatnonzero(mask[:size])
+        if hits.size:
+            found.append(hits + start)
+    if not found:
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate(found).astype(np.int64, copy=False)
+
+
+def _exact_topk(x: npt.NDArray[np.floating], k: int) -> npt.NDArray[np.int64]:
+    """Ascending indices of the ``k`` largest magnitudes (``torch.topk``)."""
+    if k >= x.size:
+        return np.arange(x.size, dtype=np.int64)
+    chosen = torch.topk(torch.from_numpy(np.abs(x)), k, sorted=False).indices.numpy()
+    return np.sort(chosen).astype(np.int64, copy=False)
+
+
+def _refine(x: npt.NDArray[np.floating], candidates: npt.NDArray[np.int64], k: int) -> npt.NDArray[np.int64]:
+    """The ``k`` largest magnitudes among ``candidates`` (ascending); cheap when few were over-selected."""
+    magnitude = np.abs(x[candidates])
+    keep = np.argpartition(magnitude, magnitude.size - k)[magnitude.size - k :]
+    return np.sort(candidates[keep])
+
+
+def _sampled_topk(
+    x: npt.NDArray[np.floating], k: int, sample_size: int, seed: int, addend: torch.Tensor | None
+) -> npt.NDArray[np.int64]:
+    """DGC threshold estimation; see the module docstring for the guarantee. Adds ``addend`` into ``x``."""
+    n = x.size
+    # The generator depends on seed and size only: the same tensor always gives the same bytes.
+    generator = torch.Generator().manual_seed((seed * 1_000_003 + n) % (1 << 63))
+    positions = torch.randint(0, n, (sample_size,), generator=generator).numpy()
+    sample = x[positions]
+    if addend is not None:
+        # The same float add as the pass below does in place, so the sample sees the final values.
+        sample = sample + _as_dtype_of(addend[torch.from_numpy(positions)], x)
+    sample = np.sort(np.abs(sample))  # 64 Ki entries: under a millisecond
+    rank = min(sample_size, max(1, math.ceil(k * sample_size / n)))
+    threshold = float(sample[sample_size - rank])
+    selected = _threshold_pass(x, threshold, addend)
+    low, cap = selection_window(k)
+    if selected.size < low:
+        # The sample missed part of the tail: lower the threshold, aiming ~15% above k so that an
+        # overshoot is trimmed cheaply instead of needing a third pass.
+        wanted = math.ceil(rank * 1.15 * k / max(selected.size, 1))
+        rank = min(sample_size, max(2 * rank, wanted))
+        lower = float(sample[sample_size - rank])
+        if lower < threshold:
+            selected = _threshold_pass(x, lower)
+        if selected.size < low:
+            return _exact_topk(x, k)
+    if selected.size > cap:
+        return _refine(x, selected, k)
+    return selected
+
+
+def _encode_values(fmt: ValueFormat, values: npt.NDArray[np.float32]) -> tuple[bytes, float, npt.NDArray[np.float32]]:
+    """(section bytes, scale, the fp32 values the decoder will produce) for fp32 ``values``.
+
+    numpy rather than torch: on a few hundred thousand fp16 values torch's CPU kernels are ~10x slower.
+    """
+    values = np.nan_to_num(values, nan=0.0, posinf=_FP32_MAX, neginf=-_FP32_MAX)  # a copy: x stays intact
+    if fmt is ValueFormat.FP16:
+        half = np.clip(values, np.float32(-_FP16_MAX), np.float32(_FP16_MAX), out=values).astype("<f2")
+        return half.tobytes(), 0.0, half.astype(np.float32)
+    if fmt is ValueFormat.INT8:
+        np.clip(values, np.float32(-_INT8_MAX_SCALE), np.float32(_INT8_MAX_SCALE), out=values)
+        scale = float(np.abs(values).max()) if values.size else 0.0  # an fp32 value: exact in the struct
+        if scale == 0.0:
+            codes = np.zeros(values.size, dtype=np.int8)
+        else:
+            scaled = np.rint(values.astype(np.float64) * (127.0 / scale))
+            codes = np.clip(scaled, np.float64(-127), np.float64(127), out=scaled).astype(np.int8)
+        return codes.tobytes(), scale, _dequantize(fmt, codes, scale)
+    # Round the mean to fp32 here, so the encoder's feedback uses exactly the scale the wire carries.
+    scale = float(np.float32(np.abs(values).mean(dtype=np.float64))) if values.size else 0.0
+    negative = values < np.float32(0)
+    return np.packbits(negative, bitorder="little").tobytes(), scale, _dequantize(fmt, negative, scale)
+
+
+def _dequantize(
+    fmt: ValueFormat, codes: npt.NDArray[np.int8] | npt.NDArray[np.bool_], scale: float
+) -> npt.NDArray[np.float32]:
+    """fp32 values from int8 codes or sign flags; shared by encoder and decoder so both agree bit for bit."""
+    if fmt is ValueFormat.INT8:
+        return codes.astype(np.float32) * np.float32(scale / 127.0)
+    magnitude = np.float32(scale)
+    return np.where(codes.astype(np.bool_), -magnitude, magnitude).astype(np.float32, copy=False)
+
+
+def _parse(header: Header, sections: list[memoryview]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """Validated (ascending indices, fp32 values) of a payload; nothing of ``numel`` size is allocated."""
+    numel = header.numel
+    if len(sections) != _N_SECTIONS or len(sections[0]) != _PARAMS.size:
+        sizes = [len(s) for s in sections]
+        raise CodecError(f"TOPK payload: sections {sizes}, expected 3 starting with {_PARAMS.size} bytes of params")
+    count, first, scale, width, fmt_code = _PARAMS.unpack(sections[0])
+    try:
+        fmt = ValueFormat(fmt_code)
+    except ValueError:
+        raise CodecError(f"TOPK payload: unknown value format {fmt_code}") from None
+    if count > numel:
+        raise CodecError(f"TOPK payload claims {count} entries of a tensor of {numel}")
+    max_width = min(MAX_WIDTH, bit_width(numel - 1))  # no gap can exceed numel - 1
+    if not 1 <= width <= max_width:
+        raise CodecError(f"TOPK payload: index width {width} outside 1..{max_width} for {numel} elements")
+    if fmt is ValueFormat.FP16 and scale != 0.0:
+        raise CodecError(f"TOPK payload: fp16 values with a scale of {scale}")
+    if not (math.isfinite(scale) and scale >= 0.0):
+        raise CodecError(f"TOPK payload: scale {scale} is not a finite non-negative number")
+    if fmt is ValueFormat.INT8 and scale > _INT8_MAX_SCALE:
+        raise CodecError(f"TOPK payload: int8 scale {scale} over 2**127 would overflow fp32")
+    check_section_sizes(
+        header, sections, [_PARAMS.size, packed_size(max(count - 1, 0), width), _value_bytes(fmt, count)]
+    )
+    try:
+        indices = unpack_indices(sections[1], count, first, width, numel)
+    except ValueError as error:
+        raise CodecError(f"TOPK payload: {error}") from None
+    if fmt is ValueFormat.FP16:
+        # An all-ones exponent is inf or NaN: one integer test instead of a float classification.
+        if count and bool(np.any((np.frombuffer(sections[2], dtype="<u2") & 0x7C00) == 0x7C00)):
+            raise CodecError("TOPK payload: non-finite fp16 values")
+        return indices, np.frombuffer(sections[2], dtype="<f2").astype(np.float32)
+    if fmt is ValueFormat.INT8:
+        codes = np.frombuffer(sections[2], dtype=np.int8)
+        if count and int(codes.min()) < -127:
+            raise CodecError("TOPK payload: int8 code -128 is not used by this format")
+        return indices, _dequantize(fmt, codes, scale)
+    packed = np.frombuffer(sections[2], dtype=np.uint8)
+    if count % 8 and int(packed[-1]) >> (count % 8):
+        raise CodecError("TOPK payload: padding bits after the last sign are not zero")
+    return indices, _dequantize(fmt, np.unpackbits(packed, count=count, bitorder="little").astype(np.bool_), scale)
+
+
+class TopKCodec(Codec):
+    """Top-k sparsification with bit-packed delta-coded indices and fp16, int8 or 1-bit values.
+
+    ``k = max(1, ceil(ratio * numel))`` (at most ``numel``; 0 for an empty tensor). See the module
+    docstring for the selection guarantee and the payload layout.
+    """
+
+    codec_id = CodecId.TOPK
+
+    def __init__(
+        self,
+        name: str,
+        ratio: float = 0.01,
+        selection: Selection = "sampled",
+        values: Values = "fp16",
+        sample_size: int = 65536,
+        seed: int = 0,
+    ) -> None:
+        if not 0.0 < ratio <= 1.0:
+            raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+        if selection not in ("exact", "sampled"):
+            raise ValueError(f"selection must be 'exact' or 'sampled', got {selection!r}")
+        if values not in _FORMATS:
+            raise ValueError(f"values must be one of {sorted(_FORMATS)}, got {values!r}")
+        if sample_size < 1:
+            raise ValueError(f"sample_size must be positive, got {sample_size}")
+        self.name = name
+        self.ratio = ratio
+        self.selection: Selection = selection
+        self.values: Values = values
+        self.sample_size = sample_size
+        self.seed = seed
+        self._format = _FORMATS[values]
+
+    def k_for(self, numel: int) -> int:
+        """The nominal number of entries sent for a tensor of ``numel`` elements."""
+        if numel <= 0:
+            return 0
+        return min(numel, max(1, math.ceil(self.ratio * numel)))
+
+    def _select(self, x: npt.NDArray[np.floating], addend: torch.Tensor | None) -> npt.NDArray[np.int64]:
+        """Ascending selected indices of ``x`` (after ``x += addend`` in place when given)."""
+        k = self.k_for(x.size)
+        if self.selection == "sampled" and self.sample_size < x.size and k < x.size:
+            return _sampled_topk(x, k, self.sample_size, self.seed, addend)
+        if addend is not None:
+            np.add(x, _as_dtype_of(addend, x), out=x)
+        return _exact_topk(x, k)
+
+    def _payload(
+        self, x: npt.NDArray[np.floating], indices: npt.NDArray[np.int64], dtype: torch.dtype, shape: torch.Size
+    ) -> tuple[bytes, npt.NDArray[np.float32]]:
+        """(payload, the fp32 values the decoder will produce) for the selected ``indices`` of ``x``."""
+        first, width, packed_gaps = pack_indices(indices)
+        chosen = x[indices]
+        if chosen.dtype == np.float64:
+            # Saturate before narrowing: an fp64 residual may hold values past fp32's range.
+            np.clip(chosen, np.float64(-_FP32_MAX), np.float64(_FP32_MAX), out=chosen)
+        body, scale, decoded = _encode_values(self._format, chosen.astype(np.float32, copy=False))
+        params = _PARAMS.pack(indices.size, first, scale, width, self._format)
+        return pack(self.codec_id, dtype, shape, [params, packed_gaps, body]), decoded
+
+    def encode(self, tensor: torch.Tensor) -> bytes:
+        """Select (see the module docstring), then pack indices and values."""
+        flat = flat_float(tensor)
+        x = _as_numpy(flat)
+        indices = self._select(x, None)
+        return self._payload(x, indices, tensor.dtype, tensor.shape)[0]
+
+    def encode_with_feedback(self, tensor: torch.Tensor, residual: torch.Tensor) -> bytes:
+        """Fused error feedback: one pass adds ``tensor`` into ``residual`` and selects on it.
+
+        Then only the selected entries of ``residual`` change (``residual[i] -= decoded[i]``), so
+        the result is the same as the generic ``Codec.encode_with_feedback``, bytes and residual,
+        without a dense decode.
+        """
+        flat = flat_float(tensor)
+        if (
+            residual.dtype not in (torch.float32, torch.float64)
+            or residual.device.type != "cpu"
+            or not residual.is_contiguous()
+            or residual.numel() != flat.numel()
+        ):
+            return super().encode_with_feedback(tensor, residual)
+        x = residual.detach().view(-1).numpy()
+        indices = self._select(x, flat.detach())
+        payload, decoded = self._payload(x, indices, residual.dtype, torch.Size([x.size]))
+        # The generic path subtracts the decode cast to the header dtype, which is the residual's.
+        x[indices] -= decoded.astype(x.dtype, copy=False)
+        return payload
+
+    @classmethod
+    def decode_sections(cls, header: Header, sections: list[memoryview]) -> torch.Tensor:
+        """Validate everything, then scatter the values into zeros."""
+        indices, values = _parse(header, sections)
+        out = torch.zeros(header.numel, dtype=header.dtype)
+        if header.dtype in (torch.float32, torch.float64):
+            out.numpy()[indices] = values  # numpy's scatter is several times faster than index_put_
+        else:
+            out[torch.from_numpy(indices)] = torch.from_numpy(values).to(header.dtype)
+        return out.reshape(header.shape)
+
+    def decode_accumulate(
+        self, payload: bytes | bytearray | memoryview, out: torch.Tensor, alpha: float = 1.0
+    ) -> None:
+        """``out += alpha * decode(payload)``, touching only the sent entries (no dense temporary)."""
+        header, sections = unpack(payload, max_elements=out.numel())
+        if header.codec != self.codec_id:
+            raise CodecError(f"{self.name} cannot decode a {header.codec.name} payload")
+        if header.numel != out.numel():
+            raise CodecError(f"payload holds {header.numel} elements, the target has {out.numel()}")
+        indices, values = _parse(header, sections)
+        # Same arithmetic as the generic path, only on the sent entries: decode to the header dtype,
+        # cast to out's, and add with ``Tensor.add_`` (index_add_ would round alpha * value first).
+        source = torch.from_numpy(values).to(header.dtype).to(out.dtype)
+        if out.is_contiguous() and out.dtype in (torch.float32, torch.float64):
+            flat = out.detach().view(-1).numpy()  # numpy's gather/scatter beat torch's index_put_ ~4x
+            picked = torch.from_numpy(flat[indices])
+            picked.add_(source, alpha=alpha)
+            flat[indices] = picked.numpy()
+            return
+        target = out.view(-1) if out.is_contiguous() else out
+        where = torch.from_numpy(indices)
+        # A strided ``out`` is addressed by coordinates, so no contiguous copy of it is made.
+        position = (where,) if out.is_contiguous() else tuple(torch.unravel_index(where, out.shape))
+        picked = target[position]
+        picked.add_(source, alpha=alpha)
+        target[position] = picked
+
+    def estimated_ratio(self, numel: int, dtype: torch.dtype = torch.float32) -> float:
+        """``payload_size(k, w, values) / (numel * itemsize)`` for a 1-D tensor (0 elements: 1.0).
+
+        ``w`` is estimated for uniformly spread indices: the largest of ``k - 1`` gaps averaging
+        ``n / k`` is about ``(n / k) * (ln k + 0.577)``, so ``w = bits(ceil(that))``, capped at
+        ``bits(n - 1)``. The real width depends on the data; ``payload_size`` with it is exact.
+        """
+        k = self.k_for(numel)
+        if k == 0:
+            return 1.0
+        largest_gap = math.ceil(numel / k * (math.log(k) + _EULER_GAMMA))
+        width = min(bit_width(largest_gap), bit_width(numel - 1))
+        return payload_size(k, width, self.values) / (numel * dtype.itemsize)
+
+    def __repr__(self) -> str:
+        return (
+            f"TopKCodec({self.name!r}, ratio={self.ratio}, selection={self.selection!r}, values={self.values!r}, "
+            f"sample_size={self.sample_size}, seed={self.seed})"
+        )

@@ -1,0 +1,246 @@
+"""Benchmark: codec throughput, ratio and error on one big gradient-like tensor, with baselines.
+
+For a ``--numel`` fp32 tensor ``g = randn(n) * rand(n)**4`` (torch.Generator seed 0, a
+heavy-tailed, gradient-like spread), every codec and every baseline is measured in the same run:
+
+* encode and decode throughput in GB/s of fp32 input (``4 * numel / 1e9 / seconds``, best of
+  ``--repeats`` after one warm-up call), so all figures compare with the memory roofs;
+* ratio: payload bytes / raw fp32 bytes;
+* rel_error: ``||g - decode(encode(g))|| / ||g||`` of the first call (error feedback starts from a
+  zero residual, so this is the one-shot compression error).
+
+Codecs: ``fp16``, ``int8``, ``int4``, ``sign1bit_ef`` and ``topk1pct_ef`` (top-k 1%, sampled
+selection, fp16 values); the ``_ef`` ones encode through ``ErrorFeedback.encode`` (the codec's
+fused ``encode_with_feedback``), as a training peer does. Decode is ``codec.decode`` to a dense
+tensor. Baselines: the obvious vectorised PyTorch version of each lossy codec (``naive_codecs.py``)
+and hivemind's FLOAT16, UNIFORM_8BIT and BLOCKWISE_8BIT (``serialize_torch_tensor`` +
+``SerializeToString`` / ``FromString`` + ``deserialize_torch_tensor``: the bytes on the wire).
+A baseline that fails (hivemind's 8-bit ones with numpy >= 2.4, or without bitsandbytes) is
+recorded as ``{"error": "..."}``. Roofs: ``x.add_(1.0)`` (read + write the tensor once; the
+``roof_gbps``) and ``y.copy_(x)``, each measured before and after the rest (the better counts).
+
+    .venv/bin/python scripts/bench/codecs.py --json artifacts/bench/codecs.json
+    .venv/bin/python scripts/bench/codecs.py --json /tmp/smoke.json --numel 100000 --repeats 1 --threads 1
+
+On a shared machine pass ``--threads 1``: a two-thread parallel region whose second thread is not
+scheduled stalls for a scheduler tick, which swamps every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from naive_codecs import NaiveBlockQuant, NaiveSign1BitEF, NaiveTopKEF
+
+from swarmnet.compression.base import Codec
+from swarmnet.compression.cast import Float16Codec
+from swarmnet.compression.error_feedback import ErrorFeedback
+from swarmnet.compression.int4 import Int4Codec
+from swarmnet.compression.int8 import Int8Codec
+from swarmnet.compression.sign1bit import Sign1BitCodec
+from swarmnet.compression.topk import TopKCodec
+
+DISTRIBUTION = "randn(n) * rand(n)**4, fp32, torch.Generator().manual_seed(0) for both"
+Entry = dict[str, float] | dict[str, str]
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Something to measure: encode a tensor to bytes, decode the bytes back."""
+
+    encode: Callable[[torch.Tensor], bytes]
+    decode: Callable[[bytes], torch.Tensor]
+
+
+def best_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """Best wall time of ``repeats`` calls after one warm-up call."""
+    fn()
+    best = math.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def measure(make: Callable[[], Subject], g: torch.Tensor, repeats: int) -> Entry:
+    """The four figures of one subject, or ``{"error": ...}`` if it cannot run here."""
+    gb = 4 * g.numel() / 1e9
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # hivemind's quantisers warn about deprecated torch APIs
+            subject = make()
+            payload = subject.encode(g)  # the first call: fresh error-feedback state
+            decoded = subject.decode(payload).reshape(-1).double()
+            rel_error = float((decoded - g.double()).norm() / g.double().norm())
+            encode_s = best_seconds(lambda: subject.encode(g), repeats)
+            decode_s = best_seconds(lambda: subject.decode(payload), repeats)
+    except Exception as error:  # a baseline that does not work here is a result, not a crash
+        return {"error": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"}
+    return {
+        "encode_gbps": gb / encode_s,
+        "decode_gbps": gb / decode_s,
+        "ratio": len(payload) / (4 * g.numel()),
+        "rel_error": rel_error,
+    }
+
+
+def plain(codec: Codec) -> Subject:
+    return Subject(codec.encode, codec.decode)
+
+
+def with_feedback(codec: Codec) -> Subject:
+    feedback = ErrorFeedback()
+    return Subject(lambda g: feedback.encode("g", g, codec), codec.decode)
+
+
+def codecs() -> dict[str, Callable[[], Subject]]:
+    return {
+        "fp16": lambda: plain(Float16Codec("fp16")),
+        "int8": lambda: plain(Int8Codec("int8", block_size=4096)),
+        "int4": lambda: plain(Int4Codec("int4", block_size=1024)),
+        "sign1bit_ef": lambda: with_feedback(Sign1BitCodec("sign1bit", chunk_size=4096)),
+        "topk1pct_ef": lambda: with_feedback(TopKCodec("topk1pct", ratio=0.01, selection="sampled", values="fp16")),
+    }
+
+
+def hivemind_subject(compression: str) -> Subject:
+    from hivemind.compression import deserialize_torch_tensor, serialize_torch_tensor
+    from hivemind.proto import runtime_pb2
+
+    kind = getattr(runtime_pb2.CompressionType, compression)
+
+    def encode(g: torch.Tensor) -> bytes:
+        return serialize_torch_tensor(g, kind).SerializeToString()  # type: ignore[no-any-return]
+
+    def decode(payload: bytes) -> torch.Tensor:
+        return deserialize_torch_tensor(runtime_pb2.Tensor.FromString(payload))  # type: ignore[no-any-return]
+
+    return Subject(encode, decode)
+
+
+def baselines(numel: int) -> dict[str, Callable[[], Subject]]:
+    def naive(make: Callable[[], NaiveBlockQuant | NaiveSign1BitEF | NaiveTopKEF]) -> Callable[[], Subject]:
+        def build() -> Subject:
+            codec = make()
+            return Subject(codec.encode, codec.decode)
+
+        return build
+
+    return {
+        "naive_int8": naive(lambda: NaiveBlockQuant(numel, bits=8, block=4096)),
+        "naive_int4": naive(lambda: NaiveBlockQuant(numel, bits=4, block=1024)),
+        "naive_sign1bit_ef": naive(lambda: NaiveSign1BitEF(numel, chunk=4096)),
+        "naive_topk1pct_ef": naive(lambda: NaiveTopKEF(numel, ratio=0.01)),
+        "hivemind_fp16": lambda: hivemind_subject("FLOAT16"),
+        "hivemind_uniform8bit": lambda: hivemind_subject("UNIFORM_8BIT"),
+        "hivemind_blockwise8bit": lambda: hivemind_subject("BLOCKWISE_8BIT"),
+    }
+
+
+def roofs(g: torch.Tensor, repeats: int) -> tuple[float, float]:
+    """(add_ roof, copy roof) in GB/s of fp32 elements, each read and written once."""
+    x, y = g.clone(), torch.empty_like(g)
+    gb = 4 * g.numel() / 1e9
+    return gb / best_seconds(lambda: x.add_(1.0), repeats), gb / best_seconds(lambda: y.copy_(x), repeats)
+
+
+def checks(codec_rows: dict[str, Entry], baseline_rows: dict[str, Entry]) -> dict[str, bool]:
+    """The issue's targets; an unavailable figure fails its check."""
+
+    def get(rows: dict[str, Entry], name: str, key: str) -> float:
+        value = rows.get(name, {}).get(key)
+        return value if isinstance(value, float) else math.nan
+
+    results: dict[str, bool] = {}
+    for name, naive in (("int8", "naive_int8"), ("int4", "naive_int4"), ("sign1bit_ef", "naive_sign1bit_ef")):
+        for way in ("encode", "decode"):
+            ours, theirs = get(codec_rows, name, f"{way}_gbps"), get(baseline_rows, naive, f"{way}_gbps")
+            results[f"{name} {way} >= 1 GB/s"] = ours >= 1.0
+            results[f"{name} {way} >= 2x {naive}"] = ours >= 2 * theirs
+    results["topk1pct_ef encode >= 0.5 GB/s"] = get(codec_rows, "topk1pct_ef", "encode_gbps") >= 0.5
+    results["topk1pct_ef ratio <= 1/50"] = get(codec_rows, "topk1pct_ef", "ratio") <= 1 / 50
+    results["sign1bit_ef ratio <= 1/31"] = get(codec_rows, "sign1bit_ef", "ratio") <= 1 / 31
+    return results
+
+
+def print_table(title: str, rows: dict[str, Entry], roof: float) -> None:
+    columns = ("enc GB/s", "dec GB/s", "enc/roof", "dec/roof", "ratio", "1/ratio", "rel err")
+    print(f"\n{title:<24} " + " ".join(f"{c:>9}" for c in columns))
+    for name, row in rows.items():
+        if "error" in row:
+            print(f"{name:<24} unavailable: {row['error']}")
+            continue
+        enc, dec, ratio, err = (float(row[k]) for k in ("encode_gbps", "decode_gbps", "ratio", "rel_error"))
+        print(
+            f"{name:<24} {enc:>9.3f} {dec:>9.3f} {enc / roof:>9.1%} {dec / roof:>9.1%} {ratio:>9.5f} "
+            f"{1 / ratio:>9.1f} {err:>9.2e}"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", type=Path, required=True, help="where to write the results")
+    parser.add_argument("--numel", type=int, default=25_000_000, help="elements of the fp32 test tensor")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per figure (best one counts)")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.numel < 1 or args.repeats < 1 or args.threads < 0:
+        parser.error("--numel and --repeats must be positive, --threads not negative")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(args.threads or threads)
+        return run(args.json, args.numel, args.repeats)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run(path: Path, numel: int, repeats: int) -> int:
+    """Measure everything, print the tables and the targets, write the JSON to ``path``."""
+    generator = torch.Generator().manual_seed(0)
+    g = torch.randn(numel, generator=generator) * torch.rand(numel, generator=generator).pow(4)
+    before = roofs(g, repeats)
+    codec_rows = {name: measure(make, g, repeats) for name, make in codecs().items()}
+    baseline_rows = {name: measure(make, g, repeats) for name, make in baselines(numel).items()}
+    after = roofs(g, repeats)  # measured on both sides, so a transient stall cannot skew every fraction
+    roof, copy_roof = max(before[0], after[0]), max(before[1], after[1])
+    results = checks(codec_rows, baseline_rows)
+    meta = {
+        "numel": numel,
+        "repeats": repeats,
+        "distribution": DISTRIBUTION,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "copy_roof_gbps": copy_roof,
+        "checks": results,
+    }
+    print(f"{numel:,} fp32 elements, {DISTRIBUTION}; best of {repeats} after a warm-up")
+    print(f"{torch.get_num_threads()} torch threads; roofs: add_ {roof:.2f} GB/s, copy {copy_roof:.2f} GB/s")
+    print_table("codec", codec_rows, roof)
+    print_table("baseline", baseline_rows, roof)
+    print("\ntargets:")
+    for label, passed in results.items():
+        print(f"  {'PASS' if passed else 'FAIL'}  {label}")
+    document = {"roof_gbps": roof, "codecs": codec_rows, "baselines": baseline_rows, "meta": meta}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
