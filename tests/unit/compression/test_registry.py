@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 
@@ -40,3 +42,22 @@ def test_names_are_unique_and_unknown_names_list_the_known_ones() -> None:
 
 def test_package_exports_resolve() -> None:
     assert all(getattr(compression, name) is not None for name in compression.__all__)
+
+
+@pytest.mark.parametrize("name", DEFAULTS)
+def test_mutated_payloads_of_every_codec_only_raise_codec_error(name: str) -> None:
+    rng = random.Random(name)
+    payload = get_codec(name).encode(torch.randn(5, 301, generator=torch.Generator().manual_seed(1)))
+    for _ in range(150):
+        mutant = bytearray(payload)
+        match rng.randrange(3):
+            case 0:
+                mutant[rng.randrange(len(mutant))] ^= 1 << rng.randrange(8)
+            case 1:
+                del mutant[rng.randrange(len(mutant)) :]
+            case _:
+                mutant[rng.randrange(len(mutant)) : rng.randrange(len(mutant))] = rng.randbytes(rng.randrange(1, 16))
+        if bytes(mutant) == payload:
+            continue
+        with pytest.raises(CodecError):
+            decode(bytes(mutant))
