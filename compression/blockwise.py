@@ -260,7 +260,50 @@ def dequantize(
         yield region, t
 
 
-class BlockwiseCodec(Codec):
+class ScaledBlocksCodec(Codec):
+    """Codecs whose payload is [params, one fp32 scale per block, values]: int8, int4 and sign1bit.
+
+    Decoding is the same for all of them: a fill writes each region's unscaled values (integers or
+    +-1), which ``dequantize`` scales per block; only the fill differs.
+    """
+
+    align: ClassVar[int] = 1  # elements per whole byte of the values section, for region boundaries
+
+    @classmethod
+    @abstractmethod
+    def _fill_for(cls, header: Header, sections: list[memoryview]) -> tuple[int, torch.Tensor, Fill]:
+        """The validated block size, the scales, and the fill for the values section."""
+
+    @classmethod
+    def decode_sections(cls, header: Header, sections: list[memoryview]) -> torch.Tensor:
+        """Check every section size, then rebuild ``value * scale`` in the original dtype and shape."""
+        block, scales, fill = cls._fill_for(header, sections)
+        numel = header.numel
+        out = empty(numel, header.dtype)
+        direct = out if header.dtype == torch.float32 else None
+        for region, decoded in dequantize(numel, block, scales, fill, direct, cls.align):
+            if direct is None:
+                out[region.start : region.stop] = decoded
+        return out.view(header.shape)
+
+    def decode_accumulate(
+        self, payload: bytes | bytearray | memoryview, out: torch.Tensor, alpha: float = 1.0
+    ) -> None:
+        """``out += alpha * decode(payload)`` region by region, without a full-size temporary."""
+        if not fused_target(out):
+            super().decode_accumulate(payload, out, alpha)
+            return
+        header, sections = unpack_matching(self, payload, out)
+        if header.dtype != torch.float32:  # decode() rounds to the payload's dtype: do the same
+            out.add_(self.decode_sections(header, sections).view(out.shape), alpha=alpha)
+            return
+        block, scales, fill = self._fill_for(header, sections)
+        flat = out.view(-1)
+        for region, decoded in dequantize(header.numel, block, scales, fill, None, self.align):
+            flat[region.start : region.stop].add_(decoded, alpha=alpha)
+
+
+class BlockwiseCodec(ScaledBlocksCodec):
     """Absmax quantization to ``[-qmax, qmax]`` per block; subclasses only choose how values are packed.
 
     Payload: sections ``[params (4 bytes), scales (4 * n_blocks), values (values_size(numel))]`` after the
@@ -268,7 +311,6 @@ class BlockwiseCodec(Codec):
     """
 
     qmax: ClassVar[int]
-    align: ClassVar[int] = 1  # elements per whole byte of the values section, for region boundaries
 
     def __init__(self, name: str, block_size: int) -> None:
         if not 1 <= block_size <= MAX_BLOCK:
@@ -313,34 +355,10 @@ class BlockwiseCodec(Codec):
         return block, section_tensor(sections[1], torch.float32), section_tensor(sections[2], torch.uint8)
 
     @classmethod
-    def decode_sections(cls, header: Header, sections: list[memoryview]) -> torch.Tensor:
-        """Check every section size, then rebuild ``q * scale`` in the original dtype and shape."""
+    def _fill_for(cls, header: Header, sections: list[memoryview]) -> tuple[int, torch.Tensor, Fill]:
+        """Block size, scales, and a fill writing each region's integers ``q``."""
         block, scales, values = cls._validated(header, sections)
-        numel = header.numel
-        out = empty(numel, header.dtype)
-        direct = out if header.dtype == torch.float32 else None
-        loader = cls._loader(values, longest_region(numel, block, cls.align))
-        for region, decoded in dequantize(numel, block, scales, loader, direct, cls.align):
-            if direct is None:
-                out[region.start : region.stop] = decoded
-        return out.view(header.shape)
-
-    def decode_accumulate(
-        self, payload: bytes | bytearray | memoryview, out: torch.Tensor, alpha: float = 1.0
-    ) -> None:
-        """``out += alpha * decode(payload)`` region by region, without a full-size temporary."""
-        if not fused_target(out):
-            super().decode_accumulate(payload, out, alpha)
-            return
-        header, sections = unpack_matching(self, payload, out)
-        if header.dtype != torch.float32:  # decode() rounds to the payload's dtype: do the same
-            out.add_(self.decode_sections(header, sections).view(out.shape), alpha=alpha)
-            return
-        block, scales, values = self._validated(header, sections)
-        flat = out.view(-1)
-        loader = self._loader(values, longest_region(header.numel, block, self.align))
-        for region, decoded in dequantize(header.numel, block, scales, loader, None, self.align):
-            flat[region.start : region.stop].add_(decoded, alpha=alpha)
+        return block, scales, cls._loader(values, longest_region(header.numel, block, cls.align))
 
     def estimated_ratio(self, numel: int, dtype: torch.dtype = torch.float32) -> float:
         """Exact for ``numel > 0``: section bytes over raw bytes (the wire header is not counted)."""

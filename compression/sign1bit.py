@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from swarmnet.compression.base import Codec, check_section_sizes, flat_float
+from swarmnet.compression.base import check_section_sizes, flat_float
 from swarmnet.compression.blockwise import (
     MAX_BLOCK,
     Fill,
     Region,
+    ScaledBlocksCodec,
     as_bytes,
-    dequantize,
     empty,
     fused_target,
     longest_region,
@@ -21,14 +21,13 @@ from swarmnet.compression.blockwise import (
     read_block_size,
     section_tensor,
     source_region,
-    unpack_matching,
 )
 from swarmnet.compression.wire import CodecId, Header, pack
 
 __all__ = ["Sign1BitCodec"]
 
 
-class Sign1BitCodec(Codec):
+class Sign1BitCodec(ScaledBlocksCodec):
     """Per chunk of ``chunk_size`` elements: the scale ``mean |x|`` and one bit ``x >= 0`` per element; decodes
     to ``+scale`` where the bit is set, ``-scale`` elsewhere.
 
@@ -45,6 +44,7 @@ class Sign1BitCodec(Codec):
     """
 
     codec_id = CodecId.SIGN1
+    align = 8  # eight sign bits per byte
 
     def __init__(self, name: str, chunk_size: int = 4096) -> None:
         if not 1 <= chunk_size <= MAX_BLOCK:
@@ -123,32 +123,10 @@ class Sign1BitCodec(Codec):
         return fill
 
     @classmethod
-    def decode_sections(cls, header: Header, sections: list[memoryview]) -> torch.Tensor:
-        """Check every section size, then rebuild ``+-scale`` in the original dtype and shape."""
+    def _fill_for(cls, header: Header, sections: list[memoryview]) -> tuple[int, torch.Tensor, Fill]:
+        """Chunk size, scales, and a fill writing each region's signs as +-1."""
         chunk, scales, bits = cls._validated(header, sections)
-        numel = header.numel
-        out = empty(numel, header.dtype)
-        direct = out if header.dtype == torch.float32 else None
-        for region, decoded in dequantize(numel, chunk, scales, cls._signs(bits), direct, 8):
-            if direct is None:
-                out[region.start : region.stop] = decoded
-        return out.view(header.shape)
-
-    def decode_accumulate(
-        self, payload: bytes | bytearray | memoryview, out: torch.Tensor, alpha: float = 1.0
-    ) -> None:
-        """``out += alpha * decode(payload)`` region by region, without a full-size temporary."""
-        if not fused_target(out):
-            super().decode_accumulate(payload, out, alpha)
-            return
-        header, sections = unpack_matching(self, payload, out)
-        if header.dtype != torch.float32:  # decode() rounds to the payload's dtype: do the same
-            out.add_(self.decode_sections(header, sections).view(out.shape), alpha=alpha)
-            return
-        chunk, scales, bits = self._validated(header, sections)
-        flat = out.view(-1)
-        for region, decoded in dequantize(header.numel, chunk, scales, self._signs(bits), None, 8):
-            flat[region.start : region.stop].add_(decoded, alpha=alpha)
+        return chunk, scales, cls._signs(bits)
 
     def estimated_ratio(self, numel: int, dtype: torch.dtype = torch.float32) -> float:
         """Exact for ``numel > 0``: section bytes over raw bytes (the wire header is not counted)."""
