@@ -5,6 +5,7 @@ whether to ban a peer, retry, or stop::
 
     SwarmnetError
     ├── ConfigError               bad local configuration (our fault, fix and restart)
+    ├── KernelError               a kernel got a dtype or device it does not support (a caller bug)
     ├── IdentityError             the local key file is unreadable or has wrong permissions
     ├── TransportError            the network failed us; nobody is necessarily to blame
     │   ├── StartupError          the transport could not start (p2p daemon, bootstrap peers)
@@ -24,6 +25,7 @@ __all__ = [
     "CodecError",
     "ConfigError",
     "IdentityError",
+    "KernelError",
     "PeerUnreachable",
     "ProtocolError",
     "RecordRejected",
@@ -43,6 +45,10 @@ class SwarmnetError(Exception):
 
 class ConfigError(SwarmnetError, ValueError):
     """A configuration value is invalid; raised by ``Config.validate()``."""
+
+
+class KernelError(SwarmnetError, TypeError):
+    """A fused kernel was called with tensors it does not support (dtype, device, or backend)."""
 
 
 class IdentityError(SwarmnetError):

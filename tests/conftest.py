@@ -9,11 +9,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 # Every process started by this test session (peers, DHT processes, p2p daemons) inherits this
 # marker, so leftovers can be found in /proc whoever their parent is.
 SESSION_MARKER = f"SWARMNET_TEST_SESSION={uuid.uuid4().hex}"
 os.environ[SESSION_MARKER.split("=")[0]] = SESSION_MARKER.split("=")[1]
+
+# Without a GPU, Triton kernels can only run in Triton's interpreter; it must be chosen before any
+# module defining a @triton.jit kernel is imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def _marked_processes() -> list[int]:
