@@ -1,19 +1,19 @@
-"""Blockwise absmax quantization: the machinery the int8 and int4 codecs share (sign1bit reuses the regions).
+"""Blockwise absmax quantization: the int8 and int4 codecs, and the payload plumbing sign1bit shares with them.
 
 A flat tensor is cut into blocks of ``block`` consecutive elements; the last block may be shorter. Each block
 stores one fp32 scale ``absmax / qmax`` and its values as integers ``q = round(x / scale)`` in
 ``[-qmax, qmax]``, so each element decodes to ``q * scale`` within half a step of where it started:
 ``|x - q * scale| <= scale / 2 = absmax / (2 * qmax)`` (plus fp32 rounding, a few parts in 10**7).
+An all-zero block has scale +0.0 and decodes to zeros.
 
 Payload sections, shared by both families::
 
     params: block size, u32 little-endian | scales: n_blocks x f32 | values: codec-specific packing
 
-Speed. The obvious vectorised version makes five or six full-size passes through memory, each with a fresh
-100 MB temporary for a 25M-element gradient. Here the tensor goes through in regions of about
-``REGION_ELEMENTS`` elements whose temporaries are reused, so they stay in cache and the input is read from
-memory once and the output written once. Big outputs are allocated through numpy, which asks the kernel for
-transparent huge pages: faulting in 100 MB as 4 KiB pages costs more than the quantization itself.
+The per-element work (quantize, pack, unpack, dequantize-accumulate, error feedback) is done by the tensor-level
+kernels of ``swarmnet.kernels`` through their dispatcher; the codecs only frame and validate payloads. The
+kernels' layouts are the wire layouts: int8 values one per element, int4 nibbles ``q + 8`` with element ``2i``
+in the low nibble of byte ``i`` (an odd count padded with 8), sign bits most significant first.
 
 Non-finite inputs are not representable: a block holding inf or NaN decodes to non-finite values (never to a
 plausible finite one). Blocks whose absmax is below ~1e-36 have subnormal scales and lose relative precision.
@@ -25,8 +25,6 @@ import math
 import struct
 import warnings
 from abc import abstractmethod
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -35,75 +33,27 @@ import torch
 from swarmnet.compression.base import Codec, check_section_sizes, flat_float
 from swarmnet.compression.wire import DEFAULT_MAX_ELEMENTS, Header, pack, unpack
 from swarmnet.errors import CodecError
+from swarmnet.kernels.blockwise import blockwise_dequantize_accumulate, blockwise_quantize, values_numel
 
 __all__ = [
     "MAX_BLOCK",
-    "REGION_ELEMENTS",
     "BlockwiseCodec",
-    "Fill",
-    "Region",
+    "ScaledBlocksCodec",
     "as_bytes",
-    "dequantize",
-    "empty",
+    "feedback_source",
+    "fp32_source",
     "fused_target",
-    "longest_region",
     "n_blocks",
     "pack_params",
-    "plan",
-    "quantize",
     "read_block_size",
     "section_tensor",
-    "source_region",
+    "shares_memory",
     "unpack_matching",
+    "zeros",
 ]
 
-# Elements per region: 4 MB of fp32, which stays in L2/L3 with its temporaries. Measured on a 2-core EPYC,
-# 512K-2M elements run alike; smaller regions pay more Python overhead per torch call, larger ones spill.
-REGION_ELEMENTS = 1 << 20
 MAX_BLOCK = 1 << 24
 _PARAMS = struct.Struct("<I")
-_F32_MAX = torch.finfo(torch.float32).max
-
-Fill = Callable[["Region", torch.Tensor], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Region:
-    """``rows`` whole blocks starting at element ``start`` (block ``first_block``), plus, in the last region
-    only, a partial block of ``tail`` elements."""
-
-    start: int
-    first_block: int
-    rows: int
-    tail: int
-    block: int
-
-    @property
-    def size(self) -> int:
-        """Number of elements in the region."""
-        return self.rows * self.block + self.tail
-
-    @property
-    def stop(self) -> int:
-        """One past the region's last element."""
-        return self.start + self.size
-
-    def blocks(self, values: torch.Tensor) -> list[torch.Tensor]:
-        """The region's elements (a 1-D tensor of ``size``) as 2-D views, one row per block: ``(rows, block)``
-        for the whole blocks, ``(1, tail)`` for a partial one."""
-        body = self.rows * self.block
-        parts = [values[:body].view(self.rows, self.block)] if self.rows else []
-        if self.tail:
-            parts.append(values[body : body + self.tail].view(1, self.tail))
-        return parts
-
-    def scale_columns(self, scales: torch.Tensor) -> list[torch.Tensor]:
-        """The region's entries of the per-block ``scales`` as columns that broadcast against ``blocks()``."""
-        mine = scales[self.first_block : self.first_block + self.rows + (1 if self.tail else 0)]
-        parts = [mine[: self.rows, None]] if self.rows else []
-        if self.tail:
-            parts.append(mine[self.rows :, None])
-        return parts
 
 
 def n_blocks(numel: int, block: int) -> int:
@@ -111,37 +61,16 @@ def n_blocks(numel: int, block: int) -> int:
     return -(-numel // block)
 
 
-def plan(numel: int, block: int, align: int = 1) -> list[Region]:
-    """Cut ``numel`` elements into regions of whole blocks; every region but the last has a multiple of
-    ``align`` elements, so each starts on an ``align`` boundary (codecs that pack several values per byte
-    need whole bytes per region)."""
-    rows_per = max(1, REGION_ELEMENTS // block)
-    step = align // math.gcd(block, align)
-    rows_per = -(-rows_per // step) * step
-    full, tail = divmod(numel, block)
-    regions = [Region(b * block, b, min(rows_per, full - b), 0, block) for b in range(0, full, rows_per)]
-    if tail:
-        # The partial block joins the last region rather than forming its own, which might start unaligned.
-        last = regions.pop() if regions else Region(full * block, full, 0, 0, block)
-        regions.append(Region(last.start, last.first_block, last.rows, tail, block))
-    return regions
+def zeros(numel: int) -> torch.Tensor:
+    """A zero-filled 1-D fp32 tensor whose memory numpy allocates.
 
-
-def longest_region(numel: int, block: int, align: int = 1) -> int:
-    """The size of the largest region ``plan`` makes (0 for no elements)."""
-    return max((r.size for r in plan(numel, block, align)), default=0)
-
-
-def empty(numel: int, dtype: torch.dtype) -> torch.Tensor:
-    """An uninitialised 1-D tensor whose memory numpy allocates.
-
-    numpy madvises huge pages for large arrays and torch's allocator does not: for a fresh 100 MB buffer
-    that is ~15 ms of page faults instead of ~65 ms here. The tensor is an ordinary one, except that its
-    storage cannot be resized.
+    numpy's zeroed allocation (calloc, with huge pages for large arrays) is about 3x faster than
+    ``torch.zeros`` for a fresh 100 MB buffer, page faults included. The tensor is an ordinary one, except that
+    its storage cannot be resized.
     """
     if not numel:
-        return torch.empty(0, dtype=dtype)  # numpy gives empty arrays stride 0, which view(dtype) refuses
-    return torch.from_numpy(np.empty(numel * dtype.itemsize, np.uint8)).view(dtype)
+        return torch.zeros(0)  # numpy gives empty arrays stride 0
+    return torch.from_numpy(np.zeros(numel, np.float32))
 
 
 def as_bytes(tensor: torch.Tensor) -> memoryview:
@@ -158,18 +87,29 @@ def section_tensor(section: memoryview, dtype: torch.dtype) -> torch.Tensor:
         return torch.frombuffer(section, dtype=dtype)
 
 
-def source_region(flat: torch.Tensor, region: Region, scratch: torch.Tensor | None) -> torch.Tensor:
-    """The region's elements of ``flat`` as fp32: a view when ``flat`` is fp32, else converted into
-    ``scratch``. fp64 beyond fp32's range (infinities too) saturates to +-fp32 max, as fp16 does in cast.py;
-    the block then still decodes to finite values."""
-    part = flat[region.start : region.stop]
-    if scratch is None:
-        return part
-    out = scratch[: region.size]
-    out.copy_(part)
-    if part.dtype == torch.float64:
+def fp32_source(flat: torch.Tensor) -> torch.Tensor:
+    """``flat`` (a contiguous 1-D float tensor) as fp32 for the kernels: itself when fp32, else a converted
+    copy. fp64 beyond fp32's range (infinities too) saturates to +-fp32 max, as fp16 does in cast.py; the
+    block then still decodes to finite values."""
+    if flat.dtype == torch.float32:
+        return flat
+    out = flat.to(torch.float32)
+    if flat.dtype == torch.float64:
         out.nan_to_num_(nan=math.nan)  # turns the infinities from values beyond fp32's range into +-max
     return out
+
+
+def feedback_source(flat: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """The fp32 ``grad`` to hand an error-feedback kernel with the flat fp32 ``residual``.
+
+    fp32 ``flat`` is passed as is. Other dtypes are added into ``residual`` here, by torch's mixed-dtype
+    ``add_`` (one rounding to fp32, exactly as the generic ``Codec.encode_with_feedback`` does, which a
+    conversion to fp32 first would not match for fp64), and the kernel gets a zero stride-0 view instead.
+    """
+    if flat.dtype == torch.float32:
+        return flat
+    residual.add_(flat)
+    return torch.zeros(()).expand(flat.numel())
 
 
 def pack_params(block: int) -> bytes:
@@ -191,9 +131,15 @@ def read_block_size(header: Header, sections: list[memoryview], what: str = "blo
 
 
 def fused_target(out: torch.Tensor) -> bool:
-    """Whether ``out`` suits the region-wise ``decode_accumulate`` / ``encode_with_feedback`` paths (flat
+    """Whether ``out`` suits the kernels' in-place ``decode_accumulate`` / ``encode_with_feedback`` paths (flat
     fp32 memory on the CPU); other targets take the generic ``Codec`` methods."""
     return out.dtype == torch.float32 and out.device.type == "cpu" and out.is_contiguous()
+
+
+def shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` (non-empty) and ``b`` live in the same storage: the kernels' in-place error feedback needs
+    the input and the residual apart."""
+    return a.numel() > 0 and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
 def unpack_matching(
@@ -209,87 +155,40 @@ def unpack_matching(
     return header, sections
 
 
-def quantize(
-    flat: torch.Tensor, block: int, qmax: float, scales: torch.Tensor, align: int = 1
-) -> Iterator[tuple[Region, torch.Tensor]]:
-    """Quantize ``flat`` region by region: fill its entries of ``scales`` (fp32, one per block) and yield the
-    region with its rounded values ``round(x / scale)`` in ``[-qmax, qmax]`` as fp32.
-
-    The yielded tensor is a buffer reused for the next region: consume it before resuming.
-    """
-    regions = plan(flat.numel(), block, align)
-    if not regions:
-        return
-    size = max(r.size for r in regions)
-    work = torch.empty(size)
-    scratch = None if flat.dtype == torch.float32 else torch.empty(size)
-    for region in regions:
-        x = source_region(flat, region, scratch)
-        t = work[: region.size]
-        for xv, tv, sv in zip(region.blocks(x), region.blocks(t), region.scale_columns(scales), strict=True):
-            # amax and amin of the block are two fast vectorised reductions; aminmax(dim=...) is ~10x slower
-            # and abs() would write a temporary.
-            absmax = torch.maximum(torch.amax(xv, 1, keepdim=True), torch.amin(xv, 1, keepdim=True).neg_())
-            torch.div(absmax, qmax, out=sv)
-            # Where that division rounded up, step the scale down one ulp: then qmax * scale <= absmax, and
-            # a block near fp32's max cannot decode to inf.
-            sv.copy_(torch.where(sv * qmax > absmax, torch.nextafter(sv, torch.zeros_like(sv)), sv))
-            # Multiplying by the reciprocal is cheaper than dividing every element. A zero block gives
-            # inf, clamped to a finite value so that 0 * it stays 0; so does a subnormal absmax. |x| <= absmax
-            # keeps every product within qmax * (1 + 2**-23), so nothing rounds past qmax.
-            inverse = (qmax / absmax).clamp_(max=_F32_MAX)
-            torch.mul(xv, inverse, out=tv).round_()
-        yield region, t
-
-
-def dequantize(
-    numel: int, block: int, scales: torch.Tensor, fill: Fill, out: torch.Tensor | None = None, align: int = 1
-) -> Iterator[tuple[Region, torch.Tensor]]:
-    """Decode region by region: ``fill(region, t)`` writes the integer values as fp32 into ``t``, which is
-    then scaled per block and yielded. ``t`` is the region of ``out`` (flat fp32) when given, else a reused
-    buffer to consume before resuming."""
-    regions = plan(numel, block, align)
-    if not regions:
-        return
-    buffer = torch.empty(max(r.size for r in regions)) if out is None else out
-    for region in regions:
-        t = buffer[: region.size] if out is None else buffer[region.start : region.stop]
-        fill(region, t)
-        for tv, sv in zip(region.blocks(t), region.scale_columns(scales), strict=True):
-            tv.mul_(sv)
-        yield region, t
-
-
 class ScaledBlocksCodec(Codec):
     """Codecs whose payload is [params, one fp32 scale per block, values]: int8, int4 and sign1bit.
 
-    Decoding is the same for all of them: a fill writes each region's unscaled values (integers or
-    +-1), which ``dequantize`` scales per block; only the fill differs.
+    Decoding is the same for all of them: validate every section size (before allocating anything), then let
+    the family's dequantize-accumulate kernel add the decoded values into an fp32 target.
     """
-
-    align: ClassVar[int] = 1  # elements per whole byte of the values section, for region boundaries
 
     @classmethod
     @abstractmethod
-    def _fill_for(cls, header: Header, sections: list[memoryview]) -> tuple[int, torch.Tensor, Fill]:
-        """The validated block size, the scales, and the fill for the values section."""
+    def _validated(cls, header: Header, sections: list[memoryview]) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """Block size, scales (fp32) and values (as the kernel takes them) of a payload whose every section size
+        has been checked; ``CodecError`` otherwise."""
+
+    @classmethod
+    @abstractmethod
+    def _accumulate(
+        cls, acc: torch.Tensor, values: torch.Tensor, scales: torch.Tensor, block: int, weight: float
+    ) -> None:
+        """``acc += weight * decoded`` by the family's kernel (``acc``: contiguous fp32)."""
 
     @classmethod
     def decode_sections(cls, header: Header, sections: list[memoryview]) -> torch.Tensor:
         """Check every section size, then rebuild ``value * scale`` in the original dtype and shape."""
-        block, scales, fill = cls._fill_for(header, sections)
-        numel = header.numel
-        out = empty(numel, header.dtype)
-        direct = out if header.dtype == torch.float32 else None
-        for region, decoded in dequantize(numel, block, scales, fill, direct, cls.align):
-            if direct is None:
-                out[region.start : region.stop] = decoded
+        block, scales, values = cls._validated(header, sections)
+        out = zeros(header.numel)
+        cls._accumulate(out, values, scales, block, 1.0)  # 0 + 1 * decoded: exactly the decoded values
+        if header.dtype != torch.float32:
+            out = out.to(header.dtype)
         return out.view(header.shape)
 
     def decode_accumulate(
         self, payload: bytes | bytearray | memoryview, out: torch.Tensor, alpha: float = 1.0
     ) -> None:
-        """``out += alpha * decode(payload)`` region by region, without a full-size temporary."""
+        """``out += alpha * decode(payload)`` in place by the kernel, without a full-size temporary."""
         if not fused_target(out):
             super().decode_accumulate(payload, out, alpha)
             return
@@ -297,20 +196,20 @@ class ScaledBlocksCodec(Codec):
         if header.dtype != torch.float32:  # decode() rounds to the payload's dtype: do the same
             out.add_(self.decode_sections(header, sections).view(out.shape), alpha=alpha)
             return
-        block, scales, fill = self._fill_for(header, sections)
-        flat = out.view(-1)
-        for region, decoded in dequantize(header.numel, block, scales, fill, None, self.align):
-            flat[region.start : region.stop].add_(decoded, alpha=alpha)
+        block, scales, values = self._validated(header, sections)
+        self._accumulate(out, values, scales, block, alpha)
 
 
 class BlockwiseCodec(ScaledBlocksCodec):
-    """Absmax quantization to ``[-qmax, qmax]`` per block; subclasses only choose how values are packed.
+    """Absmax quantization to ``[-qmax, qmax]`` per block; subclasses choose ``bits`` (8 or 4).
 
     Payload: sections ``[params (4 bytes), scales (4 * n_blocks), values (values_size(numel))]`` after the
     wire header of ``40 + 8 * ndim`` bytes, ``n_blocks = ceil(numel / block_size)``.
     """
 
+    bits: ClassVar[int]  # 8: int8 values; 4: packed nibbles
     qmax: ClassVar[int]
+    _values_dtype: ClassVar[torch.dtype]  # what the kernels take for the values section
 
     def __init__(self, name: str, block_size: int) -> None:
         if not 1 <= block_size <= MAX_BLOCK:
@@ -318,33 +217,33 @@ class BlockwiseCodec(ScaledBlocksCodec):
         self.name = name
         self.block_size = block_size
 
-    @staticmethod
-    @abstractmethod
-    def values_size(numel: int) -> int:
-        """Bytes of the values section for ``numel`` elements."""
-
-    @abstractmethod
-    def _storer(self, values: torch.Tensor, longest: int) -> Fill:
-        """A function that packs one region's rounded values (fp32) into ``values`` (uint8); no region has
-        more than ``longest`` elements."""
-
     @classmethod
-    @abstractmethod
-    def _loader(cls, values: torch.Tensor, longest: int) -> Fill:
-        """A function that unpacks one region's integer values from ``values`` (uint8) into an fp32 tensor; no
-        region has more than ``longest`` elements."""
+    def values_size(cls, numel: int) -> int:
+        """Bytes of the values section for ``numel`` elements."""
+        return values_numel(numel, cls.bits)
 
     def encode(self, tensor: torch.Tensor) -> bytes:
         """Quantize ``tensor`` block by block into a payload."""
+        values, scales = blockwise_quantize(fp32_source(flat_float(tensor.detach())), self.block_size, self.bits)
+        return self._pack(values, scales, tensor.dtype, tensor.shape)
+
+    def encode_with_feedback(self, tensor: torch.Tensor, residual: torch.Tensor) -> bytes:
+        """Encode ``tensor + residual`` and leave the compression error in ``residual``, in one kernel pass.
+
+        The payload and residual are those of the generic ``Codec.encode_with_feedback`` (which quantizes
+        ``residual + tensor`` and subtracts ``fl(q * scale)``); residuals that are not flat fp32 CPU memory
+        take that generic path.
+        """
         flat = flat_float(tensor.detach())
-        numel = flat.numel()
-        scales = empty(n_blocks(numel, self.block_size), torch.float32)
-        values = empty(self.values_size(numel), torch.uint8)
-        store = self._storer(values, longest_region(numel, self.block_size, self.align))
-        for region, rounded in quantize(flat, self.block_size, self.qmax, scales, self.align):
-            store(region, rounded)
+        if not fused_target(residual) or residual.numel() != flat.numel() or shares_memory(flat, residual):
+            return super().encode_with_feedback(tensor, residual)
+        res = residual.view(-1)
+        values, scales = blockwise_quantize(feedback_source(flat, res), self.block_size, self.bits, residual=res)
+        return self._pack(values, scales, residual.dtype, residual.shape)
+
+    def _pack(self, values: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype, shape: torch.Size) -> bytes:
         sections: list[bytes | memoryview] = [pack_params(self.block_size), as_bytes(scales), as_bytes(values)]
-        return pack(self.codec_id, tensor.dtype, tensor.shape, sections)
+        return pack(self.codec_id, dtype, shape, sections)
 
     @classmethod
     def _validated(cls, header: Header, sections: list[memoryview]) -> tuple[int, torch.Tensor, torch.Tensor]:
@@ -352,13 +251,13 @@ class BlockwiseCodec(ScaledBlocksCodec):
         block = read_block_size(header, sections)
         numel = header.numel
         check_section_sizes(header, sections, [4, 4 * n_blocks(numel, block), cls.values_size(numel)])
-        return block, section_tensor(sections[1], torch.float32), section_tensor(sections[2], torch.uint8)
+        return block, section_tensor(sections[1], torch.float32), section_tensor(sections[2], cls._values_dtype)
 
     @classmethod
-    def _fill_for(cls, header: Header, sections: list[memoryview]) -> tuple[int, torch.Tensor, Fill]:
-        """Block size, scales, and a fill writing each region's integers ``q``."""
-        block, scales, values = cls._validated(header, sections)
-        return block, scales, cls._loader(values, longest_region(header.numel, block, cls.align))
+    def _accumulate(
+        cls, acc: torch.Tensor, values: torch.Tensor, scales: torch.Tensor, block: int, weight: float
+    ) -> None:
+        blockwise_dequantize_accumulate(acc, values, scales, block, cls.bits, weight)
 
     def estimated_ratio(self, numel: int, dtype: torch.dtype = torch.float32) -> float:
         """Exact for ``numel > 0``: section bytes over raw bytes (the wire header is not counted)."""

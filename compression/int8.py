@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from swarmnet.compression.blockwise import BlockwiseCodec, Fill, Region
+from swarmnet.compression.blockwise import BlockwiseCodec
 from swarmnet.compression.wire import CodecId
 
 __all__ = ["Int8Codec"]
@@ -18,33 +18,14 @@ class Int8Codec(BlockwiseCodec):
 
         (40 + 8 * ndim) + 4 + 4 * ceil(numel / block_size) + numel
 
-    (wire header, params: block size u32 LE, scales: f32 per block, values: int8 per element).
+    (wire header, params: block size u32 LE, scales: f32 per block, values: int8 per element, the layout of
+    ``swarmnet.kernels.blockwise`` with ``bits=8``).
     """
 
     codec_id = CodecId.INT8
+    bits = 8
     qmax = 127
+    _values_dtype = torch.int8
 
     def __init__(self, name: str, block_size: int = 4096) -> None:
         super().__init__(name, block_size)
-
-    @staticmethod
-    def values_size(numel: int) -> int:
-        """One byte per element."""
-        return numel
-
-    def _storer(self, values: torch.Tensor, longest: int) -> Fill:
-        signed = values.view(torch.int8)
-
-        def store(region: Region, rounded: torch.Tensor) -> None:
-            signed[region.start : region.stop].copy_(rounded)  # exact: the values are integers in [-127, 127]
-
-        return store
-
-    @classmethod
-    def _loader(cls, values: torch.Tensor, longest: int) -> Fill:
-        signed = values.view(torch.int8)
-
-        def load(region: Region, out: torch.Tensor) -> None:
-            out.copy_(signed[region.start : region.stop])
-
-        return load

@@ -1,28 +1,26 @@
-"""sign1bit: one bit per value plus one scale per chunk, with error feedback fused region by region."""
+"""sign1bit: one bit per value plus one scale per chunk, with error feedback fused into one kernel pass."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from swarmnet.compression.base import check_section_sizes, flat_float
 from swarmnet.compression.blockwise import (
     MAX_BLOCK,
-    Fill,
-    Region,
     ScaledBlocksCodec,
     as_bytes,
-    empty,
+    feedback_source,
+    fp32_source,
     fused_target,
-    longest_region,
     n_blocks,
     pack_params,
-    plan,
     read_block_size,
     section_tensor,
-    source_region,
+    shares_memory,
+    zeros,
 )
 from swarmnet.compression.wire import CodecId, Header, pack
+from swarmnet.kernels.sign import ef_sign_encode, sign_decode_accumulate
 
 __all__ = ["Sign1BitCodec"]
 
@@ -35,7 +33,8 @@ class Sign1BitCodec(ScaledBlocksCodec):
     1-bit Adam); the error it leaves is what error feedback carries to the next step. Note that -0.0 >= 0, so
     zeros of either sign decode to ``+scale``. Bits are packed most significant first (numpy's packbits
     order): element ``i`` is bit ``7 - i % 8`` of byte ``i // 8``; unused bits of the last byte are zero.
-    Payload bytes for ``numel`` elements and ``ndim`` dimensions::
+    This is the layout of ``swarmnet.kernels.sign``, which does the per-element work. Payload bytes for
+    ``numel`` elements and ``ndim`` dimensions::
 
         (40 + 8 * ndim) + 4 + 4 * ceil(numel / chunk_size) + ceil(numel / 8)
 
@@ -44,7 +43,6 @@ class Sign1BitCodec(ScaledBlocksCodec):
     """
 
     codec_id = CodecId.SIGN1
-    align = 8  # eight sign bits per byte
 
     def __init__(self, name: str, chunk_size: int = 4096) -> None:
         if not 1 <= chunk_size <= MAX_BLOCK:
@@ -53,80 +51,58 @@ class Sign1BitCodec(ScaledBlocksCodec):
         self.chunk_size = chunk_size
 
     def encode(self, tensor: torch.Tensor) -> bytes:
-        """Chunk scales and sign bits of ``tensor``."""
-        return self._encode(flat_float(tensor.detach()), None, tensor.dtype, tensor.shape)
+        """Chunk scales and sign bits of ``tensor``.
+
+        The kernel encodes ``grad + residual`` with feedback; here one of the two is zero, so ``v = x``
+        exactly (up to the sign of zeros, which both give the bit 1) and the residual it leaves is scratch.
+        """
+        flat = flat_float(tensor.detach())
+        x = fp32_source(flat)
+        if x is flat:  # the caller's memory: read it as grad, into a fresh zeroed residual
+            bits, scales = ef_sign_encode(x, zeros(x.numel()), self.chunk_size)
+        else:  # our own fp32 copy: use it as the residual, with a zero stride-0 grad
+            bits, scales = ef_sign_encode(torch.zeros(()).expand(x.numel()), x, self.chunk_size)
+        return self._pack(bits, scales, tensor.dtype, tensor.shape)
 
     def encode_with_feedback(self, tensor: torch.Tensor, residual: torch.Tensor) -> bytes:
-        """Encode ``tensor + residual`` and leave the compression error in ``residual``, in one pass.
+        """Encode ``tensor + residual`` and leave the compression error in ``residual``, in one kernel pass.
 
-        Region by region: the residual absorbs the tensor, its scales and bits are taken, and the decoded
-        ``+-scale`` are subtracted from it while the region is still in cache; no full-size decoded tensor is
-        built. The payload and the residual equal those of the generic ``Codec.encode_with_feedback``.
+        No full-size decoded tensor is built. The payload and the residual equal those of the generic
+        ``Codec.encode_with_feedback``; residuals that are not flat fp32 CPU memory take that generic path.
         """
-        if not fused_target(residual) or residual.numel() != tensor.numel():
+        flat = flat_float(tensor.detach())
+        if not fused_target(residual) or residual.numel() != flat.numel() or shares_memory(flat, residual):
             return super().encode_with_feedback(tensor, residual)
-        return self._encode(flat_float(tensor.detach()), residual.view(-1), residual.dtype, residual.shape)
+        res = residual.view(-1)
+        bits, scales = ef_sign_encode(feedback_source(flat, res), res, self.chunk_size)
+        return self._pack(bits, scales, residual.dtype, residual.shape)
 
-    def _encode(
-        self, source: torch.Tensor, residual: torch.Tensor | None, dtype: torch.dtype, shape: torch.Size
-    ) -> bytes:
-        """Encode ``source``, or with a ``residual``: encode ``residual += source`` and subtract the result."""
-        numel, chunk = source.numel(), self.chunk_size
-        scales = empty(n_blocks(numel, chunk), torch.float32)
-        bits = np.empty((numel + 7) // 8, np.uint8)
-        longest = longest_region(numel, chunk, 8)
-        # Reused per-region buffers: |x| (then the +-1 signs), the comparison, an fp32 copy of other dtypes.
-        work = torch.empty(longest)
-        positive = np.empty(longest, np.bool_)
-        positive_t = torch.from_numpy(positive)
-        scratch = None if residual is not None or source.dtype == torch.float32 else torch.empty(longest)
-        for region in plan(numel, chunk, 8):  # 8 | region starts, so each region packs into whole bytes
-            if residual is None:
-                x = source_region(source, region, scratch)
-            else:
-                x = residual[region.start : region.stop].add_(source[region.start : region.stop])
-            t = torch.abs(x, out=work[: region.size])
-            for tv, sv in zip(region.blocks(t), region.scale_columns(scales), strict=True):
-                torch.sum(tv, 1, keepdim=True, out=sv).div_(tv.shape[1])
-                if not bool(torch.isfinite(sv).all()):
-                    # The fp32 sum overflows once the mean passes fp32 max / chunk: redo it in fp64 (5x
-                    # slower, so only here). Non-finite inputs stay non-finite.
-                    sv.copy_(tv.sum(1, keepdim=True, dtype=torch.float64).div_(tv.shape[1]))
-            signs = positive[: region.size]
-            np.greater_equal(x.numpy(), np.float32(0), out=signs)  # 4x faster than torch.ge here
-            bits[region.start // 8 : (region.stop + 7) // 8] = np.packbits(signs)
-            if residual is not None:
-                # x -= +-scale, exactly as subtracting decode() would: (-1 * +-1) * scale is exact, so
-                # addcmul rounds once, like the subtraction.
-                t.copy_(positive_t[: region.size]).mul_(2).sub_(1)
-                for xv, tv, sv in zip(region.blocks(x), region.blocks(t), region.scale_columns(scales), strict=True):
-                    xv.addcmul_(tv, sv, value=-1)
-        sections: list[bytes | memoryview] = [pack_params(chunk), as_bytes(scales), bits.data]
+    def _pack(self, bits: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype, shape: torch.Size) -> bytes:
+        sections: list[bytes | memoryview] = [pack_params(self.chunk_size), as_bytes(scales), as_bytes(bits)]
         return pack(self.codec_id, dtype, shape, sections)
 
     @classmethod
-    def _validated(cls, header: Header, sections: list[memoryview]) -> tuple[int, torch.Tensor, np.ndarray]:
+    def _validated(cls, header: Header, sections: list[memoryview]) -> tuple[int, torch.Tensor, torch.Tensor]:
         """Chunk size, scales and bits of a payload whose every section size has been checked."""
         chunk = read_block_size(header, sections, "chunk size")
         numel = header.numel
         check_section_sizes(header, sections, [4, 4 * n_blocks(numel, chunk), (numel + 7) // 8])
-        return chunk, section_tensor(sections[1], torch.float32), np.frombuffer(sections[2], np.uint8)
-
-    @staticmethod
-    def _signs(bits: np.ndarray) -> Fill:
-        """A ``dequantize`` fill writing each region's signs as +-1."""
-
-        def fill(region: Region, out: torch.Tensor) -> None:
-            unpacked = np.unpackbits(bits[region.start // 8 : (region.stop + 7) // 8], count=region.size)
-            out.copy_(torch.from_numpy(unpacked)).mul_(2).sub_(1)  # 0/1 -> -1/+1, then scaled per chunk
-
-        return fill
+        return chunk, section_tensor(sections[1], torch.float32), section_tensor(sections[2], torch.uint8)
 
     @classmethod
-    def _fill_for(cls, header: Header, sections: list[memoryview]) -> tuple[int, torch.Tensor, Fill]:
-        """Chunk size, scales, and a fill writing each region's signs as +-1."""
-        chunk, scales, bits = cls._validated(header, sections)
-        return chunk, scales, cls._signs(bits)
+    def _accumulate(
+        cls, acc: torch.Tensor, values: torch.Tensor, scales: torch.Tensor, block: int, weight: float
+    ) -> None:
+        """``acc += weight * decoded``, rounded as ``Tensor.add_(decoded, alpha=weight)`` (what ``decode_accumulate``
+        promises): the kernel's own weighting rounds ``weight * scale`` before adding, torch's ``add_`` fuses the
+        multiply-add, so they differ by an ulp. With weight 1 both are exact and the kernel adds in place; other
+        weights decode into a full-size temporary first."""
+        if weight == 1.0:
+            sign_decode_accumulate(acc, values, scales, block)
+            return
+        decoded = zeros(acc.numel())
+        sign_decode_accumulate(decoded, values, scales, block)
+        acc.view(-1).add_(decoded, alpha=weight)
 
     def estimated_ratio(self, numel: int, dtype: torch.dtype = torch.float32) -> float:
         """Exact for ``numel > 0``: section bytes over raw bytes (the wire header is not counted)."""

@@ -5,9 +5,11 @@ Selection (``selection=``):
 * ``"exact"``: ``torch.topk(|x|, k)``; exact but slow on big tensors (a partial sort of all of them).
 * ``"sampled"`` (Deep Gradient Compression): estimate the threshold from ``sample_size`` random
   entries (the ``k * sample / n``-th largest magnitude of the sample), then select ``|x| >= t`` in
-  one chunked pass. The count lands near ``k``; if it falls outside ``[k - 3k//10, k + 3k//10]``
-  it is refined (an exact top-k of the over-selected subset, or a second, lower threshold and
-  then, only if that also misses, an exact top-k of the whole tensor).
+  one pass: ``swarmnet.kernels.topk.topk_threshold`` (through the kernel dispatcher), which also
+  does the error-feedback add and residual update in the same pass. The count lands near ``k``;
+  if it falls outside ``[k - 3k//10, k + 3k//10]`` it is refined (an exact top-k of the
+  over-selected subset, or a second, lower threshold and then, only if that also misses, an exact
+  top-k of the whole tensor).
 
 **Selection guarantee.** For finite inputs the selected set is always exactly the ``m`` largest
 magnitudes of the tensor (up to ties at the boundary) for some ``m`` with
@@ -53,6 +55,7 @@ from swarmnet.compression.base import Codec, check_section_sizes, flat_float
 from swarmnet.compression.bitpack import MAX_WIDTH, bit_width, pack_indices, packed_size, unpack_indices
 from swarmnet.compression.wire import CodecId, Header, pack, unpack
 from swarmnet.errors import CodecError
+from swarmnet.kernels.topk import estimate_threshold, topk_threshold, topk_threshold_reference
 
 __all__ = ["TopKCodec", "ValueFormat", "payload_size", "selection_window"]
 
@@ -63,9 +66,6 @@ _PARAMS = struct.Struct("<QQfBB2x")
 _N_SECTIONS = 3
 _FP16_MAX = float(torch.finfo(torch.float16).max)
 _FP32_MAX = float(torch.finfo(torch.float32).max)
-# Entries per step of the threshold pass: big enough to amortise per-call overhead, small enough
-# that the chunk, its magnitudes and its mask stay in cache between the add, abs and compare.
-_CHUNK = 1 << 18
 _EULER_GAMMA = 0.5772156649015329
 # int8 scales stop at 2**127 so that 127 codes of scale/127 never overflow fp32 (max ~2**128).
 _INT8_MAX_SCALE = 2.0**127
@@ -102,93 +102,81 @@ def payload_size(count: int, width: int, values: Values = "fp16", ndim: int = 1)
     return header + _PARAMS.size + packed_size(max(count - 1, 0), width) + _value_bytes(_FORMATS[values], count)
 
 
-def _as_numpy(flat: torch.Tensor) -> npt.NDArray[np.floating]:
-    """A numpy array of a flat tensor; half types are widened once (numpy has no bf16, fp16 is slow)."""
-    flat = flat.detach()
-    if flat.dtype not in (torch.float32, torch.float64):
-        flat = flat.float()
-    return flat.numpy()
-
-
-def _as_dtype_of(addend: torch.Tensor, x: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:
-    """``addend`` as a numpy array of ``x``'s dtype (a view when it already is; half types widen exactly)."""
-    wanted = torch.float64 if x.dtype == np.float64 else torch.float32
-    return addend.to(wanted).numpy()
-
-
 def _threshold_pass(
-    x: npt.NDArray[np.floating], threshold: float, addend: torch.Tensor | None = None
-) -> npt.NDArray[np.int64]:
-    """Ascending indices of ``|x| >= threshold``, one cache-sized chunk at a time.
+    x: torch.Tensor, k: int, residual: torch.Tensor | None, sample_size: int, seed: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.floating]]:
+    """(ascending indices, values) of ``|v| >= t`` for ``v = x (+ residual)``: one ``topk_threshold`` pass.
 
-    With ``addend``, first does ``x += addend`` in the same chunk, so the residual is read from
-    memory once for both the error-feedback sum and the selection.
+    The kernel estimates ``t`` from the seeded sample and, with ``residual``, leaves ``v`` in it with
+    the selected positions zeroed. fp32 goes through the kernel dispatcher; fp64 (which the fast
+    kernels do not take) through the kernel's reference, the same definition in double precision.
     """
-    n = x.size
-    magnitude = np.empty(min(_CHUNK, n), dtype=x.dtype)
-    mask = np.empty(min(_CHUNK, n), dtype=np.bool_)
-    bound = x.dtype.type(threshold)  # exact: the threshold is one of x's own magnitudes
-    found: list[npt.NDArray[np.int64]] = []
-    for start in range(0, n, _CHUNK):
-        chunk = x[start : start + _CHUNK]
-        size = chunk.size
-        if addend is not None:
-            np.add(chunk, _as_dtype_of(addend[start : start + size], x), out=chunk)
-        np.abs(chunk, out=magnitude[:size])
-        np.greater_equal(magnitude[:size], bound, out=mask[:size])
-        hits = np.flatnonzero(mask[:size])
-        if hits.size:
-            found.append(hits + start)
-    if not found:
-        return np.zeros(0, dtype=np.int64)
-    return np.concatenate(found).astype(np.int64, copy=False)
+    if x.dtype == torch.float32 and (residual is None or residual.dtype == torch.float32):
+        indices, values = topk_threshold(x, k, residual, sample_size, seed)
+    else:
+        indices, values = topk_threshold_reference(x, k, residual, sample_size, seed)
+    return indices.numpy(), values.numpy()
 
 
-def _exact_topk(x: npt.NDArray[np.floating], k: int) -> npt.NDArray[np.int64]:
-    """Ascending indices of the ``k`` largest magnitudes (``torch.topk``)."""
-    if k >= x.size:
-        return np.arange(x.size, dtype=np.int64)
-    chosen = torch.topk(torch.from_numpy(np.abs(x)), k, sorted=False).indices.numpy()
-    return np.sort(chosen).astype(np.int64, copy=False)
+def _exact_topk(v: torch.Tensor, k: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.floating]]:
+    """(ascending indices, values) of the ``k`` largest magnitudes of flat ``v`` (``torch.topk``)."""
+    if k >= v.numel():
+        return np.arange(v.numel(), dtype=np.int64), v.numpy().copy()
+    chosen = torch.topk(v.abs(), k, sorted=False).indices.numpy()
+    indices = np.sort(chosen).astype(np.int64, copy=False)
+    return indices, v.numpy()[indices]
 
 
-def _refine(x: npt.NDArray[np.floating], candidates: npt.NDArray[np.int64], k: int) -> npt.NDArray[np.int64]:
-    """The ``k`` largest magnitudes among ``candidates`` (ascending); cheap when few were over-selected."""
-    magnitude = np.abs(x[candidates])
-    keep = np.argpartition(magnitude, magnitude.size - k)[magnitude.size - k :]
-    return np.sort(candidates[keep])
+def _refine(
+    candidates: npt.NDArray[np.int64], values: npt.NDArray[np.floating], k: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.floating]]:
+    """The ``k`` largest magnitudes among ``candidates`` (ascending) and their ``values``; cheap when few
+    were over-selected."""
+    magnitude = np.abs(values)
+    keep = np.sort(np.argpartition(magnitude, magnitude.size - k)[magnitude.size - k :])
+    return candidates[keep], values[keep]
+
+
+def _k_for_rank(rank: int, n: int, sample_size: int) -> int:
+    """A ``k`` for which ``estimate_threshold`` takes the ``rank``-th largest sampled magnitude."""
+    k = rank * n // sample_size  # n > sample_size, so ceil(k * sample_size / n) == rank exactly
+    while math.ceil(k * sample_size / n) < rank:  # guard against float rounding in the kernel's ceil
+        k += 1
+    return k
 
 
 def _sampled_topk(
-    x: npt.NDArray[np.floating], k: int, sample_size: int, seed: int, addend: torch.Tensor | None
-) -> npt.NDArray[np.int64]:
-    """DGC threshold estimation; see the module docstring for the guarantee. Adds ``addend`` into ``x``."""
-    n = x.size
-    # The generator depends on seed and size only: the same tensor always gives the same bytes.
-    generator = torch.Generator().manual_seed((seed * 1_000_003 + n) % (1 << 63))
-    positions = torch.randint(0, n, (sample_size,), generator=generator).numpy()
-    sample = x[positions]
-    if addend is not None:
-        # The same float add as the pass below does in place, so the sample sees the final values.
-        sample = sample + _as_dtype_of(addend[torch.from_numpy(positions)], x)
-    sample = np.sort(np.abs(sample))  # 64 Ki entries: under a millisecond
-    rank = min(sample_size, max(1, math.ceil(k * sample_size / n)))
-    threshold = float(sample[sample_size - rank])
-    selected = _threshold_pass(x, threshold, addend)
+    x: torch.Tensor, k: int, sample_size: int, seed: int, residual: torch.Tensor | None
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.floating]]:
+    """DGC selection on ``v = x (+ residual)``; see the module docstring for the guarantee.
+
+    Returns (ascending indices, ``v`` there). With ``residual`` (flat, ``n`` elements), it holds ``v``
+    afterwards at every position not returned; the returned positions are the caller's to overwrite.
+    """
+    n = x.numel()
+    indices, values = _threshold_pass(x, k, residual, sample_size, seed)
     low, cap = selection_window(k)
-    if selected.size < low:
+    if low <= indices.size <= cap:
+        return indices, values  # the common case: the kernel's pass is the whole selection
+    v = x
+    if residual is not None:
+        # Refinement may drop some of the kernel's hits: give every hit its v back first (the
+        # kernel zeroed them), so the residual is v everywhere and only the final set is overwritten.
+        residual.numpy()[indices] = values
+        v = residual
+    if indices.size < low:
         # The sample missed part of the tail: lower the threshold, aiming ~15% above k so that an
         # overshoot is trimmed cheaply instead of needing a third pass.
-        wanted = math.ceil(rank * 1.15 * k / max(selected.size, 1))
-        rank = min(sample_size, max(2 * rank, wanted))
-        lower = float(sample[sample_size - rank])
-        if lower < threshold:
-            selected = _threshold_pass(x, lower)
-        if selected.size < low:
-            return _exact_topk(x, k)
-    if selected.size > cap:
-        return _refine(x, selected, k)
-    return selected
+        rank = min(sample_size, max(1, math.ceil(k * sample_size / n)))
+        wanted = math.ceil(rank * 1.15 * k / max(indices.size, 1))
+        lower_k = _k_for_rank(min(sample_size, max(2 * rank, wanted)), n, sample_size)
+        if estimate_threshold(v, lower_k, sample_size, seed) < estimate_threshold(v, k, sample_size, seed):
+            indices, values = _threshold_pass(v, lower_k, None, sample_size, seed)
+        if indices.size < low:
+            return _exact_topk(v, k)
+    if indices.size > cap:
+        return _refine(indices, values, k)
+    return indices, values
 
 
 def _encode_values(fmt: ValueFormat, values: npt.NDArray[np.float32]) -> tuple[bytes, float, npt.NDArray[np.float32]]:
@@ -310,41 +298,54 @@ class TopKCodec(Codec):
             return 0
         return min(numel, max(1, math.ceil(self.ratio * numel)))
 
-    def _select(self, x: npt.NDArray[np.floating], addend: torch.Tensor | None) -> npt.NDArray[np.int64]:
-        """Ascending selected indices of ``x`` (after ``x += addend`` in place when given)."""
-        k = self.k_for(x.size)
-        if self.selection == "sampled" and self.sample_size < x.size and k < x.size:
-            return _sampled_topk(x, k, self.sample_size, self.seed, addend)
-        if addend is not None:
-            np.add(x, _as_dtype_of(addend, x), out=x)
+    def _select(
+        self, x: torch.Tensor, residual: torch.Tensor | None
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.floating]]:
+        """(ascending selected indices, ``v`` there) for ``v = x (+ residual)``, both flat.
+
+        With ``residual``, it holds ``v`` afterwards everywhere except (possibly) at the returned
+        positions, which the caller overwrites.
+        """
+        n = x.numel()
+        k = self.k_for(n)
+        if self.selection == "sampled" and self.sample_size < n and k < n:
+            if residual is not None and residual.dtype != x.dtype:
+                x = x.to(residual.dtype)  # the generic path's fp32 (or fp64) add
+            return _sampled_topk(x, k, self.sample_size, self.seed, residual)
+        if residual is not None:
+            x = residual.add_(x.to(residual.dtype))
         return _exact_topk(x, k)
 
     def _payload(
-        self, x: npt.NDArray[np.floating], indices: npt.NDArray[np.int64], dtype: torch.dtype, shape: torch.Size
+        self,
+        chosen: npt.NDArray[np.floating],
+        indices: npt.NDArray[np.int64],
+        dtype: torch.dtype,
+        shape: torch.Size,
     ) -> tuple[bytes, npt.NDArray[np.float32]]:
-        """(payload, the fp32 values the decoder will produce) for the selected ``indices`` of ``x``."""
+        """(payload, the fp32 values the decoder will produce) for the ``chosen`` values at ``indices``."""
         first, width, packed_gaps = pack_indices(indices)
-        chosen = x[indices]
         if chosen.dtype == np.float64:
             # Saturate before narrowing: an fp64 residual may hold values past fp32's range.
-            np.clip(chosen, np.float64(-_FP32_MAX), np.float64(_FP32_MAX), out=chosen)
+            chosen = np.clip(chosen, np.float64(-_FP32_MAX), np.float64(_FP32_MAX))
         body, scale, decoded = _encode_values(self._format, chosen.astype(np.float32, copy=False))
         params = _PARAMS.pack(indices.size, first, scale, width, self._format)
         return pack(self.codec_id, dtype, shape, [params, packed_gaps, body]), decoded
 
     def encode(self, tensor: torch.Tensor) -> bytes:
         """Select (see the module docstring), then pack indices and values."""
-        flat = flat_float(tensor)
-        x = _as_numpy(flat)
-        indices = self._select(x, None)
-        return self._payload(x, indices, tensor.dtype, tensor.shape)[0]
+        flat = flat_float(tensor).detach()
+        if flat.dtype not in (torch.float32, torch.float64):
+            flat = flat.float()  # half types widen exactly
+        indices, chosen = self._select(flat, None)
+        return self._payload(chosen, indices, tensor.dtype, tensor.shape)[0]
 
     def encode_with_feedback(self, tensor: torch.Tensor, residual: torch.Tensor) -> bytes:
-        """Fused error feedback: one pass adds ``tensor`` into ``residual`` and selects on it.
+        """Fused error feedback: one kernel pass adds ``tensor`` into ``residual`` and selects on it.
 
-        Then only the selected entries of ``residual`` change (``residual[i] -= decoded[i]``), so
-        the result is the same as the generic ``Codec.encode_with_feedback``, bytes and residual,
-        without a dense decode.
+        The pass leaves ``v = residual + tensor`` in ``residual`` with the selected entries zeroed;
+        those then become ``v[i] - decoded[i]`` (a k-sized scatter), so the result is the same as the
+        generic ``Codec.encode_with_feedback``, bytes and residual, without a dense decode.
         """
         flat = flat_float(tensor)
         if (
@@ -354,11 +355,11 @@ class TopKCodec(Codec):
             or residual.numel() != flat.numel()
         ):
             return super().encode_with_feedback(tensor, residual)
-        x = residual.detach().view(-1).numpy()
-        indices = self._select(x, flat.detach())
-        payload, decoded = self._payload(x, indices, residual.dtype, torch.Size([x.size]))
+        work = residual.detach().view(-1)
+        indices, chosen = self._select(flat.detach(), work)
+        payload, decoded = self._payload(chosen, indices, residual.dtype, torch.Size([work.numel()]))
         # The generic path subtracts the decode cast to the header dtype, which is the residual's.
-        x[indices] -= decoded.astype(x.dtype, copy=False)
+        work.numpy()[indices] = chosen - decoded.astype(chosen.dtype, copy=False)
         return payload
 
     @classmethod

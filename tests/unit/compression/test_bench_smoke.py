@@ -20,7 +20,6 @@ FIGURES = {"encode_gbps", "decode_gbps", "ratio", "rel_error"}
 
 
 def load_bench(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    monkeypatch.syspath_prepend(str(BENCH))  # for its sibling naive_codecs.py
     spec = importlib.util.spec_from_file_location("bench_codecs", BENCH / "codecs.py")
     assert spec is not None
     assert spec.loader is not None

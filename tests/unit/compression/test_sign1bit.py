@@ -13,6 +13,7 @@ from swarmnet.compression.base import Codec
 from swarmnet.compression.sign1bit import Sign1BitCodec
 from swarmnet.compression.wire import CodecId, pack, unpack
 from swarmnet.errors import CodecError
+from swarmnet.kernels import sign as sign_kernels
 
 CHUNK = 16
 CODEC = Sign1BitCodec("sign1", CHUNK)
@@ -160,11 +161,11 @@ def test_absurd_claims_and_codec_mismatch() -> None:
 
 @pytest.mark.parametrize("n", [*SIZES, 1000])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
-@pytest.mark.parametrize("region", [blockwise.REGION_ELEMENTS, 20])
+@pytest.mark.parametrize("region", [sign_kernels.REGION_ELEMENTS, 20])
 def test_fused_feedback_equals_the_generic_one(
     n: int, dtype: torch.dtype, region: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(blockwise, "REGION_ELEMENTS", region)
+    monkeypatch.setattr(sign_kernels, "REGION_ELEMENTS", region)
     for codec in [CODEC, Sign1BitCodec("s7", 7)]:
         g = torch.randn(n, dtype=torch.float64).to(dtype)
         residual = torch.randn(n)

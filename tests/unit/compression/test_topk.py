@@ -540,6 +540,36 @@ def test_fused_feedback_equals_the_generic_one(
         assert torch.equal(fused, generic)
 
 
+def test_fused_feedback_equals_the_generic_one_in_every_refinement_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The kernel pass zeroes every entry it selects in the residual; when refinement then drops some
+    # of them (or re-selects with a second threshold or an exact top-k), they must get their v back.
+    calls: dict[str, int] = {"refine": 0, "exact": 0, "passes": 0}
+
+    def spy(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            calls[name] += 1
+            return function(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(topk, "_refine", spy("refine", topk._refine))
+    monkeypatch.setattr(topk, "_exact_topk", spy("exact", topk._exact_topk))
+    monkeypatch.setattr(topk, "_threshold_pass", spy("passes", topk._threshold_pass))
+    generator = torch.Generator().manual_seed(17)
+    for name, x in _distributions().items():
+        for sample_size, ratio in ((1, 0.3), (20, 0.05), (500, 0.01)):
+            for seed in range(6):
+                for values in FORMATS:
+                    codec = TopKCodec("t", ratio=ratio, values=values, sample_size=sample_size, seed=seed)  # type: ignore[arg-type]
+                    fused = torch.randn(x.numel(), generator=generator) * 0.3
+                    generic = fused.clone()
+                    payload = codec.encode_with_feedback(x, fused)
+                    assert payload == Codec.encode_with_feedback(codec, x, generic), (name, sample_size, seed)
+                    assert torch.equal(fused, generic), (name, sample_size, seed, values)
+    assert min(calls.values()) > 0, calls
+    assert calls["passes"] > 6 * 3 * 6 * len(FORMATS)  # some encodes took the second threshold
+
+
 def test_fused_feedback_error_is_exactly_what_was_not_sent() -> None:
     codec = TopKCodec("t", ratio=0.1)
     grad = torch.tensor([0.5, -0.25, 0.125, 3.0, 0.0, -7.0, 1.0, 2.0, 0.75, 0.0625])
