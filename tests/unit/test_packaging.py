@@ -25,7 +25,7 @@ SETUPTOOLS: dict[str, Any] = PYPROJECT["tool"]["setuptools"]
 PACKAGE_DIR: dict[str, str] = SETUPTOOLS["package-dir"]
 
 # Top-level folders with an __init__.py that are deliberately not installed.
-NOT_INSTALLED = {"tests"}
+NOT_INSTALLED = {"tests", "scripts"}  # packages only so tools can name their modules; never shipped
 # What the build needs from the checkout; the rest (virtualenv, caches, old build output) stays behind.
 BUILD_IGNORE = shutil.ignore_patterns(
     ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "*.pyc", ".*_cache", ".hypothesis", "artifacts"
