@@ -147,6 +147,7 @@ def _forward(
             BLOCK_R=_block(r, 128),
             num_warps=4,
             num_stages=3,
+            enable_fp_fusion=True,  # explicit: fused multiply-adds are fine in a matmul epilogue
         )
     return y.view(*x.shape[:-1], n)
 

@@ -45,5 +45,13 @@ def outer_nesterov_triton(
         return  # a zero-sized grid is an error in Triton
     grid = (triton.cdiv(numel, BLOCK),)
     _outer_nesterov_kernel[grid](
-        global_params, local_params, momentum_buf, numel, float(lr), float(momentum), BLOCK=BLOCK, num_warps=8
+        global_params,
+        local_params,
+        momentum_buf,
+        numel,
+        float(lr),
+        float(momentum),
+        BLOCK=BLOCK,
+        num_warps=8,
+        enable_fp_fusion=False,  # round m and the update as the reference does: no FMA
     )

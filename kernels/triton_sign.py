@@ -158,17 +158,28 @@ def ef_sign_encode_triton(
     if chunk_size % 8 == 0 and chunk_size <= FUSED_MAX_CHUNK:
         rows = max(1, per_program // cols)
         _encode_fused_kernel[(triton.cdiv(n_chunks, rows),)](
-            g, r, bits, scales, numel, chunk_size, n_chunks, n_bytes, ROWS=rows, COLS=cols, num_warps=_NUM_WARPS
+            g,
+            r,
+            bits,
+            scales,
+            numel,
+            chunk_size,
+            n_chunks,
+            n_bytes,
+            ROWS=rows,
+            COLS=cols,
+            num_warps=_NUM_WARPS,
+            enable_fp_fusion=False,
         )
         return bits, scales
     cols = min(cols, per_program)
     rows = max(1, per_program // cols)
     _chunk_means_kernel[(triton.cdiv(n_chunks, rows),)](
-        g, r, scales, numel, chunk_size, n_chunks, ROWS=rows, COLS=cols, num_warps=_NUM_WARPS
+        g, r, scales, numel, chunk_size, n_chunks, ROWS=rows, COLS=cols, num_warps=_NUM_WARPS, enable_fp_fusion=False
     )
     per_bytes = per_program // 8
     _encode_with_scales_kernel[(triton.cdiv(n_bytes, per_bytes),)](
-        g, r, bits, scales, numel, chunk_size, n_bytes, BYTES=per_bytes, num_warps=_NUM_WARPS
+        g, r, bits, scales, numel, chunk_size, n_bytes, BYTES=per_bytes, num_warps=_NUM_WARPS, enable_fp_fusion=False
     )
     return bits, scales
 
@@ -192,4 +203,5 @@ def sign_decode_accumulate_triton(
         float(weight),
         BLOCK=block,
         num_warps=_NUM_WARPS,
+        enable_fp_fusion=False,  # acc + weight*s rounds twice, as the reference does: no FMA
     )

@@ -72,14 +72,18 @@ def topk_threshold_triton(
     grid = (triton.cdiv(n, BLOCK),)
     counts = torch.empty(grid[0], dtype=torch.int32, device=x.device)
     has_residual = work is not None
-    _count_kernel[grid](flat, work if has_residual else flat, counts, n, threshold, has_residual, BLOCK)
+    _count_kernel[grid](
+        flat, work if has_residual else flat, counts, n, threshold, has_residual, BLOCK, enable_fp_fusion=False
+    )
     ends = torch.cumsum(counts, 0)  # int64
     total = int(ends[-1])
     indices = torch.empty(total, dtype=torch.int64, device=x.device)
     values = torch.empty(total, dtype=torch.float32, device=x.device)
     if total:
         source = work if work is not None else flat
-        _compact_kernel[grid](source, ends - counts, indices, values, n, threshold, has_residual, BLOCK)
+        _compact_kernel[grid](
+            source, ends - counts, indices, values, n, threshold, has_residual, BLOCK, enable_fp_fusion=False
+        )
     if residual is not None and work is not None and not residual.is_contiguous():
         residual.copy_(work.view(residual.shape))
     return indices, values
