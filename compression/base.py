@@ -71,7 +71,7 @@ class Codec(ABC):
         when they can compute the error without a full decode.
         """
         residual.add_(flat_float(tensor))
-        payload = self.encode(residual)
+        payload = self.encode(residual.view(tensor.shape))  # the payload keeps the tensor's shape
         residual.sub_(self.decode(payload).reshape(-1).to(residual.dtype))
         return payload
 

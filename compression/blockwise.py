@@ -239,7 +239,7 @@ class BlockwiseCodec(ScaledBlocksCodec):
             return super().encode_with_feedback(tensor, residual)
         res = residual.view(-1)
         values, scales = blockwise_quantize(feedback_source(flat, res), self.block_size, self.bits, residual=res)
-        return self._pack(values, scales, residual.dtype, residual.shape)
+        return self._pack(values, scales, residual.dtype, tensor.shape)
 
     def _pack(self, values: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype, shape: torch.Size) -> bytes:
         sections: list[bytes | memoryview] = [pack_params(self.block_size), as_bytes(scales), as_bytes(values)]

@@ -109,7 +109,7 @@ class ErrorFeedback:
         try:
             source = self._advance_velocity(key, flat)
             work = residual if residual.dtype == torch.float32 else residual.float()
-            payload = codec.encode_with_feedback(source, work)
+            payload = codec.encode_with_feedback(source.view(tensor.shape), work)  # keeps the shape
             if work is not residual:
                 residual.copy_(work)
             if self.config.factor_masking:

@@ -75,7 +75,7 @@ class Sign1BitCodec(ScaledBlocksCodec):
             return super().encode_with_feedback(tensor, residual)
         res = residual.view(-1)
         bits, scales = ef_sign_encode(feedback_source(flat, res), res, self.chunk_size)
-        return self._pack(bits, scales, residual.dtype, residual.shape)
+        return self._pack(bits, scales, residual.dtype, tensor.shape)
 
     def _pack(self, bits: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype, shape: torch.Size) -> bytes:
         sections: list[bytes | memoryview] = [pack_params(self.chunk_size), as_bytes(scales), as_bytes(bits)]

@@ -357,7 +357,7 @@ class TopKCodec(Codec):
             return super().encode_with_feedback(tensor, residual)
         work = residual.detach().view(-1)
         indices, chosen = self._select(flat.detach(), work)
-        payload, decoded = self._payload(chosen, indices, residual.dtype, torch.Size([work.numel()]))
+        payload, decoded = self._payload(chosen, indices, residual.dtype, tensor.shape)
         # The generic path subtracts the decode cast to the header dtype, which is the residual's.
         work.numpy()[indices] = chosen - decoded.astype(chosen.dtype, copy=False)
         return payload

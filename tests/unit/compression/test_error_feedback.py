@@ -56,10 +56,11 @@ def test_topk_residual_by_hand_on_a_shaped_tensor() -> None:
     ef, codec = ErrorFeedback(), exact_topk(0.25)
     g = t(1, -8, 2, 0.5, 4, -1, 0.25, 3).reshape(2, 4)
     sent = codec.decode(ef.encode("w", g, codec))
-    assert torch.equal(sent, t(0, -8, 0, 0, 4, 0, 0, 0))
+    assert sent.shape == g.shape  # the payload carries the tensor's shape
+    assert torch.equal(sent.reshape(-1), t(0, -8, 0, 0, 4, 0, 0, 0))
     assert torch.equal(ef.residual("w"), t(1, 0, 2, 0.5, 0, -1, 0.25, 3))
     # step 2: acc = [2, -8, 4, 1, 4, -2, 0.5, 6]; -8 and 6 go out
-    sent = codec.decode(ef.encode("w", g, codec))
+    sent = codec.decode(ef.encode("w", g, codec)).reshape(-1)
     assert torch.equal(sent, t(0, -8, 0, 0, 0, 0, 0, 6))
     assert torch.equal(ef.residual("w"), t(2, 0, 4, 1, 4, -2, 0.5, 0))
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import swarmnet.compression as compression
-from swarmnet.compression import Float16Codec, codec_names, decode, get_codec, register
+from swarmnet.compression import ErrorFeedback, Float16Codec, codec_names, decode, get_codec, register
 from swarmnet.errors import CodecError
 
 DEFAULTS = ["bf16", "fp16", "int4", "int8", "none", "sign1bit", "topk1pct", "topk1pct_exact", "topk1pct_int8",
@@ -61,3 +61,10 @@ def test_mutated_payloads_of_every_codec_only_raise_codec_error(name: str) -> No
             continue
         with pytest.raises(CodecError):
             decode(bytes(mutant))
+
+
+@pytest.mark.parametrize("name", DEFAULTS)
+def test_error_feedback_payloads_keep_the_tensor_shape(name: str) -> None:
+    x = torch.randn(3, 5, 70, generator=torch.Generator().manual_seed(2))
+    payload = ErrorFeedback().encode("layer.weight", x, get_codec(name))
+    assert decode(payload).shape == x.shape
