@@ -36,8 +36,8 @@ INTERPRETER_TILE = 1 << 16
 _NUM_WARPS = 8
 
 
-@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type hints
-def _round_half_even(t, USE_RINT: tl.constexpr):  # type: ignore[no-untyped-def]  # noqa: N803
+@triton.jit
+def _round_half_even(t, USE_RINT: tl.constexpr):
     if USE_RINT:  # noqa: SIM108  (a statement if keeps the interpreter branch and its comment apart)
         r = libdevice.rint(t)
     else:
@@ -47,8 +47,8 @@ def _round_half_even(t, USE_RINT: tl.constexpr):  # type: ignore[no-untyped-def]
     return r
 
 
-@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type hints
-def _scale_inverse(absmax, QMAX: tl.constexpr):  # type: ignore[no-untyped-def]  # noqa: N803
+@triton.jit
+def _scale_inverse(absmax, QMAX: tl.constexpr):
     scale = tl.math.div_rn(absmax, QMAX)
     # One ulp toward zero where the quotient rounded up far enough that scale * qmax > absmax (scale > 0 there,
     # so the bit pattern minus one is the next float down).
@@ -58,25 +58,25 @@ def _scale_inverse(absmax, QMAX: tl.constexpr):  # type: ignore[no-untyped-def] 
     return scale, inverse
 
 
-@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type hints
-def _load_v(x_ptr, r_ptr, offs, mask, HAS_RES: tl.constexpr):  # type: ignore[no-untyped-def]  # noqa: N803
+@triton.jit
+def _load_v(x_ptr, r_ptr, offs, mask, HAS_RES: tl.constexpr):
     v = tl.load(x_ptr + offs, mask=mask, other=0.0)
     if HAS_RES:
         v = v + tl.load(r_ptr + offs, mask=mask, other=0.0)
     return v
 
 
-@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type hints
-def _quantize_values(v, inverse, QMAX: tl.constexpr, USE_RINT: tl.constexpr):  # type: ignore[no-untyped-def]  # noqa: N803
+@triton.jit
+def _quantize_values(v, inverse, QMAX: tl.constexpr, USE_RINT: tl.constexpr):
     q = _round_half_even(v * inverse, USE_RINT)
     return tl.minimum(tl.maximum(q, -QMAX), QMAX)
 
 
-@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type hints
-def _quantize8_kernel(  # type: ignore[no-untyped-def]
+@triton.jit
+def _quantize8_kernel(
     x_ptr, r_ptr, q_ptr, s_ptr, n, block_size, n_blocks,
-    QMAX: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr, SINGLE: tl.constexpr,  # noqa: N803
-    HAS_RES: tl.constexpr, USE_RINT: tl.constexpr,  # noqa: N803
+    QMAX: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr, SINGLE: tl.constexpr,
+    HAS_RES: tl.constexpr, USE_RINT: tl.constexpr,
 ):  # fmt: skip
     rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)  # int64: tensors beyond 2**31 elements
     row_ok = rows < n_blocks
@@ -112,7 +112,7 @@ def _quantize8_kernel(  # type: ignore[no-untyped-def]
 
 
 @triton.jit
-def _pairs(rows, row_ok, j, block_size, n):  # type: ignore[no-untyped-def]
+def _pairs(rows, row_ok, j, block_size, n):
     # Row r holds blocks 2r and 2r + 1: elements [2 r bs, 2 (r + 1) bs), pair j at elements 2j and 2j + 1 of it.
     offs0 = 2 * rows[:, None] * block_size + 2 * j
     in_row = row_ok[:, None] & (j < block_size)
@@ -122,17 +122,17 @@ def _pairs(rows, row_ok, j, block_size, n):  # type: ignore[no-untyped-def]
 
 
 @triton.jit
-def _pair_absmax(v0, v1, first0, first1):  # type: ignore[no-untyped-def]
+def _pair_absmax(v0, v1, first0, first1):
     a0, a1 = tl.abs(v0), tl.abs(v1)
     max_a = tl.maximum(tl.max(tl.where(first0, a0, 0.0), axis=1), tl.max(tl.where(first1, a1, 0.0), axis=1))
     max_b = tl.maximum(tl.max(tl.where(first0, 0.0, a0), axis=1), tl.max(tl.where(first1, 0.0, a1), axis=1))
     return max_a, max_b
 
 
-@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type hints
-def _pair_store(  # type: ignore[no-untyped-def]
+@triton.jit
+def _pair_store(
     v0, v1, offs0, m0, m1, first0, first1, scale_a, scale_b, inv_a, inv_b, byte_offs, q_ptr, r_ptr,
-    QMAX: tl.constexpr, HAS_RES: tl.constexpr, USE_RINT: tl.constexpr,  # noqa: N803
+    QMAX: tl.constexpr, HAS_RES: tl.constexpr, USE_RINT: tl.constexpr,
 ):  # fmt: skip
     s0 = tl.where(first0, scale_a[:, None], scale_b[:, None])
     s1 = tl.where(first1, scale_a[:, None], scale_b[:, None])
@@ -146,11 +146,11 @@ def _pair_store(  # type: ignore[no-untyped-def]
         tl.store(r_ptr + offs0 + 1, v1 - q1 * s1, mask=m1)
 
 
-@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type hints
-def _quantize4_kernel(  # type: ignore[no-untyped-def]
+@triton.jit
+def _quantize4_kernel(
     x_ptr, r_ptr, q_ptr, s_ptr, n, block_size, n_blocks,
-    QMAX: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr, SINGLE: tl.constexpr,  # noqa: N803
-    HAS_RES: tl.constexpr, USE_RINT: tl.constexpr,  # noqa: N803
+    QMAX: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr, SINGLE: tl.constexpr,
+    HAS_RES: tl.constexpr, USE_RINT: tl.constexpr,
 ):  # fmt: skip
     rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
     row_ok = 2 * rows < n_blocks
@@ -192,8 +192,8 @@ def _quantize4_kernel(  # type: ignore[no-untyped-def]
             )  # fmt: skip
 
 
-@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type hints
-def _dequantize8_kernel(acc_ptr, q_ptr, s_ptr, n, block_size, weight, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]  # noqa: N803
+@triton.jit
+def _dequantize8_kernel(acc_ptr, q_ptr, s_ptr, n, block_size, weight, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     q = tl.load(q_ptr + offs, mask=mask, other=0).to(tl.float32)
@@ -202,8 +202,8 @@ def _dequantize8_kernel(acc_ptr, q_ptr, s_ptr, n, block_size, weight, BLOCK: tl.
     tl.store(acc_ptr + offs, acc + weight * (q * s), mask=mask)
 
 
-@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type hints
-def _dequantize4_kernel(acc_ptr, q_ptr, s_ptr, n, block_size, weight, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]  # noqa: N803
+@triton.jit
+def _dequantize4_kernel(acc_ptr, q_ptr, s_ptr, n, block_size, weight, BLOCK: tl.constexpr):
     pairs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     offs0 = 2 * pairs
     m0 = offs0 < n

@@ -37,8 +37,8 @@ from swarmnet.kernels.lora import check_shapes
 __all__ = ["lora_linear_triton"]
 
 
-@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type hints
-def _lora_linear_kernel(  # type: ignore[no-untyped-def]
+@triton.jit
+def _lora_linear_kernel(
     x_ptr,
     w_ptr,
     a_ptr,
@@ -60,13 +60,13 @@ def _lora_linear_kernel(  # type: ignore[no-untyped-def]
     stride_br,
     stride_ym,
     stride_yn,
-    HAS_BIAS: tl.constexpr,  # noqa: N803
-    PRECISION: tl.constexpr,  # noqa: N803
-    UPCAST: tl.constexpr,  # noqa: N803
-    BLOCK_M: tl.constexpr,  # noqa: N803
-    BLOCK_N: tl.constexpr,  # noqa: N803
-    BLOCK_K: tl.constexpr,  # noqa: N803
-    BLOCK_R: tl.constexpr,  # noqa: N803
+    HAS_BIAS: tl.constexpr,
+    PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_R: tl.constexpr,
 ):
     # int64 row offsets: tokens * in may pass 2**31 for long sequences of a wide layer.
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)

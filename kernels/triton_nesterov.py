@@ -18,8 +18,8 @@ __all__ = ["BLOCK", "outer_nesterov_triton"]
 BLOCK = 4096
 
 
-@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type hints
-def _outer_nesterov_kernel(global_ptr, local_ptr, buf_ptr, numel, lr, momentum, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]  # noqa: N803
+@triton.jit
+def _outer_nesterov_kernel(global_ptr, local_ptr, buf_ptr, numel, lr, momentum, BLOCK: tl.constexpr):
     # int64 offsets: buffers of more than 2**31 elements (8 GB) are plausible for a large model.
     offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offsets < numel

@@ -42,16 +42,16 @@ def _per_program() -> int:
     return INTERPRETER_ELEMENTS_PER_PROGRAM if os.environ.get("TRITON_INTERPRET") == "1" else ELEMENTS_PER_PROGRAM
 
 
-@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type hints
-def _pack_bytes(positive, ROWS: tl.constexpr, COLS: tl.constexpr):  # type: ignore[no-untyped-def]  # noqa: N803
+@triton.jit
+def _pack_bytes(positive, ROWS: tl.constexpr, COLS: tl.constexpr):
     # [ROWS, COLS] of 0/1 -> [ROWS, COLS // 8] bytes, first element in the most significant bit.
     grouped = tl.reshape(positive, (ROWS, COLS // 8, 8))
     shifts = 7 - tl.arange(0, 8)
     return tl.sum(grouped << shifts[None, None, :], axis=2).to(tl.uint8)
 
 
-@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type hints
-def _encode_fused_kernel(  # type: ignore[no-untyped-def]
+@triton.jit
+def _encode_fused_kernel(
     grad_ptr,
     residual_ptr,
     bits_ptr,
@@ -60,8 +60,8 @@ def _encode_fused_kernel(  # type: ignore[no-untyped-def]
     chunk,
     n_chunks,
     n_bytes,
-    ROWS: tl.constexpr,  # noqa: N803
-    COLS: tl.constexpr,  # noqa: N803  (next_pow2(chunk), a multiple of 8)
+    ROWS: tl.constexpr,
+    COLS: tl.constexpr,  # (next_pow2(chunk), a multiple of 8)
 ):
     # int64 offsets: tensors of more than 2**31 elements are plausible for a large model.
     rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
@@ -83,16 +83,16 @@ def _encode_fused_kernel(  # type: ignore[no-untyped-def]
     tl.store(bits_ptr + byte_offsets, packed, mask=(byte_cols[None, :] < chunk // 8) & (byte_offsets < n_bytes))
 
 
-@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type hints
-def _chunk_means_kernel(  # type: ignore[no-untyped-def]
+@triton.jit
+def _chunk_means_kernel(
     grad_ptr,
     residual_ptr,
     scales_ptr,
     numel,
     chunk,
     n_chunks,
-    ROWS: tl.constexpr,  # noqa: N803
-    COLS: tl.constexpr,  # noqa: N803
+    ROWS: tl.constexpr,
+    COLS: tl.constexpr,
 ):
     rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
     total = tl.zeros((ROWS,), dtype=tl.float64)
@@ -106,8 +106,8 @@ def _chunk_means_kernel(  # type: ignore[no-untyped-def]
     tl.store(scales_ptr + rows, (total / count).to(tl.float32), mask=rows < n_chunks)
 
 
-@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type hints
-def _encode_with_scales_kernel(  # type: ignore[no-untyped-def]
+@triton.jit
+def _encode_with_scales_kernel(
     grad_ptr,
     residual_ptr,
     bits_ptr,
@@ -115,7 +115,7 @@ def _encode_with_scales_kernel(  # type: ignore[no-untyped-def]
     numel,
     chunk,
     n_bytes,
-    BYTES: tl.constexpr,  # noqa: N803
+    BYTES: tl.constexpr,
 ):
     byte_rows = tl.program_id(0).to(tl.int64) * BYTES + tl.arange(0, BYTES)
     offsets = byte_rows[:, None] * 8 + tl.arange(0, 8)[None, :]  # [BYTES, 8]: one byte's elements per row
@@ -128,8 +128,8 @@ def _encode_with_scales_kernel(  # type: ignore[no-untyped-def]
     tl.store(bits_ptr + byte_rows, packed, mask=byte_rows < n_bytes)
 
 
-@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type hints
-def _decode_accumulate_kernel(acc_ptr, bits_ptr, scales_ptr, numel, chunk, weight, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]  # noqa: N803
+@triton.jit
+def _decode_accumulate_kernel(acc_ptr, bits_ptr, scales_ptr, numel, chunk, weight, BLOCK: tl.constexpr):
     offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offsets < numel
     byte = tl.load(bits_ptr + offsets // 8, mask=mask, other=0).to(tl.int32)

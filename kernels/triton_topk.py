@@ -25,8 +25,8 @@ __all__ = ["topk_threshold_triton"]
 BLOCK = 4096
 
 
-@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type hints
-def _count_kernel(x_ptr, r_ptr, counts_ptr, n, threshold, has_residual: tl.constexpr, block: tl.constexpr):  # type: ignore[no-untyped-def]
+@triton.jit
+def _count_kernel(x_ptr, r_ptr, counts_ptr, n, threshold, has_residual: tl.constexpr, block: tl.constexpr):
     pid = tl.program_id(0)
     offs = pid.to(tl.int64) * block + tl.arange(0, block)  # int64: tensors may exceed 2**31 entries
     inside = offs < n
@@ -38,8 +38,8 @@ def _count_kernel(x_ptr, r_ptr, counts_ptr, n, threshold, has_residual: tl.const
     tl.store(counts_ptr + pid, tl.sum(selected.to(tl.int32), axis=0))
 
 
-@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type hints
-def _compact_kernel(  # type: ignore[no-untyped-def]
+@triton.jit
+def _compact_kernel(
     v_ptr, starts_ptr, indices_ptr, values_ptr, n, threshold, has_residual: tl.constexpr, block: tl.constexpr
 ):
     pid = tl.program_id(0)
