@@ -7,6 +7,7 @@ knowing the sender's settings. Error-feedback residuals live outside, in ``Error
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
@@ -15,7 +16,7 @@ import torch
 from swarmnet.compression.wire import DEFAULT_MAX_ELEMENTS, CodecId, Header, unpack
 from swarmnet.errors import CodecError
 
-__all__ = ["Codec", "check_section_sizes", "flat_float"]
+__all__ = ["Codec", "as_bytes", "check_section_sizes", "flat_float", "section_tensor"]
 
 
 def flat_float(tensor: torch.Tensor) -> torch.Tensor:
@@ -25,6 +26,22 @@ def flat_float(tensor: torch.Tensor) -> torch.Tensor:
     if tensor.device.type != "cpu":
         raise CodecError(f"CPU codecs take CPU tensors, got one on {tensor.device}")
     return tensor.reshape(-1) if tensor.is_contiguous() else tensor.contiguous().reshape(-1)
+
+
+def as_bytes(tensor: torch.Tensor) -> memoryview:
+    """The bytes of a contiguous CPU tensor, without a copy (2-byte floats go through int16: numpy has no bf16)."""
+    if tensor.dtype in (torch.bfloat16, torch.float16):
+        tensor = tensor.view(torch.int16)
+    return tensor.numpy().data.cast("B")
+
+
+def section_tensor(section: memoryview, dtype: torch.dtype) -> torch.Tensor:
+    """A read-only, zero-copy 1-D tensor over a payload section; callers must never write to it."""
+    if not len(section):
+        return torch.empty(0, dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "buffer is not writable": we only read it
+        return torch.frombuffer(section, dtype=dtype)
 
 
 def check_section_sizes(header: Header, sections: list[memoryview], expected: list[int]) -> None:

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import math
 import struct
-import warnings
 from abc import abstractmethod
 from typing import ClassVar
 
 import numpy as np
 import torch
 
-from swarmnet.compression.base import Codec, check_section_sizes, flat_float
+from swarmnet.compression.base import Codec, as_bytes, check_section_sizes, flat_float, section_tensor
 from swarmnet.compression.wire import DEFAULT_MAX_ELEMENTS, Header, pack, unpack
 from swarmnet.errors import CodecError
 from swarmnet.kernels.blockwise import blockwise_dequantize_accumulate, blockwise_quantize, values_numel
@@ -39,14 +38,12 @@ __all__ = [
     "MAX_BLOCK",
     "BlockwiseCodec",
     "ScaledBlocksCodec",
-    "as_bytes",
     "feedback_source",
     "fp32_source",
     "fused_target",
     "n_blocks",
     "pack_params",
     "read_block_size",
-    "section_tensor",
     "shares_memory",
     "unpack_matching",
     "zeros",
@@ -71,20 +68,6 @@ def zeros(numel: int) -> torch.Tensor:
     if not numel:
         return torch.zeros(0)  # numpy gives empty arrays stride 0
     return torch.from_numpy(np.zeros(numel, np.float32))
-
-
-def as_bytes(tensor: torch.Tensor) -> memoryview:
-    """The bytes of a contiguous CPU tensor of a numpy-compatible dtype, without a copy."""
-    return tensor.numpy().data.cast("B")
-
-
-def section_tensor(section: memoryview, dtype: torch.dtype) -> torch.Tensor:
-    """A read-only, zero-copy 1-D tensor over a payload section; callers must never write to it."""
-    if not len(section):
-        return torch.empty(0, dtype=dtype)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "buffer is not writable": we only read it
-        return torch.frombuffer(section, dtype=dtype)
 
 
 def fp32_source(flat: torch.Tensor) -> torch.Tensor:

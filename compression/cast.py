@@ -2,35 +2,21 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import ClassVar
 
 import torch
 
-from swarmnet.compression.base import Codec, check_section_sizes, flat_float
+from swarmnet.compression.base import Codec, as_bytes, check_section_sizes, flat_float, section_tensor
 from swarmnet.compression.wire import CodecId, Header, pack
 
 __all__ = ["BFloat16Codec", "Float16Codec", "NoneCodec"]
-
-
-def _as_bytes(tensor: torch.Tensor) -> memoryview:
-    # numpy has no bfloat16: reinterpret 2-byte floats as int16 so numpy can hand out the buffer.
-    if tensor.dtype in (torch.bfloat16, torch.float16):
-        tensor = tensor.view(torch.int16)
-    return tensor.numpy().data.cast("B")
 
 
 def _from_bytes(
     section: memoryview, wire_dtype: torch.dtype, dtype: torch.dtype, shape: tuple[int, ...]
 ) -> torch.Tensor:
     """Copy the section out as ``dtype`` in one pass (the payload buffer itself is read-only)."""
-    if not len(section):
-        return torch.empty(shape, dtype=dtype)
-    storage = torch.int16 if wire_dtype in (torch.bfloat16, torch.float16) else wire_dtype
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "buffer is not writable": we copy right below
-        wire = torch.frombuffer(section, dtype=storage).view(wire_dtype)
-    return wire.to(dtype, copy=True).reshape(shape)
+    return section_tensor(section, wire_dtype).to(dtype, copy=True).reshape(shape)
 
 
 class _CastCodec(Codec):
@@ -43,7 +29,7 @@ class _CastCodec(Codec):
         """Store the values in the wire dtype."""
         flat = flat_float(tensor)
         wire = flat if self.wire_dtype is None else flat.to(self.wire_dtype)
-        return pack(self.codec_id, tensor.dtype, tensor.shape, [_as_bytes(wire)])
+        return pack(self.codec_id, tensor.dtype, tensor.shape, [as_bytes(wire)])
 
     @classmethod
     def decode_sections(cls, header: Header, sections: list[memoryview]) -> torch.Tensor:
@@ -80,7 +66,7 @@ class Float16Codec(_CastCodec):
             low, high = torch.aminmax(flat)
             if float(high) > limit or float(low) < -limit:
                 flat = flat.clamp(-limit, limit)
-        return pack(self.codec_id, tensor.dtype, tensor.shape, [_as_bytes(flat.to(torch.float16))])
+        return pack(self.codec_id, tensor.dtype, tensor.shape, [as_bytes(flat.to(torch.float16))])
 
 
 class BFloat16Codec(_CastCodec):

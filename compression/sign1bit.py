@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import torch
 
-from swarmnet.compression.base import check_section_sizes, flat_float
+from swarmnet.compression.base import as_bytes, check_section_sizes, flat_float, section_tensor
 from swarmnet.compression.blockwise import (
     MAX_BLOCK,
     ScaledBlocksCodec,
-    as_bytes,
     feedback_source,
     fp32_source,
     fused_target,
     n_blocks,
     pack_params,
     read_block_size,
-    section_tensor,
     shares_memory,
     zeros,
 )
