@@ -1,0 +1,33 @@
+"""swarmnet.averaging: compressed, fault-tolerant decentralized averaging over any ``Transport``.
+
+Class to file:
+
+* **Averager (averager.py)**: ``start()``, ``step(tensors, round_id=, weight=)`` -> ``Outcome``, ``statistics()``.
+* **AveragingConfig, MatchmakingConfig, DeadlineConfig (config.py)**.
+* **Matchmaker, GroupJoin (matchmaking.py)**: group formation through the DHT.
+* **GroupRound (allreduce.py)**: reduce-scatter / tally / all-gather / recovery of one round.
+* **aggregate, AggregationConfig (robust.py)**: mean, trimmed mean, median, centered clip.
+* **ThroughputModel, Arrivals (deadlines.py)**; **Inbox (inbox.py)**; wire messages (messages.py);
+  **Group, partition, schema_id (group.py)**; flat vectors and error-feedback state (vectors.py).
+* **Outcome, AveragerStatistics (outcome.py)**.
+"""
+
+from swarmnet.averaging.averager import Averager
+from swarmnet.averaging.config import AveragingConfig, DeadlineConfig, MatchmakingConfig
+from swarmnet.averaging.group import Group, partition, schema_id
+from swarmnet.averaging.outcome import AveragerStatistics, Outcome
+from swarmnet.averaging.robust import AggregationConfig, aggregate
+
+__all__ = [
+    "AggregationConfig",
+    "Averager",
+    "AveragerStatistics",
+    "AveragingConfig",
+    "DeadlineConfig",
+    "Group",
+    "MatchmakingConfig",
+    "Outcome",
+    "aggregate",
+    "partition",
+    "schema_id",
+]

@@ -1,0 +1,380 @@
+"""The data phase of one round in a formed group: partitioned reduce, with failures and recovery.
+
+Reduce mode (butterfly, as in hivemind and 1-bit Adam's compressed all-reduce):
+
+1. **reduce-scatter**: the vector is split into one range per member, sized by bandwidth; each
+   member sends each reducer its slice of that range (compressed; error feedback at the sender)
+   and reduces its own range from what arrives before its adaptive deadline;
+2. **tally**: each reducer tells everyone whose contributions it accepted; every member takes the
+   intersection, minus reducers that never reported (they died): that is the contributor set, the
+   same at every member as long as no further failure happens meanwhile;
+3. **all-gather**: each reducer aggregates its range over exactly those contributors (robust rule
+   selectable), compresses it once (error feedback at the reducer) and sends the same bytes to all;
+4. **recovery**: ranges of reducers that died are split among the survivors and reduced again
+   (one more pass over the same contributors), so the result is still the average over them.
+
+Sparse all-gather mode (top-k codecs, when cheaper): every member sends its whole sparse vector to
+all others, then tally, then every member aggregates everything itself (exact sum of the sparse
+vectors; no reducer-side compression).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Collection, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from swarmnet.averaging.config import AveragingConfig
+from swarmnet.averaging.deadlines import ThroughputModel
+from swarmnet.averaging.group import Group, partition
+from swarmnet.averaging.inbox import Inbox
+from swarmnet.averaging.messages import DataHeader, Kind, Reply, decode_message, encode_message
+from swarmnet.averaging.robust import aggregate
+from swarmnet.averaging.vectors import Feedback, Range, chunk_bounds, decode_chunk, encode_chunk
+from swarmnet.compression import Codec
+from swarmnet.errors import CodecError, SwarmnetError, TransportError
+from swarmnet.transport.base import Transport
+
+__all__ = ["DATA", "GroupRound", "RoundReport"]
+
+logger = logging.getLogger(__name__)
+
+DATA = "swarmnet.avg.data"
+_HEADER_OVERHEAD = 400  # bytes of framing per message, for the sparse mode choice
+
+
+@dataclass
+class RoundReport:
+    """What ``GroupRound.run`` found out; the averager turns it into an ``Outcome``."""
+
+    contributors: set[int] = field(default_factory=set)
+    rejected: dict[int, str] = field(default_factory=dict)
+    failed: dict[int, str] = field(default_factory=dict)
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    recovered_elements: int = 0
+    unaveraged_elements: int = 0
+    consistent: bool = True
+    mode: str = "reduce"
+
+
+class GroupRound:
+    """One member's side of one group's data phase; results are written into ``flat`` in place."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        group: Group,
+        flat: torch.Tensor,
+        *,
+        weight: float,
+        codec: Codec,
+        feedback: Feedback | None,
+        config: AveragingConfig,
+        throughput: ThroughputModel,
+    ) -> None:
+        self.group, self.flat, self.weight, self.codec = group, flat, weight, codec
+        self.me = group.index(transport.peer_id)
+        self._transport, self._feedback, self._config, self._throughput = transport, feedback, config, throughput
+        self._ratio = codec.estimated_ratio(max(1, flat.numel()))
+        # x: what this peer contributes (its values plus what compression dropped last time).
+        self._x = flat + feedback.sent if feedback is not None else flat
+        max_chunks = len(chunk_bounds([(0, flat.numel())], config.chunk_elements)) + len(group.members)
+        self.inbox = Inbox(config.deadlines, max_chunks)
+        self.report = RoundReport()
+        self.bytes_sent: Counter[int] = Counter()
+        self.bytes_received: Counter[int] = Counter()
+
+    def receive(self, sender: int, header: DataHeader, payload: memoryview) -> None:
+        """Store a data message from member ``sender`` (``ProtocolError`` if it is malformed)."""
+        self.bytes_received[sender] += len(payload)
+        self.inbox.put(sender, header, payload)
+
+    async def run(self) -> RoundReport:
+        """Run the data phase; never raises for a peer's fault (it is recorded in the report)."""
+        members = set(range(len(self.group.members)))
+        if self._sparse_allgather():
+            self.report.mode = "allgather"
+            await self._gather_pass(members)
+            return self.report
+        assignment = {r: [span] for r, span in enumerate(partition(self.flat.numel(), self.group.bandwidths))}
+        assignment = {r: spans for r, spans in assignment.items() if spans[0][1] > spans[0][0]}
+        contributors, reporters, missing = await self._reduce_pass(0, assignment, members)
+        self.report.contributors = contributors
+        orphans = [span for r, spans in assignment.items() if r not in reporters or r in missing for span in spans]
+        survivors = sorted(reporters - missing)
+        if orphans and survivors:
+            # Reducers that died took their parts with them: the survivors reduce those again.
+            logger.info("round %s: re-reducing %d orphaned ranges", self.group.round_id, len(orphans))
+            again = _split(orphans, survivors)
+            started = asyncio.get_running_loop().time()
+            recovered, reporters, missing = await self._reduce_pass(1, again, contributors)
+            self.report.phase_seconds["recovery"] = asyncio.get_running_loop().time() - started
+            lost = {r for r in again if r not in reporters or r in missing}
+            self.report.recovered_elements = sum(hi - lo for r in again if r not in lost for lo, hi in again[r])
+            orphans = [span for r in lost for span in again[r]]
+            self.report.consistent = recovered == contributors
+        self.report.unaveraged_elements = sum(hi - lo for lo, hi in orphans) if orphans else 0
+        if self.report.unaveraged_elements:
+            logger.warning("round %s: %d elements keep their local values", self.group.round_id, len(orphans))
+        return self.report
+
+    def _sparse_allgather(self) -> bool:
+        mode = self._config.sparse_mode
+        if not type(self.codec).__name__.startswith("TopK") or mode == "reduce":
+            return False
+        if mode == "allgather":
+            return True
+        # Per peer, reduce-scatter sends 2(N-1)/N payloads in 2(N-1) messages; all-gather sends
+        # N-1 whole payloads in N-1 messages: all-gather wins when payloads are tiny (or N <= 2).
+        n = len(self.group.members)
+        payload = self._ratio * 4 * self.flat.numel()
+        return payload * (n - 2) / n <= (n - 1) * _HEADER_OVERHEAD
+
+    # -- reduce mode ---------------------------------------------------------------------------
+
+    async def _reduce_pass(
+        self, pass_no: int, assignment: dict[int, list[Range]], senders: set[int]
+    ) -> tuple[set[int], set[int], set[int]]:
+        """One reduce-scatter, tally, all-gather; returns (contributors, reporting reducers, missing results)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        mine = chunk_bounds(assignment.get(self.me, []), self._config.chunk_elements)
+        sends = asyncio.gather(*self._send_parts(pass_no, assignment, senders))
+        accepted: dict[int, tuple[float, list[torch.Tensor]]] = {}
+        received_before = self.inbox.bytes_received
+        if mine:
+            arrivals = self.inbox.arrivals("part", pass_no)
+            arrivals.expect(senders - {self.me}, self.report.failed)
+            inbound = (len(senders) - 1) * 4 * self._ratio * sum(b - a for a, b in mine)
+            arrived = await arrivals.wait(self._throughput.timeout(inbound))
+            self._throughput.observe(self.inbox.bytes_received - received_before, loop.time() - started)
+            accepted = self._accept("part", pass_no, arrived, mine)
+            if self.me in senders:
+                accepted[self.me] = (self.weight, [self._x[a:b] for a, b in mine])
+        self._phase(pass_no, "reduce_scatter", started)
+        started = loop.time()
+        tallies = await self._tally(pass_no, sorted(accepted) if mine else None, set(assignment), biggest=assignment)
+        await _finish(sends, self._throughput.timeout(0))
+        reporters = set(tallies) | ({self.me} if mine else set())
+        contributors = set(senders) & (reporters | (senders - set(assignment)))
+        for tally in tallies.values():
+            contributors &= set(tally)
+        if mine:
+            contributors &= set(accepted)
+        self._phase(pass_no, "tally", started)
+        started = loop.time()
+        results = []
+        if mine:
+            payloads = self._reduce(mine, accepted, contributors)
+            results = [self._send_all(r, "result", pass_no, payloads, contributors) for r in self._others()]
+        sending = asyncio.gather(*results)
+        missing = await self._collect_results(pass_no, assignment, reporters, contributors)
+        await _finish(sending, self._throughput.timeout(0))
+        self._phase(pass_no, "all_gather", started)
+        self.inbox.drop("part", pass_no)
+        return contributors, reporters, missing
+
+    def _send_parts(
+        self, pass_no: int, assignment: dict[int, list[Range]], senders: set[int]
+    ) -> list[Coroutine[Any, Any, None]]:
+        if self.me not in senders:
+            return []
+        sends = []
+        residual = self._feedback.sent if self._feedback is not None else None
+        for reducer, spans in assignment.items():
+            chunks = chunk_bounds(spans, self._config.chunk_elements)
+            if reducer == self.me:
+                if residual is not None:
+                    for a, b in chunks:
+                        residual[a:b].zero_()  # our own part is used exactly: nothing is lost
+                continue
+            payloads = [encode_chunk(self.codec, self._x[a:b], _slice(residual, a, b), fresh=True) for a, b in chunks]
+            sends.append(self._send_all(reducer, "part", pass_no, payloads))
+        return sends
+
+    def _reduce(
+        self, mine: list[Range], accepted: dict[int, tuple[float, list[torch.Tensor]]], contributors: set[int]
+    ) -> list[bytes]:
+        order = sorted(contributors)
+        weights = torch.tensor([accepted[i][0] for i in order], dtype=torch.float32)
+        residual = self._feedback.reduced if self._feedback is not None else None
+        payloads = []
+        for j, (a, b) in enumerate(mine):
+            if not order:  # nobody left to average: keep our own values for this range
+                payloads.append(self.codec.encode(self.flat[a:b]))
+                continue
+            stacked = torch.stack([accepted[i][1][j] for i in order])
+            result = aggregate(stacked, weights, self._config.aggregation)
+            payload = encode_chunk(self.codec, result, _slice(residual, a, b), fresh=False)
+            self.flat[a:b].copy_(decode_chunk(payload, b - a))  # what everyone else will decode
+            payloads.append(payload)
+        return payloads
+
+    async def _collect_results(
+        self, pass_no: int, assignment: dict[int, list[Range]], reporters: set[int], contributors: set[int]
+    ) -> set[int]:
+        """Write the reducers' results into ``flat``; return the reducers whose result is missing or bad."""
+        missing = set()
+        arrivals = self.inbox.arrivals("result", pass_no)
+        arrivals.expect(reporters - {self.me}, self.report.failed)
+        inbound = 4 * self._ratio * sum(hi - lo for r in reporters - {self.me} for lo, hi in assignment[r])
+        arrived = await arrivals.wait(self._throughput.timeout(inbound))
+        for reducer in sorted(reporters - {self.me}):
+            chunks = chunk_bounds(assignment[reducer], self._config.chunk_elements)
+            message = self.inbox.get("result", pass_no, reducer) if reducer in arrived else None
+            try:
+                if message is None or message.chunks != len(chunks):
+                    raise CodecError("no result" if message is None else f"{message.chunks} chunks, not {len(chunks)}")
+                decoded = [decode_chunk(p, b - a) for p, (a, b) in zip(message.ordered(), chunks, strict=True)]
+            except CodecError as e:
+                logger.warning("result of reducer %s unusable: %s", self.group.members[reducer], e)
+                missing.add(reducer)
+                continue
+            if set(message.contributors) != contributors:
+                self.report.consistent = False
+            for tensor, (a, b) in zip(decoded, chunks, strict=True):
+                self.flat[a:b].copy_(tensor)
+        self.inbox.drop("result", pass_no)
+        return missing
+
+    # -- sparse all-gather mode ----------------------------------------------------------------
+
+    async def _gather_pass(self, members: set[int]) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        chunks = chunk_bounds([(0, self.flat.numel())], self._config.chunk_elements)
+        residual = self._feedback.sent if self._feedback is not None else None
+        payloads = [encode_chunk(self.codec, self._x[a:b], _slice(residual, a, b), fresh=True) for a, b in chunks]
+        sends = asyncio.gather(*(self._send_all(r, "gather", 0, payloads) for r in self._others()))
+        arrivals = self.inbox.arrivals("gather", 0)
+        arrivals.expect(members - {self.me}, self.report.failed)
+        inbound = (len(members) - 1) * sum(len(p) for p in payloads)
+        arrived = await arrivals.wait(self._throughput.timeout(inbound))
+        accepted = self._accept("gather", 0, arrived, chunks)
+        accepted[self.me] = (self.weight, [decode_chunk(p, b - a) for p, (a, b) in zip(payloads, chunks, strict=True)])
+        self._phase(0, "all_gather", started)
+        started = loop.time()
+        tallies = await self._tally(0, sorted(accepted), members, biggest=None)
+        await _finish(sends, self._throughput.timeout(0))
+        contributors = set(accepted) & (set(tallies) | {self.me})
+        for tally in tallies.values():
+            contributors &= set(tally)
+        self.report.contributors = contributors
+        self._phase(0, "tally", started)
+        order = sorted(contributors)
+        weights = torch.tensor([accepted[i][0] for i in order], dtype=torch.float32)
+        for j, (a, b) in enumerate(chunks):
+            stacked = torch.stack([accepted[i][1][j] for i in order])
+            self.flat[a:b].copy_(aggregate(stacked, weights, self._config.aggregation))
+        self.inbox.drop("gather", 0)
+
+    # -- shared steps --------------------------------------------------------------------------
+
+    def _accept(
+        self, kind: Kind, pass_no: int, arrived: set[int], chunks: list[Range]
+    ) -> dict[int, tuple[float, list[torch.Tensor]]]:
+        accepted = {}
+        for sender in sorted(arrived):
+            message = self.inbox.get(kind, pass_no, sender)
+            try:
+                if message is None or message.chunks != len(chunks):
+                    raise CodecError(f"sent {message and message.chunks} chunks, expected {len(chunks)}")
+                decoded = [decode_chunk(p, b - a) for p, (a, b) in zip(message.ordered(), chunks, strict=True)]
+            except CodecError as e:
+                peer = self.group.members[sender]
+                logger.warning("round %s: rejected the contribution of %s: %s", self.group.round_id, peer, e)
+                self.report.rejected[sender] = str(e)
+                continue
+            accepted[sender] = (message.weight, decoded)
+        return accepted
+
+    async def _tally(
+        self, pass_no: int, accepted: list[int] | None, reducers: set[int], *, biggest: dict[int, list[Range]] | None
+    ) -> dict[int, tuple[int, ...]]:
+        """Tell everyone whom we accepted (if we reduce); return the reducers' tallies that arrived."""
+        sends = []
+        if accepted is not None:
+            header = DataHeader(
+                group_id=self.group.group_id, kind="tally", pass_no=pass_no, contributors=tuple(accepted)
+            )
+            sends = [self._send(r, header, b"") for r in self._others()]
+        sending = asyncio.gather(*sends)
+        arrivals = self.inbox.arrivals("tally", pass_no)
+        arrivals.expect(reducers - {self.me}, self.report.failed)
+        # Other reducers report when their own reduce-scatter ends, which may be well after ours.
+        spans = [sum(hi - lo for lo, hi in s) for s in biggest.values()] if biggest else [self.flat.numel()]
+        inbound = len(self.group.members) * 4 * self._ratio * max(spans, default=0)
+        arrived = await arrivals.wait(self._throughput.timeout(inbound))
+        await _finish(sending, self._throughput.timeout(0))
+        tallies = {}
+        for reducer in arrived:
+            message = self.inbox.get("tally", pass_no, reducer)
+            if message is not None:
+                tallies[reducer] = message.contributors
+        return tallies
+
+    async def _send_all(
+        self, target: int, kind: Kind, pass_no: int, payloads: list[bytes], contributors: Collection[int] = ()
+    ) -> None:
+        for i, payload in enumerate(payloads):
+            header = DataHeader(
+                group_id=self.group.group_id, kind=kind, pass_no=pass_no, chunk=i, chunks=len(payloads),
+                weight=self.weight, contributors=tuple(sorted(contributors)),
+            )  # fmt: skip
+            if not await self._send(target, header, payload):
+                return
+
+    async def _send(self, target: int, header: DataHeader, payload: bytes) -> bool:
+        if target in self.report.failed:
+            return False
+        message = encode_message(header, payload)
+        peer = self.group.members[target]
+        timeout = self._throughput.timeout(len(message) * max(1, len(self.group.members) - 1))
+        try:
+            raw = await self._transport.call_unary(peer, DATA, message, timeout=timeout)
+            self.bytes_sent[target] += len(message)
+            reply, _ = decode_message(raw, Reply)
+        except TransportError as e:
+            logger.info("round %s: %s failed: %s", self.group.round_id, peer, e)
+            self.report.failed[target] = f"{type(e).__name__}: {e}"
+            self.inbox.fail(target)
+            return False
+        except SwarmnetError as e:
+            reply = Reply(ok=False, reason=f"{type(e).__name__}: {e}")
+        if not reply.ok:
+            logger.warning("round %s: %s refused our %s: %s", self.group.round_id, peer, header.kind, reply.reason)
+        return reply.ok
+
+    def _others(self) -> list[int]:
+        return [i for i in range(len(self.group.members)) if i != self.me and i not in self.report.failed]
+
+    def _phase(self, pass_no: int, name: str, started: float) -> None:
+        key = name if pass_no == 0 else f"recovery_{name}"
+        self.report.phase_seconds[key] = asyncio.get_running_loop().time() - started
+
+
+def _split(spans: list[Range], reducers: list[int]) -> dict[int, list[Range]]:
+    """Split every span evenly among ``reducers``."""
+    assignment: dict[int, list[Range]] = {r: [] for r in reducers}
+    for lo, hi in spans:
+        cuts = [lo + (hi - lo) * k // len(reducers) for k in range(len(reducers) + 1)]
+        for reducer, a, b in zip(reducers, cuts[:-1], cuts[1:], strict=True):
+            if b > a:
+                assignment[reducer].append((a, b))
+    return {r: s for r, s in assignment.items() if s}
+
+
+def _slice(residual: torch.Tensor | None, a: int, b: int) -> torch.Tensor | None:
+    return None if residual is None else residual[a:b]
+
+
+async def _finish(sending: asyncio.Future[Any], timeout: float) -> None:
+    """Wait for background sends; give up (cancelling them) after ``timeout``: they are best effort."""
+    with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+        await asyncio.wait_for(sending, timeout)

@@ -1,0 +1,197 @@
+"""``Averager``: the one averaging engine every training mode syncs through.
+
+Usage::
+
+    averager = Averager(transport, identity, AveragingConfig(run="my-run", codec="int8"))
+    await averager.start()
+    outcome = await averager.step(list(model.parameters()), round_id=outer_step, weight=samples)
+    if not outcome.succeeded: ...  # tensors unchanged (no group) or averaged over fewer peers
+
+A step finds a group through the DHT (``matchmaking.py``), runs the partitioned reduce
+(``allreduce.py``), writes the average back into the tensors in place and returns an
+``Outcome``. Error-feedback residuals persist across steps, one pair per tensor schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Sequence
+
+import torch
+
+from swarmnet.averaging.allreduce import DATA, GroupRound, RoundReport
+from swarmnet.averaging.config import AveragingConfig
+from swarmnet.averaging.deadlines import ThroughputModel
+from swarmnet.averaging.group import Group, schema_id
+from swarmnet.averaging.matchmaking import Matchmaker
+from swarmnet.averaging.messages import DataHeader, Reply, decode_message, encode_message
+from swarmnet.averaging.outcome import AveragerStatistics, Outcome
+from swarmnet.averaging.vectors import Feedback, flatten, unflatten
+from swarmnet.compression import get_codec
+from swarmnet.errors import ConfigError, ProtocolError
+from swarmnet.identity import Identity
+from swarmnet.transport.base import Transport
+
+__all__ = ["Averager"]
+
+logger = logging.getLogger(__name__)
+
+_NO_FEEDBACK = ("none", "fp16", "bf16")
+
+
+class Averager:
+    """Averages tensors with other peers of the same run; one ``step`` per round."""
+
+    def __init__(self, transport: Transport, identity: Identity, config: AveragingConfig | None = None) -> None:
+        self.config = config or AveragingConfig()
+        self.config.validate()
+        if transport.peer_id != identity.peer_id:
+            raise ConfigError(f"transport peer id {transport.peer_id} is not the identity's {identity.peer_id}")
+        self._transport = transport
+        self._codec = get_codec(self.config.codec)
+        self._matchmaker = Matchmaker(transport, identity, self.config.matchmaking)
+        self._throughput = ThroughputModel(self.config.deadlines, self.config.bandwidth_mbps)
+        self._rounds: dict[str, GroupRound] = {}
+        self._round_added = asyncio.Condition()
+        self._feedback: dict[str, Feedback] = {}
+        self._outcomes: list[Outcome] = []
+        self._started = False
+
+    @property
+    def uses_feedback(self) -> bool:
+        """Whether residuals are kept (see ``AveragingConfig.error_feedback``)."""
+        mode = self.config.error_feedback
+        return mode == "on" or (mode == "auto" and self.config.codec not in _NO_FEEDBACK)
+
+    async def start(self) -> None:
+        """Register the RPC handlers; call once before ``step``."""
+        if not self._started:
+            await self._matchmaker.start()
+            await self._transport.add_unary_handler(DATA, self._on_data)
+            self._started = True
+
+    async def step(self, tensors: Sequence[torch.Tensor], *, round_id: int, weight: float = 1.0) -> Outcome:
+        """Average ``tensors`` in place with a group for ``round_id``; weight = samples or steps since last time.
+
+        Never raises for other peers' faults or absence: the outcome says what happened.
+        """
+        if not self._started:
+            raise RuntimeError("call start() before step()")
+        _check_inputs(tensors, weight, round_id)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        schema = schema_id(tensors, self.config.codec, self.config.aggregation.rule)
+        group = await self._matchmaker.form_group(self.config.run, round_id, schema, self.config.bandwidth_mbps)
+        matchmaking = loop.time() - started
+        if group is None:
+            return self._record(self._outcome(round_id, None, RoundReport(), matchmaking, "no group formed in time"))
+        if len(group.members) == 1:
+            return self._record(self._outcome(round_id, group, RoundReport(contributors={0}), matchmaking))
+        flat = flatten(tensors)
+        feedback = self._feedback.setdefault(schema, Feedback.zeros(flat.numel())) if self.uses_feedback else None
+        round_ = GroupRound(
+            self._transport, group, flat, weight=weight, codec=self._codec, feedback=feedback, config=self.config,
+            throughput=self._throughput,
+        )  # fmt: skip
+        async with self._round_added:
+            self._rounds[group.group_id] = round_
+            self._round_added.notify_all()
+        try:
+            report = await round_.run()
+        finally:
+            del self._rounds[group.group_id]
+        unflatten(flat, tensors)
+        outcome = self._outcome(round_id, group, report, matchmaking, round_=round_)
+        return self._record(outcome)
+
+    def statistics(self) -> AveragerStatistics:
+        """Totals over every step so far, and the last outcome."""
+        return AveragerStatistics(
+            rounds=len(self._outcomes),
+            succeeded=sum(o.succeeded for o in self._outcomes),
+            failed=sum(not o.succeeded for o in self._outcomes),
+            bytes_sent=sum(o.total_bytes_sent for o in self._outcomes),
+            bytes_received=sum(sum(o.bytes_received.values()) for o in self._outcomes),
+            rejected_contributions=sum(len(o.rejected) for o in self._outcomes),
+            estimated_mbps=self._throughput.bytes_per_second * 8 / 1e6,
+            last=self._outcomes[-1] if self._outcomes else None,
+        )
+
+    def _record(self, outcome: Outcome) -> Outcome:
+        self._outcomes = [*self._outcomes[-99:], outcome]  # a bounded history: statistics keep totals of these
+        level = logging.INFO if outcome.succeeded else logging.WARNING
+        logger.log(level, "round %s: %s", outcome.round_id, _summary(outcome))
+        return outcome
+
+    def _outcome(
+        self,
+        round_id: int,
+        group: Group | None,
+        report: RoundReport,
+        matchmaking: float,
+        reason: str = "",
+        round_: GroupRound | None = None,
+    ) -> Outcome:
+        members = group.members if group is not None else ()
+
+        def names(indices: dict[int, str]) -> dict[str, str]:
+            return {members[i]: why for i, why in indices.items()}
+
+        contributors = tuple(members[i] for i in sorted(report.contributors))
+        if group is not None and not reason and len(members) > 1 and len(contributors) < 2:
+            reason = "fewer than two contributors"
+        return Outcome(
+            run=self.config.run, round_id=round_id, succeeded=group is not None and not reason, reason=reason,
+            group_id=group.group_id if group else None, members=members, contributors=contributors,
+            rejected=names(report.rejected), failed=names(report.failed),
+            bytes_sent={members[i]: n for i, n in round_.bytes_sent.items()} if round_ else {},
+            bytes_received={members[i]: n for i, n in round_.bytes_received.items()} if round_ else {},
+            phase_seconds={"matchmaking": matchmaking, **report.phase_seconds}, codec=self.config.codec,
+            mode=report.mode, aggregation=self.config.aggregation.rule,
+            recovered_elements=report.recovered_elements, unaveraged_elements=report.unaveraged_elements,
+            consistent=report.consistent,
+        )  # fmt: skip
+
+    async def _on_data(self, caller: str, request: bytes) -> bytes:
+        header, payload = decode_message(request, DataHeader)
+        round_ = await self._find_round(header.group_id)
+        if round_ is None:
+            return encode_message(Reply(ok=False, reason="no such group here (finished, or never joined)"))
+        if caller not in round_.group.members:
+            raise ProtocolError(f"{caller} is not a member of group {header.group_id}")
+        round_.receive(round_.group.index(caller), header, payload)
+        return encode_message(Reply(ok=True))
+
+    async def _find_round(self, group_id: str) -> GroupRound | None:
+        """The round of ``group_id``; waits briefly if its commit reached us but the step has not caught up."""
+        if group_id in self._rounds or not self._matchmaker.expects(group_id):
+            return self._rounds.get(group_id)
+        async with self._round_added:
+            try:
+                await asyncio.wait_for(
+                    self._round_added.wait_for(lambda: group_id in self._rounds),
+                    self.config.matchmaking.request_timeout,
+                )
+            except TimeoutError:
+                return None
+        return self._rounds.get(group_id)
+
+
+def _check_inputs(tensors: Sequence[torch.Tensor], weight: float, round_id: int) -> None:
+    if not tensors or not all(isinstance(t, torch.Tensor) and t.is_floating_point() for t in tensors):
+        raise ValueError("step() needs a non-empty sequence of floating-point tensors")
+    if not (isinstance(weight, int | float) and math.isfinite(weight) and weight > 0):
+        raise ValueError(f"weight must be a positive finite number, got {weight!r}")
+    if round_id < 0:
+        raise ValueError(f"round_id must be >= 0, got {round_id}")
+
+
+def _summary(outcome: Outcome) -> str:
+    if outcome.group_id is None:
+        return outcome.reason
+    return (
+        f"{len(outcome.contributors)}/{len(outcome.members)} contributed, {outcome.total_bytes_sent} bytes sent, "
+        f"{outcome.seconds:.2f}s, codec {outcome.codec}" + (f" ({outcome.reason})" if outcome.reason else "")
+    )

@@ -1,0 +1,103 @@
+"""Configuration of the averaging engine: one frozen dataclass per concern, each with ``validate()``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from swarmnet.averaging.robust import AggregationConfig
+from swarmnet.errors import ConfigError
+
+__all__ = ["AveragingConfig", "DeadlineConfig", "MatchmakingConfig"]
+
+SparseMode = Literal["auto", "reduce", "allgather"]
+FeedbackMode = Literal["auto", "on", "off"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MatchmakingConfig:
+    """How peers that want to average the same run and round find each other through the DHT."""
+
+    target_group_size: int = 4  # a leader closes the group as soon as this many peers are ready
+    min_group_size: int = 2  # fewer than this after ``min_wait``: keep waiting; after ``timeout``: give up
+    min_wait: float = 0.5  # seconds a leader waits for more peers before closing a group below target
+    timeout: float = 15.0  # seconds before a peer gives up on this round (late peers wait for the next)
+    poll_interval: float = 0.1  # seconds between DHT lookups while waiting
+    request_timeout: float = 2.0  # seconds for a propose/commit exchange with one peer
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` for an impossible setting."""
+        if not 1 <= self.min_group_size <= self.target_group_size:
+            raise ConfigError(
+                f"need 1 <= min_group_size ({self.min_group_size}) <= target_group_size ({self.target_group_size})"
+            )
+        if not 0 <= self.min_wait < self.timeout:
+            raise ConfigError(f"need 0 <= min_wait ({self.min_wait}) < timeout ({self.timeout})")
+        if self.poll_interval <= 0 or self.request_timeout <= 0:
+            raise ConfigError("poll_interval and request_timeout must be positive")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeadlineConfig:
+    """Deadlines of the data phases; they adapt to the throughput observed in earlier rounds.
+
+    A phase that must move ``b`` bytes over this peer's link waits at most
+    ``clamp(base + slack * b / rate, minimum, maximum)`` seconds, where ``rate`` starts at the
+    announced bandwidth and then follows an exponential moving average of measured arrival rates.
+    Within a phase, once half of the expected messages have arrived after ``t`` seconds, the
+    others get at most ``max(straggler_grace, straggler_factor * t)`` seconds from the phase start.
+    """
+
+    base: float = 2.0  # fixed cost of a phase: connection setup, encoding, scheduling
+    slack: float = 3.0  # how many times the expected transfer time a phase may take
+    minimum: float = 1.0
+    maximum: float = 600.0
+    initial_mbps: float = 100.0  # link estimate before anything was measured (or the announced bandwidth)
+    smoothing: float = 0.5  # EWMA weight of the newest rate measurement
+    straggler_factor: float = 3.0
+    straggler_grace: float = 1.0
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` for an impossible setting."""
+        if self.base < 0 or self.slack <= 0 or not 0 < self.minimum <= self.maximum:
+            raise ConfigError(f"invalid deadline bounds: {self}")
+        if self.initial_mbps <= 0 or not 0 < self.smoothing <= 1:
+            raise ConfigError("initial_mbps must be positive and smoothing in (0, 1]")
+        if self.straggler_factor < 1 or self.straggler_grace < 0:
+            raise ConfigError("straggler_factor must be >= 1 and straggler_grace >= 0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AveragingConfig:
+    """What and how a group of peers averages."""
+
+    run: str = "default"  # peers average only with peers of the same run (and the same tensor schema)
+    codec: str = "none"  # registry name of the wire codec, both directions (``swarmnet.compression``)
+    # Error feedback at the sender and at the reducer. "auto": on for every lossy codec except the
+    # 16-bit casts (their error is ~2**-11 relative and not worth a residual of the model's size).
+    error_feedback: FeedbackMode = "auto"
+    # Sparse (top-k) codecs: "reduce" = reduce-scatter then all-gather, the reducer re-sparsifies
+    # (with its own error feedback); "allgather" = every peer sends its sparse vector to all others
+    # (exact sum of the sparse vectors, one phase); "auto" picks the one that sends fewer bytes.
+    sparse_mode: SparseMode = "auto"
+    chunk_elements: int = 1 << 22  # elements per message: bounds memory and message size (16 MB fp32)
+    bandwidth_mbps: float = 100.0  # announced to the group: parts are sized in proportion to it
+    aggregation: AggregationConfig = field(default_factory=AggregationConfig)
+    matchmaking: MatchmakingConfig = field(default_factory=MatchmakingConfig)
+    deadlines: DeadlineConfig = field(default_factory=DeadlineConfig)
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` for an impossible setting or an unknown codec."""
+        from swarmnet.compression import codec_names
+
+        if not self.run or "/" in self.run or len(self.run) > 128:
+            raise ConfigError(f"run must be 1-128 characters without '/': {self.run!r}")
+        if self.codec not in codec_names():
+            raise ConfigError(f"unknown codec {self.codec!r}; known: {', '.join(codec_names())}")
+        if self.chunk_elements < 1024:
+            raise ConfigError(f"chunk_elements must be >= 1024, got {self.chunk_elements}")
+        if not self.bandwidth_mbps > 0:
+            raise ConfigError(f"bandwidth_mbps must be positive, got {self.bandwidth_mbps}")
+        self.aggregation.validate()
+        self.matchmaking.validate()
+        self.deadlines.validate()

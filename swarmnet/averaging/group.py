@@ -1,0 +1,57 @@
+"""A formed averaging group, the tensor schema peers must share, and bandwidth-proportional partitions."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Group", "partition", "schema_id"]
+
+_ALIGN = 256  # part boundaries on multiples of this: codecs work in blocks, and sizes stay tidy
+
+
+@dataclass(frozen=True)
+class Group:
+    """Peers that average one round together; every member derives the same parts from it."""
+
+    group_id: str
+    run: str
+    round_id: int
+    members: tuple[str, ...]  # in the leader's order, which fixes member indices
+    bandwidths: tuple[float, ...]  # Mbit/s per member: the share of the vector each one reduces
+
+    def index(self, peer_id: str) -> int:
+        """The member index of ``peer_id`` (``ValueError`` if it is not a member)."""
+        return self.members.index(peer_id)
+
+
+def schema_id(tensors: Sequence[torch.Tensor], codec: str, rule: str) -> str:
+    """A short hash of what must match for peers to average together: shapes, dtypes, codec, rule."""
+    description = {"tensors": [[str(t.dtype), list(t.shape)] for t in tensors], "codec": codec, "rule": rule}
+    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def partition(numel: int, bandwidths: Sequence[float]) -> list[tuple[int, int]]:
+    """Split ``[0, numel)`` into contiguous ranges, one per member, sized in proportion to bandwidth.
+
+    Members announcing no bandwidth get an empty range (they send and receive but reduce nothing);
+    if all announce none, the split is even. Boundaries are aligned to 256 elements.
+    """
+    if not bandwidths:
+        return []
+    shares = [max(0.0, b) for b in bandwidths]
+    total = sum(shares)
+    if total <= 0:
+        shares, total = [1.0] * len(bandwidths), float(len(bandwidths))
+    bounds, cumulative = [0], 0.0
+    for share in shares[:-1]:
+        cumulative += share
+        cut = round(numel * cumulative / total / _ALIGN) * _ALIGN
+        bounds.append(min(max(cut, bounds[-1]), numel))
+    bounds.append(numel)
+    return list(itertools.pairwise(bounds))

@@ -1,0 +1,234 @@
+"""Group formation through the DHT: who averages with whom in a given run and round.
+
+Each peer that wants to average round ``r`` of run ``R`` stores a signed ``GroupJoin`` record
+under ``swarmnet/v1/avg/R/r/<schema>`` (one subkey per peer), then polls that key. The peers it
+sees, sorted by id, are split evenly into groups of at most ``target_group_size``; the first peer
+of each split is its leader. A leader closes its group when it is full, or after ``min_wait``
+with at least ``min_group_size`` peers, in two steps over RPC:
+
+1. ``propose``: each member accepts unless it already belongs to a group of that round or is
+   reserved by another leader (it then stays reserved until a commit, an abort or a timeout);
+2. ``commit``: the final member list (those who accepted) goes to every accepted member.
+
+Views of the DHT may differ (a late peer with a low id shifts the splits), but a peer accepts one
+leader at a time and joins one group per round, so groups never overlap; a peer left out waits
+until ``timeout`` and then the caller moves to the next round. RPC callers are authenticated by
+the transport, so only the leader that reserved a peer can commit it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import secrets
+from collections import deque
+from dataclasses import dataclass, field
+
+from pydantic import Field
+
+from swarmnet.averaging.config import MatchmakingConfig
+from swarmnet.averaging.group import Group
+from swarmnet.averaging.messages import Commit, Propose, Reply, decode_message, encode_message
+from swarmnet.errors import ProtocolError, SwarmnetError
+from swarmnet.identity import Identity
+from swarmnet.records import Payload, RecordVerifier, sign_record
+from swarmnet.transport.base import Transport
+from swarmnet.version import PROTOCOL_VERSION
+
+__all__ = ["GroupJoin", "Matchmaker"]
+
+logger = logging.getLogger(__name__)
+
+PROPOSE = "swarmnet.avg.propose"
+COMMIT = "swarmnet.avg.commit"
+
+
+class GroupJoin(Payload):
+    """A peer's signed statement that it is ready to average a round."""
+
+    KIND = "avg_join"
+
+    bandwidth_mbps: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+
+
+@dataclass
+class _Seeking:
+    """This peer's state while it looks for a group for one (run, round, schema)."""
+
+    key: tuple[str, int, str]
+    committed: asyncio.Future[Group]
+    leading: bool = False
+    reserved_by: str | None = None
+    group_id: str | None = None
+    reserved_until: float = 0.0
+    refusals: dict[str, str] = field(default_factory=dict)
+
+
+class Matchmaker:
+    """Forms groups for one peer; ``start()`` registers its RPC handlers."""
+
+    def __init__(self, transport: Transport, identity: Identity, config: MatchmakingConfig) -> None:
+        config.validate()
+        self._transport, self._identity, self.config = transport, identity, config
+        self._verifier = RecordVerifier()
+        self._seeking: dict[tuple[str, int, str], _Seeking] = {}
+        self._own_bandwidth = 0.0
+        self._recent: deque[str] = deque(maxlen=64)  # groups we joined lately, for data arriving early
+
+    async def start(self) -> None:
+        """Serve the propose and commit methods."""
+        await self._transport.add_unary_handler(PROPOSE, self._on_propose)
+        await self._transport.add_unary_handler(COMMIT, self._on_commit)
+
+    def expects(self, group_id: str) -> bool:
+        """Whether ``group_id`` is a group we joined lately or are reserved for."""
+        return group_id in self._recent or any(s.group_id == group_id for s in self._seeking.values())
+
+    async def form_group(self, run: str, round_id: int, schema: str, bandwidth_mbps: float) -> Group | None:
+        """Find a group for ``run``/``round_id``; ``None`` if none formed within ``config.timeout``."""
+        loop = asyncio.get_running_loop()
+        key = (run, round_id, schema)
+        if key in self._seeking:
+            raise RuntimeError(f"already looking for a group for {key}")
+        state = _Seeking(key, loop.create_future())
+        self._seeking[key] = state
+        start = loop.time()
+        try:
+            dht_key = f"swarmnet/v{PROTOCOL_VERSION}/avg/{run}/{round_id}/{schema}"
+            await self._announce(dht_key, bandwidth_mbps)
+            while loop.time() - start < self.config.timeout and not state.committed.done():
+                if state.reserved_by is not None and loop.time() > state.reserved_until:
+                    logger.info("leader %s never committed; free again", state.reserved_by)
+                    state.reserved_by = state.group_id = None
+                if state.reserved_by is None:
+                    group = await self._maybe_lead(state, dht_key, loop.time() - start)
+                    if group is not None:
+                        return group
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(state.committed), self.config.poll_interval)
+            return state.committed.result() if state.committed.done() else None
+        finally:
+            del self._seeking[key]
+
+    async def _announce(self, dht_key: str, bandwidth_mbps: float) -> None:
+        now = self._transport.clock.time()
+        expires_at = now + self.config.timeout + 5.0
+        me = self._identity.peer_id
+        value = sign_record(
+            self._identity, GroupJoin(bandwidth_mbps=bandwidth_mbps), key=dht_key, subkey=me, timestamp=now,
+            expires_at=expires_at,
+        )  # fmt: skip
+        if not await self._transport.store(dht_key, value, expires_at, subkey=me):
+            logger.warning("could not announce readiness under %s; others may not see us", dht_key)
+        self._own_bandwidth = bandwidth_mbps
+
+    async def _candidates(self, dht_key: str) -> dict[str, float]:
+        now = self._transport.clock.time()
+        found = {self._identity.peer_id: self._own_bandwidth}
+        for subkey, stored in (await self._transport.get(dht_key)).items():
+            record = self._verifier.verify_or_none(stored.value, GroupJoin, key=dht_key, subkey=subkey, now=now)
+            if record is not None and record.peer_id == subkey:
+                found[subkey] = record.payload.bandwidth_mbps
+        return found
+
+    async def _maybe_lead(self, state: _Seeking, dht_key: str, elapsed: float) -> Group | None:
+        candidates = await self._candidates(dht_key)
+        # Peers that refused us this round are skipped: they are busy with another leader.
+        ids = sorted({p for p in candidates if p not in state.refusals} | {self._identity.peer_id})
+        splits = max(1, math.ceil(len(ids) / self.config.target_group_size))
+        mine = next(chunk for chunk in (ids[i::splits] for i in range(splits)) if self._identity.peer_id in chunk)
+        if mine[0] != self._identity.peer_id or state.reserved_by is not None or state.committed.done():
+            return None
+        full = len(mine) >= self.config.target_group_size
+        if not full and (elapsed < self.config.min_wait or len(mine) < self.config.min_group_size):
+            return None
+        if len(mine) == 1:
+            return self._finish(state, (self._identity.peer_id,), candidates)
+        return await self._lead(state, mine, candidates)
+
+    async def _lead(self, state: _Seeking, members: list[str], bandwidths: dict[str, float]) -> Group | None:
+        state.leading = True
+        run, round_id, schema = state.key
+        group_id = secrets.token_hex(16)
+        proposal = encode_message(Propose(run=run, round_id=round_id, schema_id=schema, group_id=group_id))
+        others = [p for p in members if p != self._identity.peer_id]
+        replies = await asyncio.gather(*(self._ask(p, PROPOSE, proposal) for p in others))
+        accepted = [p for p, reply in zip(others, replies, strict=True) if reply.ok]
+        for peer, reply in zip(others, replies, strict=True):
+            if not reply.ok:
+                logger.debug("%s refused to join: %s", peer, reply.reason)
+                state.refusals[peer] = reply.reason
+        try:
+            if len(accepted) + 1 < self.config.min_group_size:
+                abort = encode_message(Commit(group_id=group_id, abort=True))
+                await asyncio.gather(*(self._ask(p, COMMIT, abort) for p in accepted))
+                return None
+            final = (self._identity.peer_id, *accepted)
+            commit = Commit(group_id=group_id, members=final, bandwidths=tuple(bandwidths[p] for p in final))
+            await asyncio.gather(*(self._ask(p, COMMIT, encode_message(commit)) for p in accepted))
+            return self._finish(state, final, bandwidths, group_id)
+        finally:
+            state.leading = False
+
+    def _finish(
+        self, state: _Seeking, members: tuple[str, ...], bandwidths: dict[str, float], group_id: str | None = None
+    ) -> Group:
+        run, round_id, _ = state.key
+        group = Group(group_id or secrets.token_hex(16), run, round_id, members, tuple(bandwidths[p] for p in members))
+        self._recent.append(group.group_id)
+        state.committed.set_result(group)
+        return group
+
+    async def _ask(self, peer: str, method: str, message: bytes) -> Reply:
+        try:
+            raw = await self._transport.call_unary(peer, method, message, timeout=self.config.request_timeout)
+            return decode_message(raw, Reply)[0]
+        except SwarmnetError as e:
+            return Reply(ok=False, reason=f"{type(e).__name__}: {e}")
+
+    async def _on_propose(self, caller: str, request: bytes) -> bytes:
+        proposal, _ = decode_message(request, Propose)
+        state = self._seeking.get((proposal.run, proposal.round_id, proposal.schema_id))
+        reason = ""
+        if state is None:
+            reason = "not looking for a group for that run, round and schema"
+        elif state.committed.done():
+            reason = "already in a group for this round"
+        elif state.leading:
+            reason = "leading a group of my own"
+        elif state.reserved_by is not None and state.reserved_by != caller:
+            reason = "reserved by another leader"
+        if state is None or reason:
+            return encode_message(Reply(ok=False, reason=reason))
+        state.reserved_by, state.group_id = caller, proposal.group_id
+        state.reserved_until = asyncio.get_running_loop().time() + 3 * self.config.request_timeout
+        return encode_message(Reply(ok=True))
+
+    async def _on_commit(self, caller: str, request: bytes) -> bytes:
+        commit, _ = decode_message(request, Commit)
+        state = next((s for s in self._seeking.values() if s.group_id == commit.group_id), None)
+        if state is None or state.reserved_by != caller or state.committed.done():
+            return encode_message(Reply(ok=False, reason="no reservation by you for that group"))
+        if commit.abort:
+            state.reserved_by = state.group_id = None
+            return encode_message(Reply(ok=True))
+        me = self._identity.peer_id
+        members, bandwidths = commit.members, commit.bandwidths
+        if (
+            len(set(members)) != len(members)
+            or me not in members
+            or not members
+            or members[0] != caller
+            or len(bandwidths) != len(members)
+            or not all(math.isfinite(b) and b >= 0 for b in bandwidths)
+        ):
+            state.reserved_by = state.group_id = None
+            raise ProtocolError(
+                f"malformed commit from {caller}: members {len(members)}, bandwidths {len(bandwidths)}"
+            )
+        run, round_id, _ = state.key
+        self._recent.append(commit.group_id)
+        state.committed.set_result(Group(commit.group_id, run, round_id, members, bandwidths))
+        return encode_message(Reply(ok=True))
