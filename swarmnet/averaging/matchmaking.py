@@ -31,9 +31,9 @@ from pydantic import Field
 from swarmnet.averaging.config import MatchmakingConfig
 from swarmnet.averaging.group import Group
 from swarmnet.averaging.messages import Commit, Propose, Reply, decode_message, encode_message
-from swarmnet.errors import ProtocolError, SwarmnetError
+from swarmnet.errors import ProtocolError, SwarmnetError, TransportClosed
 from swarmnet.identity import Identity
-from swarmnet.records import Payload, RecordVerifier, sign_record
+from swarmnet.records import Payload, Record, RecordVerifier, sign_record
 from swarmnet.transport.base import Transport
 from swarmnet.version import PROTOCOL_VERSION
 
@@ -51,6 +51,7 @@ class GroupJoin(Payload):
     KIND = "avg_join"
 
     bandwidth_mbps: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    grouped: bool = False  # already in a group for this round: do not propose to it
 
 
 @dataclass
@@ -63,7 +64,8 @@ class _Seeking:
     reserved_by: str | None = None
     group_id: str | None = None
     reserved_until: float = 0.0
-    refusals: dict[str, str] = field(default_factory=dict)
+    refusals: dict[str, str] = field(default_factory=dict)  # peers to skip this round, and why
+    leader_ready_since: dict[str, float] = field(default_factory=dict)
 
 
 class Matchmaker:
@@ -75,6 +77,8 @@ class Matchmaker:
         self._verifier = RecordVerifier()
         self._seeking: dict[tuple[str, int, str], _Seeking] = {}
         self._own_bandwidth = 0.0
+        self._background: set[asyncio.Task[float]] = set()
+        self._verified_cache: dict[tuple[str, str | None, bytes], Record[GroupJoin] | None] = {}
         self._recent: deque[str] = deque(maxlen=64)  # groups we joined lately, for data arriving early
 
     async def start(self) -> None:
@@ -97,7 +101,7 @@ class Matchmaker:
         start = loop.time()
         try:
             dht_key = f"swarmnet/v{PROTOCOL_VERSION}/avg/{run}/{round_id}/{schema}"
-            await self._announce(dht_key, bandwidth_mbps)
+            expires_at = await self._announce(dht_key, GroupJoin(bandwidth_mbps=bandwidth_mbps))
             while loop.time() - start < self.config.timeout and not state.committed.done():
                 if state.reserved_by is not None and loop.time() > state.reserved_until:
                     logger.info("leader %s never committed; free again", state.reserved_by)
@@ -111,27 +115,47 @@ class Matchmaker:
             return state.committed.result() if state.committed.done() else None
         finally:
             del self._seeking[key]
+            if state.committed.done():
+                # Tell late pollers we are taken, so they split the remaining peers among themselves.
+                grouped = GroupJoin(bandwidth_mbps=bandwidth_mbps, grouped=True)
+                task = asyncio.create_task(self._announce(dht_key, grouped, expires_at + 1.0))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
 
-    async def _announce(self, dht_key: str, bandwidth_mbps: float) -> None:
+    async def _announce(self, dht_key: str, join: GroupJoin, expires_at: float | None = None) -> float:
         now = self._transport.clock.time()
-        expires_at = now + self.config.timeout + 5.0
+        expires_at = expires_at or now + self.config.timeout + 5.0
         me = self._identity.peer_id
-        value = sign_record(
-            self._identity, GroupJoin(bandwidth_mbps=bandwidth_mbps), key=dht_key, subkey=me, timestamp=now,
-            expires_at=expires_at,
-        )  # fmt: skip
-        if not await self._transport.store(dht_key, value, expires_at, subkey=me):
-            logger.warning("could not announce readiness under %s; others may not see us", dht_key)
-        self._own_bandwidth = bandwidth_mbps
+        value = sign_record(self._identity, join, key=dht_key, subkey=me, timestamp=now, expires_at=expires_at)
+        self._own_bandwidth = join.bandwidth_mbps
+        with contextlib.suppress(TransportClosed):
+            if not await self._transport.store(dht_key, value, expires_at, subkey=me):
+                logger.warning("could not store our join record under %s; others may not see it", dht_key)
+        return expires_at
 
     async def _candidates(self, dht_key: str) -> dict[str, float]:
         now = self._transport.clock.time()
         found = {self._identity.peer_id: self._own_bandwidth}
         for subkey, stored in (await self._transport.get(dht_key)).items():
-            record = self._verifier.verify_or_none(stored.value, GroupJoin, key=dht_key, subkey=subkey, now=now)
-            if record is not None and record.peer_id == subkey:
+            record = self._verified(dht_key, subkey, stored.value, now)
+            if (
+                record is not None
+                and record.peer_id == subkey
+                and record.expires_at > now
+                and not record.payload.grouped
+            ):
                 found[subkey] = record.payload.bandwidth_mbps
         return found
+
+    def _verified(self, dht_key: str, subkey: str | None, value: bytes, now: float) -> Record[GroupJoin] | None:
+        """Verify a join record once: we poll the same records many times while waiting."""
+        cache_key = (dht_key, subkey, value)
+        if cache_key not in self._verified_cache:
+            if len(self._verified_cache) >= 16_384:
+                self._verified_cache.clear()
+            record = self._verifier.verify_or_none(value, GroupJoin, key=dht_key, subkey=subkey, now=now)
+            self._verified_cache[cache_key] = record
+        return self._verified_cache[cache_key]
 
     async def _maybe_lead(self, state: _Seeking, dht_key: str, elapsed: float) -> Group | None:
         candidates = await self._candidates(dht_key)
@@ -139,14 +163,25 @@ class Matchmaker:
         ids = sorted({p for p in candidates if p not in state.refusals} | {self._identity.peer_id})
         splits = max(1, math.ceil(len(ids) / self.config.target_group_size))
         mine = next(chunk for chunk in (ids[i::splits] for i in range(splits)) if self._identity.peer_id in chunk)
-        if mine[0] != self._identity.peer_id or state.reserved_by is not None or state.committed.done():
-            return None
         full = len(mine) >= self.config.target_group_size
-        if not full and (elapsed < self.config.min_wait or len(mine) < self.config.min_group_size):
+        ready = full or (elapsed >= self.config.min_wait and len(mine) >= self.config.min_group_size)
+        if mine[0] != self._identity.peer_id:
+            if ready:
+                self._watch_leader(state, mine[0])
+            return None
+        if not ready or state.reserved_by is not None or state.committed.done():
             return None
         if len(mine) == 1:
             return self._finish(state, (self._identity.peer_id,), candidates)
         return await self._lead(state, mine, candidates)
+
+    def _watch_leader(self, state: _Seeking, leader: str) -> None:
+        """Skip a leader that should have proposed by now: it may have died with its record still live."""
+        now = asyncio.get_running_loop().time()
+        since = state.leader_ready_since.setdefault(leader, now)
+        if now - since > 2 * self.config.request_timeout:
+            logger.info("leader %s never proposed; looking past it", leader)
+            state.refusals[leader] = "silent leader"
 
     async def _lead(self, state: _Seeking, members: list[str], bandwidths: dict[str, float]) -> Group | None:
         state.leading = True

@@ -1,0 +1,212 @@
+"""Peers that die, arrive late, send garbage or lie: the rest still finish with a clear outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Callable
+from dataclasses import replace
+
+import pytest
+import torch
+
+from swarmnet.averaging import AggregationConfig
+from swarmnet.averaging.allreduce import DATA
+from swarmnet.averaging.messages import DataHeader, encode_message
+from swarmnet.clock import run_virtual
+from swarmnet.compression import get_codec
+from swarmnet.errors import RemotePeerError
+from swarmnet.transport.memory import MemoryNetwork
+from tests.unit.averaging.harness import FAST, average, intercept, kill_when, make_peers, mean_of, random_inputs
+
+SHAPES = [(3000,), (40, 25)]
+
+
+def assert_exact_average_of(inputs: list[list[torch.Tensor]], originals: list[list[torch.Tensor]]) -> None:
+    expected = mean_of(originals)
+    for tensors in inputs:
+        for got, want in zip(tensors, expected, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("phase", "condition"),
+    [
+        ("reduce_scatter", lambda h: h.kind == "part"),
+        ("tally", lambda h: h.kind == "tally"),
+    ],
+)
+def test_a_peer_dying_mid_round_leaves_the_exact_average_of_the_others(
+    phase: str, condition: Callable[[DataHeader], bool]
+) -> None:
+    async def main() -> None:
+        network = MemoryNetwork()
+        peers = await make_peers(network, 4)
+        inputs = random_inputs(4, SHAPES, seed=10)
+        originals = [[t.clone() for t in tensors] for tensors in inputs]
+        victim = peers[2]
+        kill_when(network, victim, condition)
+        outcomes = await average(peers, inputs)
+        survivors = [o for p, o in zip(peers, outcomes, strict=True) if p is not victim]
+        for outcome in survivors:
+            assert outcome.succeeded, outcome
+            assert victim.peer_id not in outcome.contributors
+            assert len(outcome.contributors) == 3
+            assert outcome.recovered_elements > 0  # the victim's part was re-reduced by the survivors
+            assert outcome.unaveraged_elements == 0
+            assert outcome.consistent
+        assert any(victim.peer_id in o.failed for o in survivors)
+        assert_exact_average_of([inputs[i] for i in (0, 1, 3)], [originals[i] for i in (0, 1, 3)])
+
+    run_virtual(main())
+
+
+def test_a_reducer_dying_before_its_results_is_recovered() -> None:
+    """It reported its tally (so it counts as a contributor), then died: its part is reduced again."""
+
+    async def main() -> None:
+        network = MemoryNetwork()
+        peers = await make_peers(network, 4)
+        inputs = random_inputs(4, SHAPES, seed=11)
+        victim = peers[1]
+        kill_when(network, victim, lambda h: h.kind == "result")
+        outcomes = await average(peers, inputs)
+        survivors = [(p, o, t) for p, o, t in zip(peers, outcomes, inputs, strict=True) if p is not victim]
+        for _, outcome, tensors in survivors:
+            assert outcome.succeeded
+            assert outcome.recovered_elements > 0
+            assert outcome.unaveraged_elements == 0
+            # Its values are gone with it, so the recovered part averages the survivors only, and says so.
+            assert not outcome.consistent
+            for got, want in zip(tensors, survivors[0][2], strict=True):
+                torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+    run_virtual(main())
+
+
+def test_a_peer_dying_during_matchmaking_is_left_out() -> None:
+    async def main() -> None:
+        network = MemoryNetwork()
+        peers = await make_peers(network, 4)
+        inputs = random_inputs(4, SHAPES, seed=12)
+        originals = [[t.clone() for t in tensors] for tensors in inputs]
+        doomed = asyncio.ensure_future(peers[0].averager.step(inputs[0], round_id=0))
+        await asyncio.sleep(0.01)  # it has announced itself in the DHT
+        network.kill(peers[0].peer_id)
+        outcomes = await average(peers[1:], inputs[1:])
+        doomed.cancel()
+        for outcome in outcomes:
+            assert outcome.succeeded
+            assert len(outcome.members) == 3
+        assert_exact_average_of(inputs[1:], originals[1:])
+
+    run_virtual(main())
+
+
+def test_late_peers_wait_for_the_next_round() -> None:
+    async def main() -> None:
+        peers = await make_peers(MemoryNetwork(), 5)
+        inputs = random_inputs(5, SHAPES, seed=13)
+        first = asyncio.gather(*(p.averager.step(t, round_id=0) for p, t in zip(peers[:4], inputs[:4], strict=True)))
+        await asyncio.sleep(2.0)  # the four have formed their group
+        late = await peers[4].averager.step(inputs[4], round_id=0)
+        assert all(o.succeeded and len(o.members) == 4 for o in await first)
+        assert not late.succeeded
+        assert late.group_id is None
+        assert "no group" in late.reason
+        assert late.seconds == pytest.approx(FAST.matchmaking.timeout, abs=0.5)
+        outcomes = await average(peers, inputs, round_id=1)
+        assert all(o.succeeded for o in outcomes)
+        assert sorted(len(o.members) for o in outcomes) == [2, 2, 3, 3, 3]  # 5 peers, groups of <= 4: 3 + 2
+
+    run_virtual(main())
+
+
+def _nan_payload(header: DataHeader, payload: memoryview) -> bytes:
+    numel = int(get_codec("none").decode(payload).numel())
+    return get_codec("none").encode(torch.full((numel,), float("nan")))
+
+
+BAD_PAYLOADS: dict[str, Callable[[DataHeader, memoryview], bytes]] = {
+    "garbage": lambda h, p: b"\x00" * 64,
+    "truncated": lambda h, p: bytes(p[: len(p) // 2]),
+    "flipped_bit": lambda h, p: bytes(p[:-1]) + bytes([p[-1] ^ 1]),
+    "wrong_size": lambda h, p: get_codec("none").encode(torch.zeros(7)),
+    "nan": _nan_payload,
+    "inf_fp16": lambda h, p: get_codec("fp16").encode(torch.zeros(3)) [:-2] + struct.pack("<e", float("inf")),
+    "empty": lambda h, p: b"",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PAYLOADS))
+def test_bad_payloads_are_rejected_and_the_sender_named(case: str) -> None:
+    async def main() -> None:
+        peers = await make_peers(MemoryNetwork(), 4)
+        inputs = random_inputs(4, SHAPES, seed=14)
+        originals = [[t.clone() for t in tensors] for tensors in inputs]
+        liar = peers[3]
+        tamper = BAD_PAYLOADS[case]
+        intercept(liar, lambda h, p: tamper(h, p) if h.kind == "part" else None)
+        outcomes = await average(peers, inputs)
+        for outcome in outcomes[:3]:
+            assert outcome.succeeded
+            assert liar.peer_id not in outcome.contributors
+            assert len(outcome.contributors) == 3
+        named = [o.rejected[liar.peer_id] for o in outcomes[:3] if liar.peer_id in o.rejected]
+        assert named, "no reducer named the liar"
+        assert_exact_average_of(inputs[:3], originals[:3])
+
+    run_virtual(main())
+
+
+def test_strangers_and_malformed_messages_get_clear_errors() -> None:
+    async def main() -> None:
+        network = MemoryNetwork()
+        peers = await make_peers(network, 2)
+        stranger = network.add_peer()
+        header = DataHeader(group_id="ab" * 16, kind="part")
+        reply = await stranger.call_unary(peers[0].peer_id, DATA, encode_message(header, b"x"))
+        assert b"no such group" in reply
+        with pytest.raises(RemotePeerError, match="ProtocolError"):
+            await stranger.call_unary(peers[0].peer_id, DATA, b"SWA1\xff\xff\xff\xff")
+        with pytest.raises(RemotePeerError, match="ProtocolError"):
+            await stranger.call_unary(peers[0].peer_id, DATA, b"nonsense")
+
+    run_virtual(main())
+
+
+@pytest.mark.parametrize("rule", ["trimmed_mean", "centered_clip", "median"])
+@pytest.mark.parametrize("attack", ["scaled", "sign_flipped"])
+def test_one_byzantine_peer_of_five(rule: str, attack: str) -> None:
+    async def main() -> None:
+        config = replace(FAST, aggregation=AggregationConfig(rule=rule))  # type: ignore[arg-type]
+        config = replace(config, matchmaking=replace(config.matchmaking, target_group_size=5))
+        peers = await make_peers(MemoryNetwork(), 5, config)
+        gen = torch.Generator().manual_seed(15)
+        signal = torch.randn(20_000, generator=gen)
+        honest = [[signal + 0.1 * torch.randn(20_000, generator=gen)] for _ in range(4)]
+        target = mean_of(honest)[0]
+        bad = honest[0][0] * (100.0 if attack == "scaled" else -10.0)
+        inputs = [[t[0].clone()] for t in honest] + [[bad]]
+        outcomes = await average(peers, inputs)
+        assert all(o.succeeded and len(o.contributors) == 5 for o in outcomes)
+        error = float((inputs[0][0] - target).norm() / target.norm())
+        assert error < 0.10, error
+
+    run_virtual(main())
+
+
+def test_plain_mean_is_not_robust() -> None:
+    """The control for the test above: the same attack ruins the mean."""
+
+    async def main() -> None:
+        config = replace(FAST, matchmaking=replace(FAST.matchmaking, target_group_size=5))
+        peers = await make_peers(MemoryNetwork(), 5, config)
+        gen = torch.Generator().manual_seed(15)
+        honest = [[torch.randn(20_000, generator=gen)] for _ in range(4)]
+        target = mean_of(honest)[0]
+        inputs = [[t[0].clone()] for t in honest] + [[honest[0][0] * 100.0]]
+        await average(peers, inputs)
+        assert float((inputs[0][0] - target).norm() / target.norm()) > 1.0
+
+    run_virtual(main())
