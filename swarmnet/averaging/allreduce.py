@@ -34,18 +34,17 @@ from swarmnet.averaging.config import AveragingConfig
 from swarmnet.averaging.deadlines import ThroughputModel
 from swarmnet.averaging.group import Group, partition
 from swarmnet.averaging.inbox import Inbox
-from swarmnet.averaging.messages import DataHeader, Kind, Reply, decode_message, encode_message
+from swarmnet.averaging.messages import DataHeader, Kind, Reply, decode_message, encode_message, method_name
 from swarmnet.averaging.robust import aggregate
 from swarmnet.averaging.vectors import Feedback, Range, chunk_bounds, decode_chunk, encode_chunk
 from swarmnet.compression import Codec
 from swarmnet.errors import CodecError, SwarmnetError, TransportError
 from swarmnet.transport.base import Transport
 
-__all__ = ["DATA", "GroupRound", "RoundReport"]
+__all__ = ["GroupRound", "RoundReport"]
 
 logger = logging.getLogger(__name__)
 
-DATA = "swarmnet.avg.data"
 _HEADER_OVERHEAD = 400  # bytes of framing per message, for the sparse mode choice
 
 
@@ -80,6 +79,7 @@ class GroupRound:
     ) -> None:
         self.group, self.flat, self.weight, self.codec = group, flat, weight, codec
         self.me = group.index(transport.peer_id)
+        self._method = method_name(group.run, "data")
         self._transport, self._feedback, self._config, self._throughput = transport, feedback, config, throughput
         self._ratio = codec.estimated_ratio(max(1, flat.numel()))
         # x: what this peer contributes (its values plus what compression dropped last time).
@@ -337,7 +337,7 @@ class GroupRound:
         peer = self.group.members[target]
         timeout = self._throughput.timeout(len(message) * max(1, len(self.group.members) - 1))
         try:
-            raw = await self._transport.call_unary(peer, DATA, message, timeout=timeout)
+            raw = await self._transport.call_unary(peer, self._method, message, timeout=timeout)
             self.bytes_sent[target] += len(message)
             reply, _ = decode_message(raw, Reply)
         except TransportError as e:

@@ -21,12 +21,12 @@ from collections.abc import Sequence
 
 import torch
 
-from swarmnet.averaging.allreduce import DATA, GroupRound, RoundReport
+from swarmnet.averaging.allreduce import GroupRound, RoundReport
 from swarmnet.averaging.config import AveragingConfig
 from swarmnet.averaging.deadlines import ThroughputModel
 from swarmnet.averaging.group import Group, schema_id
 from swarmnet.averaging.matchmaking import Matchmaker
-from swarmnet.averaging.messages import DataHeader, Reply, decode_message, encode_message
+from swarmnet.averaging.messages import DataHeader, Reply, decode_message, encode_message, method_name
 from swarmnet.averaging.outcome import AveragerStatistics, Outcome
 from swarmnet.averaging.vectors import Feedback, flatten, unflatten
 from swarmnet.compression import get_codec
@@ -51,7 +51,7 @@ class Averager:
             raise ConfigError(f"transport peer id {transport.peer_id} is not the identity's {identity.peer_id}")
         self._transport = transport
         self._codec = get_codec(self.config.codec)
-        self._matchmaker = Matchmaker(transport, identity, self.config.matchmaking)
+        self._matchmaker = Matchmaker(transport, identity, self.config.matchmaking, self.config.run)
         self._throughput = ThroughputModel(self.config.deadlines, self.config.bandwidth_mbps)
         self._rounds: dict[str, GroupRound] = {}
         self._round_added = asyncio.Condition()
@@ -69,7 +69,7 @@ class Averager:
         """Register the RPC handlers; call once before ``step``."""
         if not self._started:
             await self._matchmaker.start()
-            await self._transport.add_unary_handler(DATA, self._on_data)
+            await self._transport.add_unary_handler(method_name(self.config.run, "data"), self._on_data)
             self._started = True
 
     async def step(self, tensors: Sequence[torch.Tensor], *, round_id: int, weight: float = 1.0) -> Outcome:
@@ -83,7 +83,7 @@ class Averager:
         loop = asyncio.get_running_loop()
         started = loop.time()
         schema = schema_id(tensors, self.config.codec, self.config.aggregation.rule)
-        group = await self._matchmaker.form_group(self.config.run, round_id, schema, self.config.bandwidth_mbps)
+        group = await self._matchmaker.form_group(round_id, schema, self.config.bandwidth_mbps)
         matchmaking = loop.time() - started
         if group is None:
             return self._record(self._outcome(round_id, None, RoundReport(), matchmaking, "no group formed in time"))

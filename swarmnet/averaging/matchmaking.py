@@ -30,7 +30,7 @@ from pydantic import Field
 
 from swarmnet.averaging.config import MatchmakingConfig
 from swarmnet.averaging.group import Group
-from swarmnet.averaging.messages import Commit, Propose, Reply, decode_message, encode_message
+from swarmnet.averaging.messages import Commit, Propose, Reply, decode_message, encode_message, method_name
 from swarmnet.errors import ProtocolError, SwarmnetError, TransportClosed
 from swarmnet.identity import Identity
 from swarmnet.records import Payload, Record, RecordVerifier, sign_record
@@ -40,9 +40,6 @@ from swarmnet.version import PROTOCOL_VERSION
 __all__ = ["GroupJoin", "Matchmaker"]
 
 logger = logging.getLogger(__name__)
-
-PROPOSE = "swarmnet.avg.propose"
-COMMIT = "swarmnet.avg.commit"
 
 
 class GroupJoin(Payload):
@@ -71,8 +68,10 @@ class _Seeking:
 class Matchmaker:
     """Forms groups for one peer; ``start()`` registers its RPC handlers."""
 
-    def __init__(self, transport: Transport, identity: Identity, config: MatchmakingConfig) -> None:
+    def __init__(self, transport: Transport, identity: Identity, config: MatchmakingConfig, run: str) -> None:
         config.validate()
+        self.run = run
+        self._propose, self._commit = method_name(run, "propose"), method_name(run, "commit")
         self._transport, self._identity, self.config = transport, identity, config
         self._verifier = RecordVerifier()
         self._seeking: dict[tuple[str, int, str], _Seeking] = {}
@@ -83,16 +82,17 @@ class Matchmaker:
 
     async def start(self) -> None:
         """Serve the propose and commit methods."""
-        await self._transport.add_unary_handler(PROPOSE, self._on_propose)
-        await self._transport.add_unary_handler(COMMIT, self._on_commit)
+        await self._transport.add_unary_handler(self._propose, self._on_propose)
+        await self._transport.add_unary_handler(self._commit, self._on_commit)
 
     def expects(self, group_id: str) -> bool:
         """Whether ``group_id`` is a group we joined lately or are reserved for."""
         return group_id in self._recent or any(s.group_id == group_id for s in self._seeking.values())
 
-    async def form_group(self, run: str, round_id: int, schema: str, bandwidth_mbps: float) -> Group | None:
-        """Find a group for ``run``/``round_id``; ``None`` if none formed within ``config.timeout``."""
+    async def form_group(self, round_id: int, schema: str, bandwidth_mbps: float) -> Group | None:
+        """Find a group for ``round_id`` of our run; ``None`` if none formed within ``config.timeout``."""
         loop = asyncio.get_running_loop()
+        run = self.run
         key = (run, round_id, schema)
         if key in self._seeking:
             raise RuntimeError(f"already looking for a group for {key}")
@@ -189,7 +189,7 @@ class Matchmaker:
         group_id = secrets.token_hex(16)
         proposal = encode_message(Propose(run=run, round_id=round_id, schema_id=schema, group_id=group_id))
         others = [p for p in members if p != self._identity.peer_id]
-        replies = await asyncio.gather(*(self._ask(p, PROPOSE, proposal) for p in others))
+        replies = await asyncio.gather(*(self._ask(p, self._propose, proposal) for p in others))
         accepted = [p for p, reply in zip(others, replies, strict=True) if reply.ok]
         for peer, reply in zip(others, replies, strict=True):
             if not reply.ok:
@@ -198,11 +198,11 @@ class Matchmaker:
         try:
             if len(accepted) + 1 < self.config.min_group_size:
                 abort = encode_message(Commit(group_id=group_id, abort=True))
-                await asyncio.gather(*(self._ask(p, COMMIT, abort) for p in accepted))
+                await asyncio.gather(*(self._ask(p, self._commit, abort) for p in accepted))
                 return None
             final = (self._identity.peer_id, *accepted)
             commit = Commit(group_id=group_id, members=final, bandwidths=tuple(bandwidths[p] for p in final))
-            await asyncio.gather(*(self._ask(p, COMMIT, encode_message(commit)) for p in accepted))
+            await asyncio.gather(*(self._ask(p, self._commit, encode_message(commit)) for p in accepted))
             return self._finish(state, final, bandwidths, group_id)
         finally:
             state.leading = False

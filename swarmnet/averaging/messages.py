@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from swarmnet.errors import ProtocolError
 
-__all__ = ["Commit", "DataHeader", "Kind", "Propose", "Reply", "decode_message", "encode_message"]
+__all__ = ["Commit", "DataHeader", "Kind", "method_name", "Propose", "Reply", "decode_message", "encode_message"]
 
 MAGIC = b"SWA1"
 _PREFIX = struct.Struct("<4sI")
@@ -72,6 +72,11 @@ class DataHeader(_Message):
 
 
 M = TypeVar("M", bound=_Message)
+
+
+def method_name(run: str, verb: str) -> str:
+    """The RPC method of ``verb`` for ``run``: each run has its own, so one peer can average several runs."""
+    return f"swarmnet.avg.{run}.{verb}"
 
 
 def encode_message(header: _Message, payload: bytes = b"") -> bytes:

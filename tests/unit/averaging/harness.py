@@ -9,7 +9,6 @@ from dataclasses import dataclass, replace
 import torch
 
 from swarmnet.averaging import Averager, AveragingConfig, MatchmakingConfig, Outcome
-from swarmnet.averaging.allreduce import DATA
 from swarmnet.averaging.messages import DataHeader, decode_message, encode_message
 from swarmnet.errors import TransportClosed
 from swarmnet.identity import Identity
@@ -66,7 +65,7 @@ def intercept(peer: Peer, tamper: Tamper) -> None:
     original = peer.transport.call_unary
 
     async def call_unary(target: str, method: str, request: bytes, *, timeout: float | None = None) -> bytes:
-        if method == DATA:
+        if method.endswith(".data"):
             header, payload = decode_message(request, DataHeader)
             replacement = tamper(header, payload)
             if replacement is not None:
