@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from scripts.bench.rounds import cpu_ticks, tail, wait_for, write_atomic
+from scripts.bench.rounds import pattern as make_pattern
 from scripts.testbed import Node, Testbed, TestbedConfig, testbed, testbed_unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,31 +45,8 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     # False: a plain step(), for checking that splitting the phases does not slow the round down.
     "split_phases": True,
     "trigger_poll_seconds": 0.002,
+    "OMP_NUM_THREADS": 1,
 }
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _wait_for(path: Path, deadline: float, procs: list[subprocess.Popen[Any]] | None = None) -> str:
-    """Poll for ``path`` until ``deadline`` (monotonic); fail early when a watched process has exited."""
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {path.name}")
-        for proc in procs or ():
-            if proc.poll() is not None:
-                raise RuntimeError(f"peer process exited with {proc.returncode} while waiting for {path.name}")
-        time.sleep(0.005)
-    return path.read_text()
-
-
-def _pattern(numel: int) -> Any:
-    import torch
-
-    return (torch.arange(numel, dtype=torch.float32) % 1000) / 1000
 
 
 def run_peer(
@@ -80,13 +58,13 @@ def run_peer(
     from hivemind.compression import Float16Compression
 
     deadline = time.monotonic() + settings["matchmaking_timeout"] + 120
-    initial_peers = [] if index == 0 else json.loads(_wait_for(workdir / "maddrs.json", deadline))
+    initial_peers = [] if index == 0 else json.loads(wait_for(workdir / "maddrs.json", deadline))
     dht = hivemind.DHT(start=True, host_maddrs=[f"/ip4/{ip}/tcp/0"], initial_peers=initial_peers)
     averager = None
     try:
         if index == 0:
-            _write_atomic(workdir / "maddrs.json", json.dumps([str(a) for a in dht.get_visible_maddrs()]))
-        pattern = _pattern(numel)
+            write_atomic(workdir / "maddrs.json", json.dumps([str(a) for a in dht.get_visible_maddrs()]))
+        pattern = make_pattern(numel)
         averager = hivemind.DecentralizedAverager(
             [pattern + index + 1],
             dht,
@@ -106,7 +84,7 @@ def run_peer(
             with averager.get_tensors() as tensors:
                 tensors[0].copy_(pattern + index + 1 + r % 4)
             (workdir / f"ready-{r}-{index}").touch()
-            start = float(_wait_for(workdir / f"start-{r}", time.monotonic() + 300))
+            start = float(wait_for(workdir / f"start-{r}", time.monotonic() + 300))
             time.sleep(max(0.0, start - time.time()))
             t_step = time.time()
             split = settings["split_phases"]
@@ -135,19 +113,12 @@ def run_peer(
                 "done": t_done,
             }
             result |= {"group_size": group_size, "max_abs_error": max_error, "error": error}
-            _write_atomic(workdir / f"result-{r}-{index}.json", json.dumps(result))
-        _wait_for(workdir / "stop", time.monotonic() + 300)
+            write_atomic(workdir / f"result-{r}-{index}.json", json.dumps(result))
+        wait_for(workdir / "stop", time.monotonic() + 300)
     finally:
         if averager is not None:
             averager.shutdown()
         dht.shutdown()
-
-
-def _cpu_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs, from /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]
-    return sum(fields) - idle, sum(fields)
 
 
 def run_hivemind_baseline(
@@ -165,8 +136,8 @@ def run_hivemind_baseline(
     Returns medians over the measured rounds: ``seconds`` (whole round from the shared start, matchmaking
     included, until the last peer is done), ``data_seconds`` (from the first peer seeing its group formed to
     the last peer done), ``bytes_per_peer`` (veth tx bytes per peer per round); ``rounds`` holds per-round,
-    per-peer raw numbers and ``settings`` every hivemind setting used. Raises RuntimeError if a peer fails or
-    a result differs from the exact average by more than ``tolerance``.
+    per-peer raw numbers and ``settings`` every hivemind setting used. ``incomplete_results`` counts peer
+    results that differ from the exact average by more than ``tolerance`` or came from a smaller group.
     """
     settings = DEFAULT_SETTINGS | (settings or {})
     peers, total = len(bed.nodes), warmup_rounds + rounds
@@ -182,7 +153,7 @@ def run_hivemind_baseline(
             for proc in procs:
                 proc.wait(timeout=30)
         except Exception as e:
-            tails = "\n".join(_tail(logs / f"peer-{i}.log") for i in range(peers))
+            tails = "\n".join(tail(logs / f"peer-{i}.log") for i in range(peers))
             raise RuntimeError(f"hivemind baseline failed: {e}\n{tails}") from e
         finally:
             for proc in procs:
@@ -192,7 +163,9 @@ def run_hivemind_baseline(
     failures = [(rd["round"], p) for rd in raw for p in rd["peers"] if p["error"] or p["max_abs_error"] > tolerance]
     failures += [(rd["round"], p) for rd in raw for p in rd["peers"] if p["group_size"] != peers]
     if failures:
-        raise RuntimeError(f"averaging was wrong or incomplete: {failures}")
+        # hivemind keeps a part at its local value when a sender misses the deadline: that is its
+        # behaviour, not a harness fault, so it is reported (and counted) rather than raised.
+        print(f"hivemind: {len(failures)} wrong or incomplete peer results: {failures}", file=sys.stderr)
     measured = [rd for rd in raw if not rd["warmup"]]
     return {
         "seconds": statistics.median(rd["seconds"] for rd in measured),
@@ -202,6 +175,7 @@ def run_hivemind_baseline(
         "numel": numel,
         "rate_mbit": bed.config.rate_mbit,
         "rounds": raw,
+        "incomplete_results": len(failures),
         "settings": {**settings, "target_group_size": peers, "min_group_size": peers, "prefix": PREFIX},
     }
 
@@ -209,7 +183,10 @@ def run_hivemind_baseline(
 def _start_peer(
     node: Node, index: int, peers: int, numel: int, rounds: int, workdir: Path, settings: dict[str, Any], logs: Path
 ) -> subprocess.Popen[Any]:
-    argv = [sys.executable, "-m", "scripts.bench.hivemind_averaging", "peer", "--index", str(index)]
+    # One torch thread per peer: several peers share this machine's cores, and oversubscribed OpenMP
+    # threads spin-wait for hundreds of milliseconds (measured); swarmnet's peers get the same setting.
+    argv = ["env", "OMP_NUM_THREADS=1", sys.executable, "-m", "scripts.bench.hivemind_averaging", "peer"]
+    argv += ["--index", str(index)]
     argv += ["--peers", str(peers), "--ip", node.ip, "--numel", str(numel), "--rounds", str(rounds)]
     argv += ["--dir", str(workdir), "--settings", json.dumps(settings)]
     with (logs / f"peer-{index}.log").open("w") as log:
@@ -221,13 +198,13 @@ def _run_round(
 ) -> dict[str, Any]:
     deadline = time.monotonic() + settings["matchmaking_timeout"] + 180
     for i in range(len(nodes)):
-        _wait_for(workdir / f"ready-{r}-{i}", deadline, procs)
+        wait_for(workdir / f"ready-{r}-{i}", deadline, procs)
     tx_before = [node.tx_bytes() for node in nodes]
-    cpu_before = _cpu_ticks()
+    cpu_before = cpu_ticks()
     start = time.time() + 0.25
-    _write_atomic(workdir / f"start-{r}", repr(start))
-    results = [json.loads(_wait_for(workdir / f"result-{r}-{i}.json", deadline, procs)) for i in range(len(nodes))]
-    cpu_after = _cpu_ticks()
+    write_atomic(workdir / f"start-{r}", repr(start))
+    results = [json.loads(wait_for(workdir / f"result-{r}-{i}.json", deadline, procs)) for i in range(len(nodes))]
+    cpu_after = cpu_ticks()
     tx = [node.tx_bytes() - before for node, before in zip(nodes, tx_before, strict=True)]
     return {
         "round": r,
@@ -239,13 +216,6 @@ def _run_round(
         "cpu_busy": (cpu_after[0] - cpu_before[0]) / max(1, cpu_after[1] - cpu_before[1]),
         "peers": [{**p, "whole_seconds": p["done"] - start, "data_seconds": p["done"] - p["formed"]} for p in results],
     }
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return f"--- {path.name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return f"--- {path.name}: no log"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,14 +24,14 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Collection, Coroutine
+from collections.abc import AsyncIterator, Collection, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from swarmnet.averaging.config import AveragingConfig
-from swarmnet.averaging.deadlines import ThroughputModel
+from swarmnet.averaging.deadlines import Arrivals, ThroughputModel
 from swarmnet.averaging.group import Group, partition
 from swarmnet.averaging.inbox import Inbox
 from swarmnet.averaging.messages import DataHeader, Kind, Reply, decode_message, encode_message, method_name
@@ -45,6 +45,7 @@ __all__ = ["GroupRound", "RoundReport"]
 
 logger = logging.getLogger(__name__)
 
+_ATTEMPTS = 3  # tries per chunked message: a stream can break under load without the peer being gone
 _HEADER_OVERHEAD = 400  # bytes of framing per message, for the sparse mode choice
 
 
@@ -80,6 +81,7 @@ class GroupRound:
         self.group, self.flat, self.weight, self.codec = group, flat, weight, codec
         self.me = group.index(transport.peer_id)
         self._method = method_name(group.run, "data")
+        self._stream_method = method_name(group.run, "stream")
         self._transport, self._feedback, self._config, self._throughput = transport, feedback, config, throughput
         self._ratio = codec.estimated_ratio(max(1, flat.numel()))
         # x: what this peer contributes (its values plus what compression dropped last time).
@@ -145,14 +147,14 @@ class GroupRound:
         loop = asyncio.get_running_loop()
         started = loop.time()
         mine = chunk_bounds(assignment.get(self.me, []), self._config.chunk_elements)
-        sends = asyncio.gather(*self._send_parts(pass_no, assignment, senders))
+        sends = asyncio.ensure_future(_in_turn(self._send_parts(pass_no, assignment, senders)))
         accepted: dict[int, tuple[float, list[torch.Tensor]]] = {}
         received_before = self.inbox.bytes_received
         if mine:
             arrivals = self.inbox.arrivals("part", pass_no)
             arrivals.expect(senders - {self.me}, self.report.failed)
             inbound = (len(senders) - 1) * 4 * self._ratio * sum(b - a for a, b in mine)
-            arrived = await arrivals.wait(self._throughput.timeout(inbound))
+            arrived = await self._await(arrivals, *self._wait_for(inbound))
             self._throughput.observe(self.inbox.bytes_received - received_before, loop.time() - started)
             accepted = self._accept("part", pass_no, arrived, mine)
             if self.me in senders:
@@ -173,7 +175,7 @@ class GroupRound:
         if mine:
             payloads = self._reduce(mine, accepted, contributors)
             results = [self._send_all(r, "result", pass_no, payloads, contributors) for r in self._others()]
-        sending = asyncio.gather(*results)
+        sending = asyncio.ensure_future(_in_turn(results))
         missing = await self._collect_results(pass_no, assignment, reporters, contributors)
         await _finish(sending, self._throughput.timeout(0))
         self._phase(pass_no, "all_gather", started)
@@ -187,7 +189,7 @@ class GroupRound:
             return []
         sends = []
         residual = self._feedback.sent if self._feedback is not None else None
-        for reducer, spans in assignment.items():
+        for reducer, spans in sorted(assignment.items(), key=lambda item: self._turn(item[0])):
             chunks = chunk_bounds(spans, self._config.chunk_elements)
             if reducer == self.me:
                 if residual is not None:
@@ -224,7 +226,7 @@ class GroupRound:
         arrivals = self.inbox.arrivals("result", pass_no)
         arrivals.expect(reporters - {self.me}, self.report.failed)
         inbound = 4 * self._ratio * sum(hi - lo for r in reporters - {self.me} for lo, hi in assignment[r])
-        arrived = await arrivals.wait(self._throughput.timeout(inbound))
+        arrived = await self._await(arrivals, *self._wait_for(inbound))
         for reducer in sorted(reporters - {self.me}):
             chunks = chunk_bounds(assignment[reducer], self._config.chunk_elements)
             message = self.inbox.get("result", pass_no, reducer) if reducer in arrived else None
@@ -251,11 +253,11 @@ class GroupRound:
         chunks = chunk_bounds([(0, self.flat.numel())], self._config.chunk_elements)
         residual = self._feedback.sent if self._feedback is not None else None
         payloads = [encode_chunk(self.codec, self._x[a:b], _slice(residual, a, b), fresh=True) for a, b in chunks]
-        sends = asyncio.gather(*(self._send_all(r, "gather", 0, payloads) for r in self._others()))
+        sends = asyncio.ensure_future(_in_turn([self._send_all(r, "gather", 0, payloads) for r in self._others()]))
         arrivals = self.inbox.arrivals("gather", 0)
         arrivals.expect(members - {self.me}, self.report.failed)
         inbound = (len(members) - 1) * sum(len(p) for p in payloads)
-        arrived = await arrivals.wait(self._throughput.timeout(inbound))
+        arrived = await self._await(arrivals, *self._wait_for(inbound))
         accepted = self._accept("gather", 0, arrived, chunks)
         accepted[self.me] = (self.weight, [decode_chunk(p, b - a) for p, (a, b) in zip(payloads, chunks, strict=True)])
         self._phase(0, "all_gather", started)
@@ -310,7 +312,7 @@ class GroupRound:
         # Other reducers report when their own reduce-scatter ends, which may be well after ours.
         spans = [sum(hi - lo for lo, hi in s) for s in biggest.values()] if biggest else [self.flat.numel()]
         inbound = len(self.group.members) * 4 * self._ratio * max(spans, default=0)
-        arrived = await arrivals.wait(self._throughput.timeout(inbound))
+        arrived = await self._await(arrivals, *self._wait_for(inbound))
         await _finish(sending, self._throughput.timeout(0))
         tallies = {}
         for reducer in arrived:
@@ -322,13 +324,59 @@ class GroupRound:
     async def _send_all(
         self, target: int, kind: Kind, pass_no: int, payloads: list[bytes], contributors: Collection[int] = ()
     ) -> None:
-        for i, payload in enumerate(payloads):
-            header = DataHeader(
+        """Send a chunked message over one stream (a stream's flow-control window grows once, not per
+        chunk); after a broken stream, resend what was not acknowledged (receivers ignore duplicates)."""
+        headers = [
+            DataHeader(
                 group_id=self.group.group_id, kind=kind, pass_no=pass_no, chunk=i, chunks=len(payloads),
                 weight=self.weight, contributors=tuple(sorted(contributors)),
-            )  # fmt: skip
-            if not await self._send(target, header, payload):
+            )
+            for i in range(len(payloads))
+        ]  # fmt: skip
+        progress = [0]  # chunks acknowledged so far, across attempts
+        for attempt in range(_ATTEMPTS):
+            done = progress[0]
+            if target in self.report.failed or done == len(payloads):
                 return
+            try:
+                await self._stream(target, headers[done:], payloads[done:], progress)
+                return
+            except TransportError as e:
+                self._fail(target, e)
+            except SwarmnetError as e:
+                retry = attempt + 1 < _ATTEMPTS
+                logger.warning("round %s: sending %s to %s broke (%s)%s", self.group.round_id, kind,
+                               self.group.members[target], e, "; retrying" if retry else "")  # fmt: skip
+
+    async def _stream(
+        self, target: int, headers: list[DataHeader], payloads: list[bytes], progress: list[int]
+    ) -> None:
+        """Stream messages to ``target``, counting acknowledgements in ``progress[0]``."""
+
+        async def requests() -> AsyncIterator[bytes]:
+            for header, payload in zip(headers, payloads, strict=True):
+                message = encode_message(header, payload)
+                self.bytes_sent[target] += len(message)
+                yield message
+
+        largest = max((len(p) for p in payloads), default=0)
+        timeout = self._throughput.timeout(largest * max(1, len(self.group.members) - 1))
+        responses = self._transport.call_stream(self.group.members[target], self._stream_method, requests(),
+                                                timeout=timeout)  # fmt: skip
+        try:
+            async for raw in responses:
+                reply, _ = decode_message(raw, Reply)
+                if not reply.ok:
+                    logger.warning("round %s: %s refused a %s chunk: %s", self.group.round_id,
+                                   self.group.members[target], headers[0].kind, reply.reason)  # fmt: skip
+                progress[0] += 1
+        finally:
+            await responses.aclose()
+
+    def _fail(self, target: int, error: Exception) -> None:
+        logger.info("round %s: %s failed: %s", self.group.round_id, self.group.members[target], error)
+        self.report.failed[target] = f"{type(error).__name__}: {error}"
+        self.inbox.fail(target)
 
     async def _send(self, target: int, header: DataHeader, payload: bytes) -> bool:
         if target in self.report.failed:
@@ -341,9 +389,7 @@ class GroupRound:
             self.bytes_sent[target] += len(message)
             reply, _ = decode_message(raw, Reply)
         except TransportError as e:
-            logger.info("round %s: %s failed: %s", self.group.round_id, peer, e)
-            self.report.failed[target] = f"{type(e).__name__}: {e}"
-            self.inbox.fail(target)
+            self._fail(target, e)
             return False
         except SwarmnetError as e:
             reply = Reply(ok=False, reason=f"{type(e).__name__}: {e}")
@@ -351,8 +397,37 @@ class GroupRound:
             logger.warning("round %s: %s refused our %s: %s", self.group.round_id, peer, header.kind, reply.reason)
         return reply.ok
 
+    async def _await(self, arrivals: Arrivals, timeout: float, floor: float = 0.0) -> set[int]:
+        """``arrivals.wait``, while probing the peers still pending: a dead one is dropped at once."""
+        prober = asyncio.ensure_future(self._probe(arrivals))
+        try:
+            return await arrivals.wait(timeout, floor)
+        finally:
+            prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await prober
+
+    async def _probe(self, arrivals: Arrivals) -> None:
+        # A peer that died after we last talked to it would otherwise be waited for until the deadline.
+        ping = DataHeader(group_id=self.group.group_id, kind="ping")
+        while True:
+            await asyncio.sleep(self._config.deadlines.probe_interval)
+            for target in sorted(arrivals.pending):
+                await self._send(target, ping, b"")
+
+    def _wait_for(self, inbound: float) -> tuple[float, float]:
+        """(deadline, straggler floor) for receiving ``inbound`` bytes."""
+        return self._throughput.timeout(inbound), 1.5 * self._throughput.transfer_time(inbound)
+
     def _others(self) -> list[int]:
-        return [i for i in range(len(self.group.members)) if i != self.me and i not in self.report.failed]
+        """Other live members, in this peer's turn order."""
+        others = [i for i in range(len(self.group.members)) if i != self.me and i not in self.report.failed]
+        return sorted(others, key=self._turn)
+
+    def _turn(self, target: int) -> int:
+        """Member i sends to i+1, then i+2, ...: at any moment each peer receives from about one sender,
+        so no link is split between competing flows (which tbf-like FIFO links share unfairly)."""
+        return (target - self.me) % len(self.group.members)
 
     def _phase(self, pass_no: int, name: str, started: float) -> None:
         key = name if pass_no == 0 else f"recovery_{name}"
@@ -368,6 +443,12 @@ def _split(spans: list[Range], reducers: list[int]) -> dict[int, list[Range]]:
             if b > a:
                 assignment[reducer].append((a, b))
     return {r: s for r, s in assignment.items() if s}
+
+
+async def _in_turn(sends: list[Coroutine[Any, Any, None]]) -> None:
+    """Run sends one after another (see ``GroupRound._turn``); a failed one does not stop the rest."""
+    for send in sends:
+        await send
 
 
 def _slice(residual: torch.Tensor | None, a: int, b: int) -> torch.Tensor | None:

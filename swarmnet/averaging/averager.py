@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
 
 import torch
 
@@ -30,7 +31,7 @@ from swarmnet.averaging.messages import DataHeader, Reply, decode_message, encod
 from swarmnet.averaging.outcome import AveragerStatistics, Outcome
 from swarmnet.averaging.vectors import Feedback, flatten, unflatten
 from swarmnet.compression import get_codec
-from swarmnet.errors import ConfigError, ProtocolError
+from swarmnet.errors import ConfigError, ProtocolError, SwarmnetError
 from swarmnet.identity import Identity
 from swarmnet.transport.base import Transport
 
@@ -56,7 +57,8 @@ class Averager:
         self._rounds: dict[str, GroupRound] = {}
         self._round_added = asyncio.Condition()
         self._feedback: dict[str, Feedback] = {}
-        self._outcomes: list[Outcome] = []
+        self._totals: Counter[str] = Counter()
+        self._last: Outcome | None = None
         self._started = False
 
     @property
@@ -70,6 +72,7 @@ class Averager:
         if not self._started:
             await self._matchmaker.start()
             await self._transport.add_unary_handler(method_name(self.config.run, "data"), self._on_data)
+            await self._transport.add_stream_handler(method_name(self.config.run, "stream"), self._on_stream)
             self._started = True
 
     async def step(self, tensors: Sequence[torch.Tensor], *, round_id: int, weight: float = 1.0) -> Outcome:
@@ -108,19 +111,19 @@ class Averager:
 
     def statistics(self) -> AveragerStatistics:
         """Totals over every step so far, and the last outcome."""
+        t = self._totals
         return AveragerStatistics(
-            rounds=len(self._outcomes),
-            succeeded=sum(o.succeeded for o in self._outcomes),
-            failed=sum(not o.succeeded for o in self._outcomes),
-            bytes_sent=sum(o.total_bytes_sent for o in self._outcomes),
-            bytes_received=sum(sum(o.bytes_received.values()) for o in self._outcomes),
-            rejected_contributions=sum(len(o.rejected) for o in self._outcomes),
-            estimated_mbps=self._throughput.bytes_per_second * 8 / 1e6,
-            last=self._outcomes[-1] if self._outcomes else None,
-        )
+            rounds=t["rounds"], succeeded=t["succeeded"], failed=t["rounds"] - t["succeeded"],
+            bytes_sent=t["bytes_sent"], bytes_received=t["bytes_received"], rejected_contributions=t["rejected"],
+            estimated_mbps=self._throughput.bytes_per_second * 8 / 1e6, last=self._last,
+        )  # fmt: skip
 
     def _record(self, outcome: Outcome) -> Outcome:
-        self._outcomes = [*self._outcomes[-99:], outcome]  # a bounded history: statistics keep totals of these
+        self._last = outcome
+        self._totals.update(
+            rounds=1, succeeded=int(outcome.succeeded), bytes_sent=outcome.total_bytes_sent,
+            bytes_received=sum(outcome.bytes_received.values()), rejected=len(outcome.rejected),
+        )  # fmt: skip
         level = logging.INFO if outcome.succeeded else logging.WARNING
         logger.log(level, "round %s: %s", outcome.round_id, _summary(outcome))
         return outcome
@@ -154,6 +157,14 @@ class Averager:
             consistent=report.consistent,
         )  # fmt: skip
 
+    async def _on_stream(self, caller: str, requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """Chunks of one message on one stream: one reply each; a bad chunk is refused, not fatal."""
+        async for request in requests:
+            try:
+                yield await self._on_data(caller, request)
+            except SwarmnetError as e:
+                yield encode_message(Reply(ok=False, reason=f"{type(e).__name__}: {e}"[:1000]))
+
     async def _on_data(self, caller: str, request: bytes) -> bytes:
         header, payload = decode_message(request, DataHeader)
         round_ = await self._find_round(header.group_id)
@@ -161,7 +172,8 @@ class Averager:
             return encode_message(Reply(ok=False, reason="no such group here (finished, or never joined)"))
         if caller not in round_.group.members:
             raise ProtocolError(f"{caller} is not a member of group {header.group_id}")
-        round_.receive(round_.group.index(caller), header, payload)
+        if header.kind != "ping":
+            round_.receive(round_.group.index(caller), header, payload)
         return encode_message(Reply(ok=True))
 
     async def _find_round(self, group_id: str) -> GroupRound | None:

@@ -56,6 +56,7 @@ class DeadlineConfig:
     smoothing: float = 0.5  # EWMA weight of the newest rate measurement
     straggler_factor: float = 3.0
     straggler_grace: float = 1.0
+    probe_interval: float = 0.5  # seconds between liveness probes of peers we are still waiting for
 
     def validate(self) -> None:
         """Raise ``ConfigError`` for an impossible setting."""
@@ -63,8 +64,8 @@ class DeadlineConfig:
             raise ConfigError(f"invalid deadline bounds: {self}")
         if self.initial_mbps <= 0 or not 0 < self.smoothing <= 1:
             raise ConfigError("initial_mbps must be positive and smoothing in (0, 1]")
-        if self.straggler_factor < 1 or self.straggler_grace < 0:
-            raise ConfigError("straggler_factor must be >= 1 and straggler_grace >= 0")
+        if self.straggler_factor < 1 or self.straggler_grace < 0 or self.probe_interval <= 0:
+            raise ConfigError("need straggler_factor >= 1, straggler_grace >= 0 and probe_interval > 0")
 
 
 @dataclass(frozen=True, kw_only=True)

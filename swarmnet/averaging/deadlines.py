@@ -19,6 +19,10 @@ class ThroughputModel:
         self.config = config
         self.bytes_per_second = (announced_mbps or config.initial_mbps) * 1e6 / 8
 
+    def transfer_time(self, nbytes: float) -> float:
+        """Seconds ``nbytes`` take at the modelled rate, with nothing added."""
+        return nbytes / self.bytes_per_second
+
     def timeout(self, nbytes: float) -> float:
         """Seconds a phase moving ``nbytes`` through this peer's link may take."""
         c = self.config
@@ -78,18 +82,22 @@ class Arrivals:
         """Expected peers neither arrived nor failed."""
         return self.expected - self._times.keys() - self.failed
 
-    def _cutoff(self, deadline: float) -> float:
+    def _cutoff(self, deadline: float, floor: float) -> float:
         arrived = self.arrived
         if math.isinf(self._factor) or 2 * len(arrived) < len(self.expected):
             return deadline
         half = sorted(arrived.values())[max(0, (len(self.expected) + 1) // 2 - 1)]
-        return min(deadline, self.start + max(self._grace, self._factor * half))
+        return min(deadline, self.start + max(self._grace, floor, self._factor * half))
 
-    async def wait(self, timeout: float) -> set[int]:
-        """Wait until nothing is pending or the (adaptive) deadline passes; return who arrived."""
+    async def wait(self, timeout: float, floor: float = 0.0) -> set[int]:
+        """Wait until nothing is pending or the (adaptive) deadline passes; return who arrived.
+
+        ``floor``: seconds the expected bytes need at the modelled rate; stragglers are never cut
+        before it (when links are the bottleneck, arrival times spread with the bytes, not with health).
+        """
         deadline = self.start + timeout
         while self.pending:
-            remaining = self._cutoff(deadline) - self._loop.time()
+            remaining = self._cutoff(deadline, floor) - self._loop.time()
             if remaining <= 0:
                 break
             self._changed.clear()

@@ -72,7 +72,9 @@ class Inbox:
         ):
             raise ProtocolError(f"{header.kind} chunk {header.chunk} disagrees with the sender's earlier chunks")
         if header.chunk in message.payloads:
-            raise ProtocolError(f"{header.kind} chunk {header.chunk} was already received")
+            if len(message.payloads[header.chunk]) != len(payload):
+                raise ProtocolError(f"{header.kind} chunk {header.chunk} differs from the copy received before")
+            return  # a resend after a broken stream: we have it already
         message.payloads[header.chunk] = payload
         self.bytes_received += len(payload)
         if len(message.payloads) == message.chunks:

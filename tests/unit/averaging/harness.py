@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -72,7 +72,21 @@ def intercept(peer: Peer, tamper: Tamper) -> None:
                 request = encode_message(header, replacement)
         return await original(target, method, request, timeout=timeout)
 
+    original_stream = peer.transport.call_stream
+
+    async def tampered(requests: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        async for request in requests:
+            header, payload = decode_message(request, DataHeader)
+            replacement = tamper(header, payload)
+            yield request if replacement is None else encode_message(header, replacement)
+
+    def call_stream(
+        target: str, method: str, requests: AsyncIterable[bytes], *, timeout: float | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        return original_stream(target, method, tampered(requests), timeout=timeout)
+
     peer.transport.call_unary = call_unary  # type: ignore[method-assign,assignment]
+    peer.transport.call_stream = call_stream  # type: ignore[method-assign,assignment]
 
 
 def kill_when(network: MemoryNetwork, peer: Peer, condition: Callable[[DataHeader], bool]) -> None:

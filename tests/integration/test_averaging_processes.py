@@ -1,0 +1,53 @@
+"""The averaging engine across real processes over the real transport (hivemind DHT and p2p daemons)."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from scripts.bench.swarmnet_averaging import run_swarmnet
+from scripts.testbed import TestbedConfig, testbed, testbed_unavailable
+from swarmnet.averaging import DeadlineConfig
+from swarmnet.averaging.deadlines import ThroughputModel
+
+pytestmark = pytest.mark.multiprocess
+
+
+@dataclass(frozen=True)
+class LoopbackNode:
+    """A testbed-like node that runs its process directly, on 127.0.0.1."""
+
+    ip: str = "127.0.0.1"
+
+    def popen(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        return subprocess.Popen(argv, **kwargs)
+
+    def tx_bytes(self) -> int:
+        return 0
+
+
+def test_three_processes_average_exactly_and_compressed() -> None:
+    report = run_swarmnet([LoopbackNode()] * 3, 200_000, 2, ["none", "int8", "sign1bit"], warmup_rounds=0)
+    assert report["none"]["max_abs_error"] < 1e-5
+    assert report["int8"]["rel_error"] < 0.01
+    assert report["sign1bit"]["payload_bytes_per_peer"] < report["none"]["payload_bytes_per_peer"] / 25
+    for codec in report.values():
+        assert all(p["succeeded"] and p["contributors"] == 3 for rd in codec["rounds"] for p in rd["peers"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(testbed_unavailable() is not None, reason=f"network testbed: {testbed_unavailable()}")
+def test_killing_one_of_four_mid_round_leaves_the_exact_average_of_three() -> None:
+    numel, rate = 5_000_000, 100.0
+    with testbed(TestbedConfig(peers=4, rate_mbit=rate, prefix="avk")) as bed:
+        report = run_swarmnet(bed.nodes, numel, 1, ["none"], warmup_rounds=0, rate_mbit=rate, victim=2)
+    result = report["none"]
+    assert result["max_abs_error"] < 1e-5  # the exact average of the three survivors
+    survivors = result["rounds"][0]["peers"]
+    assert all(p["contributors"] == 3 and p["failed"] for p in survivors)
+    # The deadline a reducer sets for its part to arrive from the three others.
+    deadline = ThroughputModel(DeadlineConfig(), rate).timeout(3 * numel / 4 * 4)
+    assert result["seconds"] < 2 * deadline, (result["seconds"], deadline)
