@@ -27,6 +27,9 @@ from scripts.bench.rounds import async_wait_for, tail, wait_for, write_atomic
 from scripts.bench.rounds import pattern as make_pattern
 
 ROOT = Path(__file__).resolve().parents[2]
+# One torch thread per peer: the peers share this machine's cores, and oversubscribed OpenMP threads
+# spin-wait for hundreds of milliseconds (measured). The hivemind baseline's peers get the same.
+PEER_ENV = ["OMP_NUM_THREADS=1"]
 
 
 @dataclass(frozen=True)
@@ -165,7 +168,7 @@ def run_swarmnet(
 
 
 def _start_peer(node: Any, spec: PeerSpec) -> subprocess.Popen[Any]:
-    argv = ["env", "OMP_NUM_THREADS=1", sys.executable, "-m", "scripts.bench.swarmnet_averaging", "peer"]
+    argv = ["env", *PEER_ENV, sys.executable, "-m", "scripts.bench.swarmnet_averaging", "peer"]
     argv.append(json.dumps(spec.__dict__))
     with (Path(spec.workdir) / f"peer-{spec.index}.log").open("w") as log:
         proc: subprocess.Popen[Any] = node.popen(

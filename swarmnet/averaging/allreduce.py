@@ -35,7 +35,7 @@ from swarmnet.averaging.deadlines import Arrivals, ThroughputModel
 from swarmnet.averaging.group import Group, partition
 from swarmnet.averaging.inbox import Inbox
 from swarmnet.averaging.messages import DataHeader, Kind, Reply, decode_message, encode_message, method_name
-from swarmnet.averaging.robust import aggregate
+from swarmnet.averaging.robust import AggregationConfig, aggregate
 from swarmnet.averaging.vectors import Feedback, Range, chunk_bounds, decode_chunk, encode_chunk
 from swarmnet.compression import Codec
 from swarmnet.errors import CodecError, SwarmnetError, TransportError
@@ -147,7 +147,7 @@ class GroupRound:
         loop = asyncio.get_running_loop()
         started = loop.time()
         mine = chunk_bounds(assignment.get(self.me, []), self._config.chunk_elements)
-        sends = asyncio.ensure_future(_in_turn(self._send_parts(pass_no, assignment, senders)))
+        sends = asyncio.ensure_future(_together(self._send_parts(pass_no, assignment, senders)))
         accepted: dict[int, tuple[float, list[torch.Tensor]]] = {}
         received_before = self.inbox.bytes_received
         if mine:
@@ -175,7 +175,7 @@ class GroupRound:
         if mine:
             payloads = self._reduce(mine, accepted, contributors)
             results = [self._send_all(r, "result", pass_no, payloads, contributors) for r in self._others()]
-        sending = asyncio.ensure_future(_in_turn(results))
+        sending = asyncio.ensure_future(_together(results))
         missing = await self._collect_results(pass_no, assignment, reporters, contributors)
         await _finish(sending, self._throughput.timeout(0))
         self._phase(pass_no, "all_gather", started)
@@ -211,8 +211,7 @@ class GroupRound:
             if not order:  # nobody left to average: keep our own values for this range
                 payloads.append(self.codec.encode(self.flat[a:b]))
                 continue
-            stacked = torch.stack([accepted[i][1][j] for i in order])
-            result = aggregate(stacked, weights, self._config.aggregation)
+            result = _combine([accepted[i][1][j] for i in order], weights, self._config.aggregation)
             payload = encode_chunk(self.codec, result, _slice(residual, a, b), fresh=False)
             self.flat[a:b].copy_(decode_chunk(payload, b - a))  # what everyone else will decode
             payloads.append(payload)
@@ -253,7 +252,7 @@ class GroupRound:
         chunks = chunk_bounds([(0, self.flat.numel())], self._config.chunk_elements)
         residual = self._feedback.sent if self._feedback is not None else None
         payloads = [encode_chunk(self.codec, self._x[a:b], _slice(residual, a, b), fresh=True) for a, b in chunks]
-        sends = asyncio.ensure_future(_in_turn([self._send_all(r, "gather", 0, payloads) for r in self._others()]))
+        sends = asyncio.ensure_future(_together([self._send_all(r, "gather", 0, payloads) for r in self._others()]))
         arrivals = self.inbox.arrivals("gather", 0)
         arrivals.expect(members - {self.me}, self.report.failed)
         inbound = (len(members) - 1) * sum(len(p) for p in payloads)
@@ -272,8 +271,7 @@ class GroupRound:
         order = sorted(contributors)
         weights = torch.tensor([accepted[i][0] for i in order], dtype=torch.float32)
         for j, (a, b) in enumerate(chunks):
-            stacked = torch.stack([accepted[i][1][j] for i in order])
-            self.flat[a:b].copy_(aggregate(stacked, weights, self._config.aggregation))
+            self.flat[a:b].copy_(_combine([accepted[i][1][j] for i in order], weights, self._config.aggregation))
         self.inbox.drop("gather", 0)
 
     # -- shared steps --------------------------------------------------------------------------
@@ -425,8 +423,7 @@ class GroupRound:
         return sorted(others, key=self._turn)
 
     def _turn(self, target: int) -> int:
-        """Member i sends to i+1, then i+2, ...: at any moment each peer receives from about one sender,
-        so no link is split between competing flows (which tbf-like FIFO links share unfairly)."""
+        """Member i addresses i+1 first, then i+2, ...: staggered, so no reducer is everyone's first."""
         return (target - self.me) % len(self.group.members)
 
     def _phase(self, pass_no: int, name: str, started: float) -> None:
@@ -445,10 +442,25 @@ def _split(spans: list[Range], reducers: list[int]) -> dict[int, list[Range]]:
     return {r: s for r, s in assignment.items() if s}
 
 
-async def _in_turn(sends: list[Coroutine[Any, Any, None]]) -> None:
-    """Run sends one after another (see ``GroupRound._turn``); a failed one does not stop the rest."""
-    for send in sends:
-        await send
+async def _together(sends: list[Coroutine[Any, Any, None]]) -> None:
+    """Run sends concurrently (measured faster than one after another: CPU and links overlap).
+
+    A send that fails unexpectedly is logged; it never stops the others or the round.
+    """
+    for result in await asyncio.gather(*sends, return_exceptions=True):
+        if isinstance(result, Exception):
+            logger.warning("a send failed unexpectedly: %r", result)
+
+
+def _combine(values: list[torch.Tensor], weights: torch.Tensor, config: AggregationConfig) -> torch.Tensor:
+    """Aggregate contributions; the plain mean is a float32 running sum (no [k, n] copy), robust rules stack."""
+    if config.rule != "mean":
+        return aggregate(torch.stack(values), weights, config)
+    equal = bool((weights == weights[0]).all())
+    out = values[0].clone() if equal else values[0] * float(weights[0])
+    for value, weight in zip(values[1:], weights[1:].tolist(), strict=True):
+        out.add_(value, alpha=1.0 if equal else weight)
+    return out.div_(len(values) if equal else float(weights.sum()))
 
 
 def _slice(residual: torch.Tensor | None, a: int, b: int) -> torch.Tensor | None:

@@ -93,7 +93,11 @@ class Averager:
         if len(group.members) == 1:
             return self._record(self._outcome(round_id, group, RoundReport(contributors={0}), matchmaking))
         flat = flatten(tensors)
-        feedback = self._feedback.setdefault(schema, Feedback.zeros(flat.numel())) if self.uses_feedback else None
+        feedback = None
+        if self.uses_feedback:
+            if schema not in self._feedback:
+                self._feedback[schema] = Feedback.zeros(flat.numel())
+            feedback = self._feedback[schema]
         round_ = GroupRound(
             self._transport, group, flat, weight=weight, codec=self._codec, feedback=feedback, config=self.config,
             throughput=self._throughput,
@@ -105,7 +109,8 @@ class Averager:
             report = await round_.run()
         finally:
             del self._rounds[group.group_id]
-        unflatten(flat, tensors)
+        if flat.data_ptr() != tensors[0].data_ptr():  # not averaged in place already
+            unflatten(flat, tensors)
         outcome = self._outcome(round_id, group, report, matchmaking, round_=round_)
         return self._record(outcome)
 

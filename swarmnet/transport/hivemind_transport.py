@@ -202,8 +202,11 @@ class HivemindTransport(Transport):
             # Not chained: hivemind's failed stream_open leaves its daemon connection in the
             # traceback's frames; dropping them lets shutdown() collect and close it in time.
             raise PeerUnreachable(f"cannot open {method} on {peer_id}: {e}") from None
-        async for response in call_over_stream(reader, writer, requests, timeout, self.limits.max_message_bytes):
-            yield response
+        try:
+            async for response in call_over_stream(reader, writer, requests, timeout, self.limits.max_message_bytes):
+                yield response
+        except ConnectionError as e:  # the daemon dropped the stream: the remote peer went away mid-call
+            raise PeerUnreachable(f"{method} on {peer_id} broke: {type(e).__name__}: {e}") from None
 
     async def visible_addresses(self) -> list[str]:
         """Multiaddrs (with ``/p2p/<peer id>``) that other peers can dial."""

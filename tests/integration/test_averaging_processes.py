@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+import scripts.testbed as tb  # as a module: pytest would collect functions named test*
 from scripts.bench.swarmnet_averaging import run_swarmnet
-from scripts.testbed import TestbedConfig, testbed, testbed_unavailable
 from swarmnet.averaging import DeadlineConfig
 from swarmnet.averaging.deadlines import ThroughputModel
 
@@ -39,10 +39,10 @@ def test_three_processes_average_exactly_and_compressed() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(testbed_unavailable() is not None, reason=f"network testbed: {testbed_unavailable()}")
+@pytest.mark.skipif(tb.testbed_unavailable() is not None, reason=f"network testbed: {tb.testbed_unavailable()}")
 def test_killing_one_of_four_mid_round_leaves_the_exact_average_of_three() -> None:
     numel, rate = 5_000_000, 100.0
-    with testbed(TestbedConfig(peers=4, rate_mbit=rate, prefix="avk")) as bed:
+    with tb.testbed(tb.TestbedConfig(peers=4, rate_mbit=rate, prefix="avk")) as bed:
         report = run_swarmnet(bed.nodes, numel, 1, ["none"], warmup_rounds=0, rate_mbit=rate, victim=2)
     result = report["none"]
     assert result["max_abs_error"] < 1e-5  # the exact average of the three survivors
