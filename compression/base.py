@@ -16,7 +16,15 @@ import torch
 from swarmnet.compression.wire import DEFAULT_MAX_ELEMENTS, CodecId, Header, unpack
 from swarmnet.errors import CodecError
 
-__all__ = ["Codec", "as_bytes", "check_section_sizes", "flat_float", "section_tensor"]
+__all__ = [
+    "Codec",
+    "all_finite",
+    "as_bytes",
+    "check_section_sizes",
+    "flat_float",
+    "section_tensor",
+    "unpack_matching",
+]
 
 
 def flat_float(tensor: torch.Tensor) -> torch.Tensor:
@@ -26,6 +34,21 @@ def flat_float(tensor: torch.Tensor) -> torch.Tensor:
     if tensor.device.type != "cpu":
         raise CodecError(f"CPU codecs take CPU tensors, got one on {tensor.device}")
     return tensor.reshape(-1) if tensor.is_contiguous() else tensor.contiguous().reshape(-1)
+
+
+NON_FINITE = "payload decodes to non-finite values (NaN or Inf)"
+
+
+def all_finite(values: torch.Tensor) -> bool:
+    """Whether no element is NaN or infinite, in one cheap reduction.
+
+    ``aminmax`` propagates NaN and an infinity shows up as the min or max, so two finite extremes
+    prove every element finite; several times faster than ``isfinite().all()``.
+    """
+    if not values.numel():
+        return True
+    low, high = torch.aminmax(values)
+    return bool(torch.isfinite(low)) and bool(torch.isfinite(high))
 
 
 def as_bytes(tensor: torch.Tensor) -> memoryview:
@@ -51,6 +74,19 @@ def check_section_sizes(header: Header, sections: list[memoryview], expected: li
         raise CodecError(
             f"{header.codec.name} payload for shape {header.shape}: sections {actual}, expected {expected}"
         )
+
+
+def unpack_matching(
+    codec: Codec, payload: bytes | bytearray | memoryview, out: torch.Tensor
+) -> tuple[Header, list[memoryview]]:
+    """Unpack a payload that must be of ``codec``'s family and hold exactly ``out.numel()`` elements (the
+    checks and messages of ``Codec.decode_accumulate``)."""
+    header, sections = unpack(payload, min(out.numel(), DEFAULT_MAX_ELEMENTS))
+    if header.codec != codec.codec_id:
+        raise CodecError(f"{codec.name} cannot decode a {header.codec.name} payload")
+    if header.numel != out.numel():
+        raise CodecError(f"payload holds {header.numel} elements, the target has {out.numel()}")
+    return header, sections
 
 
 class Codec(ABC):
@@ -100,6 +136,26 @@ class Codec(ABC):
         if decoded.numel() != out.numel():
             raise CodecError(f"payload holds {decoded.numel()} elements, the target has {out.numel()}")
         out.add_(decoded.reshape(out.shape).to(out.dtype), alpha=alpha)
+
+    def decode_into(
+        self, payload: bytes | bytearray | memoryview, out: torch.Tensor, *, require_finite: bool = False
+    ) -> None:
+        """``out[...] = decode(payload)`` (cast to ``out``'s dtype); families override it to skip the temporary.
+
+        ``require_finite``: refuse (``CodecError``) a payload that decodes to NaN or Inf. On any error
+        ``out`` is left untouched.
+        """
+        decoded = self.decode(payload, max_elements=out.numel())
+        if decoded.numel() != out.numel():
+            raise CodecError(f"payload holds {decoded.numel()} elements, the target has {out.numel()}")
+        if require_finite and not all_finite(decoded):
+            raise CodecError(NON_FINITE)
+        out.copy_(decoded.reshape(out.shape))
+
+    def validate(self, payload: bytes | bytearray | memoryview, numel: int) -> None:
+        """Raise ``CodecError`` unless ``payload`` is of this family, holds ``numel`` elements and decodes to
+        finite values; families override it to check without decoding."""
+        self.decode_into(payload, torch.empty(numel), require_finite=True)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"

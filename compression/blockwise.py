@@ -29,8 +29,16 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from swarmnet.compression.base import Codec, as_bytes, check_section_sizes, flat_float, section_tensor
-from swarmnet.compression.wire import DEFAULT_MAX_ELEMENTS, Header, pack, unpack
+from swarmnet.compression.base import (
+    NON_FINITE,
+    Codec,
+    as_bytes,
+    check_section_sizes,
+    flat_float,
+    section_tensor,
+    unpack_matching,
+)
+from swarmnet.compression.wire import Header, pack
 from swarmnet.errors import CodecError
 from swarmnet.kernels.blockwise import blockwise_dequantize_accumulate, blockwise_quantize, values_numel
 
@@ -45,7 +53,6 @@ __all__ = [
     "pack_params",
     "read_block_size",
     "shares_memory",
-    "unpack_matching",
     "zeros",
 ]
 
@@ -95,6 +102,14 @@ def feedback_source(flat: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
     return torch.zeros(()).expand(flat.numel())
 
 
+def _bounded(scales: torch.Tensor, level_bound: int) -> bool:
+    """Whether ``level * scale`` is finite in fp32 for every block and every representable level."""
+    if not scales.numel():
+        return True
+    largest = float(scales.abs().max())  # NaN propagates
+    return math.isfinite(largest) and largest * level_bound <= torch.finfo(torch.float32).max
+
+
 def pack_params(block: int) -> bytes:
     """The params section: the block (or chunk) size as u32 little-endian."""
     return _PARAMS.pack(block)
@@ -125,25 +140,14 @@ def shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.numel() > 0 and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
-def unpack_matching(
-    codec: Codec, payload: bytes | bytearray | memoryview, out: torch.Tensor
-) -> tuple[Header, list[memoryview]]:
-    """Unpack a payload that must be of ``codec``'s family and hold exactly ``out.numel()`` elements (the
-    checks and messages of ``Codec.decode_accumulate``)."""
-    header, sections = unpack(payload, min(out.numel(), DEFAULT_MAX_ELEMENTS))
-    if header.codec != codec.codec_id:
-        raise CodecError(f"{codec.name} cannot decode a {header.codec.name} payload")
-    if header.numel != out.numel():
-        raise CodecError(f"payload holds {header.numel} elements, the target has {out.numel()}")
-    return header, sections
-
-
 class ScaledBlocksCodec(Codec):
     """Codecs whose payload is [params, one fp32 scale per block, values]: int8, int4 and sign1bit.
 
     Decoding is the same for all of them: validate every section size (before allocating anything), then let
     the family's dequantize-accumulate kernel add the decoded values into an fp32 target.
     """
+
+    level_bound: ClassVar[int]  # the largest |level| a values section can hold (a decoded value is level * scale)
 
     @classmethod
     @abstractmethod
@@ -181,6 +185,38 @@ class ScaledBlocksCodec(Codec):
             return
         block, scales, values = self._validated(header, sections)
         self._accumulate(out, values, scales, block, alpha)
+
+    def decode_into(
+        self, payload: bytes | bytearray | memoryview, out: torch.Tensor, *, require_finite: bool = False
+    ) -> None:
+        """``out[...] = decode(payload)``: zero, then the kernel's accumulate (no full-size temporary).
+
+        Finiteness is decided from the scales alone: every value is a stored level times its block's
+        scale, and no level exceeds ``level_bound`` in magnitude, whatever a sender put in the bytes.
+        """
+        if not fused_target(out):
+            super().decode_into(payload, out, require_finite=require_finite)
+            return
+        header, sections = unpack_matching(self, payload, out)
+        if header.dtype != torch.float32:  # values are rounded to the payload's dtype, which may overflow
+            super().decode_into(payload, out, require_finite=require_finite)
+            return
+        block, scales, values = self._validated(header, sections)  # every check before out is touched
+        if require_finite and not _bounded(scales, self.level_bound):
+            raise CodecError(NON_FINITE)
+        out.zero_()
+        self._accumulate(out, values, scales, block, 1.0)
+
+    def validate(self, payload: bytes | bytearray | memoryview, numel: int) -> None:
+        """Check the framing and the scales (which decide finiteness, see ``decode_into``); nothing decoded."""
+        target = torch.empty(numel, device="meta")  # only its size is looked at
+        header, sections = unpack_matching(self, payload, target)
+        if header.dtype != torch.float32:
+            super().validate(payload, numel)
+            return
+        _, scales, _ = self._validated(header, sections)
+        if not _bounded(scales, self.level_bound):
+            raise CodecError(NON_FINITE)
 
 
 class BlockwiseCodec(ScaledBlocksCodec):

@@ -6,8 +6,18 @@ from typing import ClassVar
 
 import torch
 
-from swarmnet.compression.base import Codec, as_bytes, check_section_sizes, flat_float, section_tensor
+from swarmnet.compression.base import (
+    NON_FINITE,
+    Codec,
+    all_finite,
+    as_bytes,
+    check_section_sizes,
+    flat_float,
+    section_tensor,
+    unpack_matching,
+)
 from swarmnet.compression.wire import CodecId, Header, pack
+from swarmnet.errors import CodecError
 
 __all__ = ["BFloat16Codec", "Float16Codec", "NoneCodec"]
 
@@ -37,6 +47,35 @@ class _CastCodec(Codec):
         wire_dtype = header.dtype if cls.wire_dtype is None else cls.wire_dtype
         check_section_sizes(header, sections, [header.numel * wire_dtype.itemsize])
         return _from_bytes(sections[0], wire_dtype, header.dtype, header.shape)
+
+    def decode_accumulate(
+        self, payload: bytes | bytearray | memoryview, out: torch.Tensor, alpha: float = 1.0
+    ) -> None:
+        """``out += alpha * decode(payload)`` straight from the payload's bytes (no decoded copy)."""
+        out.add_(self._wire_view(payload, out), alpha=alpha)
+
+    def decode_into(
+        self, payload: bytes | bytearray | memoryview, out: torch.Tensor, *, require_finite: bool = False
+    ) -> None:
+        """``out[...] = decode(payload)`` straight from the payload's bytes (no decoded copy)."""
+        view = self._wire_view(payload, out)
+        if require_finite and not all_finite(view):
+            raise CodecError(NON_FINITE)
+        out.copy_(view)
+
+    def validate(self, payload: bytes | bytearray | memoryview, numel: int) -> None:
+        """Check the framing and that every value is finite, reading the payload once (nothing decoded)."""
+        if not all_finite(self._wire_view(payload, torch.empty(numel, device="meta"))):
+            raise CodecError(NON_FINITE)
+
+    def _wire_view(self, payload: bytes | bytearray | memoryview, out: torch.Tensor) -> torch.Tensor:
+        """The payload's values as a read-only tensor shaped like ``out``, after every check ``decode`` makes."""
+        header, sections = unpack_matching(self, payload, out)
+        wire_dtype = header.dtype if self.wire_dtype is None else self.wire_dtype
+        check_section_sizes(header, sections, [header.numel * wire_dtype.itemsize])
+        view = section_tensor(sections[0], wire_dtype).view(out.shape)
+        # decode() rounds to the payload's dtype first; so must we, for the same values.
+        return view if self.wire_dtype is None or header.dtype == wire_dtype else view.to(header.dtype)
 
     def estimated_ratio(self, numel: int, dtype: torch.dtype = torch.float32) -> float:
         """Exact: the wire dtype's size over the input's."""

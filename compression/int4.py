@@ -28,6 +28,7 @@ class Int4Codec(BlockwiseCodec):
     codec_id = CodecId.INT4
     bits = 4
     qmax = 7
+    level_bound = 8  # a nibble decodes to -8..7
     _values_dtype = torch.uint8
 
     def __init__(self, name: str, block_size: int = 1024) -> None:

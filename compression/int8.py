@@ -25,6 +25,7 @@ class Int8Codec(BlockwiseCodec):
     codec_id = CodecId.INT8
     bits = 8
     qmax = 127
+    level_bound = 128  # a sender may store -128
     _values_dtype = torch.int8
 
     def __init__(self, name: str, block_size: int = 4096) -> None:

@@ -41,6 +41,7 @@ class Sign1BitCodec(ScaledBlocksCodec):
     """
 
     codec_id = CodecId.SIGN1
+    level_bound = 1  # values decode to +-scale
 
     def __init__(self, name: str, chunk_size: int = 4096) -> None:
         if not 1 <= chunk_size <= MAX_BLOCK:

@@ -24,9 +24,9 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Collection, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -35,15 +35,18 @@ from swarmnet.averaging.deadlines import Arrivals, ThroughputModel
 from swarmnet.averaging.group import Group, partition
 from swarmnet.averaging.inbox import Inbox
 from swarmnet.averaging.messages import DataHeader, Kind, Reply, decode_message, encode_message, method_name
-from swarmnet.averaging.robust import AggregationConfig, aggregate
-from swarmnet.averaging.vectors import Feedback, Range, chunk_bounds, decode_chunk, encode_chunk
-from swarmnet.compression import Codec
+from swarmnet.averaging.reducer import RangeReducer
+from swarmnet.averaging.vectors import Feedback, Range, chunk_bounds, encode_chunk
+from swarmnet.clock import VirtualTimeLoop
+from swarmnet.compression import Codec, NoneCodec
 from swarmnet.errors import CodecError, SwarmnetError, TransportError
 from swarmnet.transport.base import Transport
 
 __all__ = ["GroupRound", "RoundReport"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _ATTEMPTS = 3  # tries per chunked message: a stream can break under load without the peer being gone
 _HEADER_OVERHEAD = 400  # bytes of framing per message, for the sparse mode choice
@@ -84,8 +87,10 @@ class GroupRound:
         self._stream_method = method_name(group.run, "stream")
         self._transport, self._feedback, self._config, self._throughput = transport, feedback, config, throughput
         self._ratio = codec.estimated_ratio(max(1, flat.numel()))
-        # x: what this peer contributes (its values plus what compression dropped last time).
-        self._x = flat + feedback.sent if feedback is not None else flat
+        # What this peer sent each reducer in the first pass, kept (with error feedback) to rebuild its
+        # contribution to the parts of reducers that die; see ``_recovered``.
+        self._first_parts: dict[int, tuple[list[Range], list[bytes]]] = {}
+        self._recovered: list[tuple[int, torch.Tensor]] = []
         max_chunks = len(chunk_bounds([(0, flat.numel())], config.chunk_elements)) + len(group.members)
         self.inbox = Inbox(config.deadlines, max_chunks)
         self.report = RoundReport()
@@ -115,6 +120,8 @@ class GroupRound:
             logger.info("round %s: re-reducing %d orphaned ranges", self.group.round_id, len(orphans))
             again = _split(orphans, survivors)
             started = asyncio.get_running_loop().time()
+            if self._feedback is not None and self.me in contributors:
+                await _off_loop(self._recover_contributions, orphans)
             recovered, reporters, missing = await self._reduce_pass(1, again, contributors)
             self.report.phase_seconds["recovery"] = asyncio.get_running_loop().time() - started
             lost = {r for r in again if r not in reporters or r in missing}
@@ -147,20 +154,20 @@ class GroupRound:
         loop = asyncio.get_running_loop()
         started = loop.time()
         mine = chunk_bounds(assignment.get(self.me, []), self._config.chunk_elements)
-        sends = asyncio.ensure_future(_together(self._send_parts(pass_no, assignment, senders)))
-        accepted: dict[int, tuple[float, list[torch.Tensor]]] = {}
+        encoded = loop.create_future()
+        sends = asyncio.ensure_future(self._send_parts(pass_no, assignment, senders, encoded))
+        reducer = RangeReducer(self.codec, mine, self._config.aggregation) if mine else None
         received_before = self.inbox.bytes_received
-        if mine:
-            arrivals = self.inbox.arrivals("part", pass_no)
-            arrivals.expect(senders - {self.me}, self.report.failed)
-            inbound = (len(senders) - 1) * 4 * self._ratio * sum(b - a for a, b in mine)
-            arrived = await self._await(arrivals, *self._wait_for(inbound))
-            self._throughput.observe(self.inbox.bytes_received - received_before, loop.time() - started)
-            accepted = self._accept("part", pass_no, arrived, mine)
+        if reducer is not None:
             if self.me in senders:
-                accepted[self.me] = (self.weight, [self._x[a:b] for a, b in mine])
+                reducer.add_values(self.me, self.weight, await _off_loop(self._own_values, pass_no, mine))
+            inbound = (len(senders) - 1) * 4 * self._ratio * sum(b - a for a, b in mine)
+            await self._receive("part", pass_no, senders - {self.me}, inbound,
+                                lambda sender: self._accept("part", pass_no, sender, reducer))  # fmt: skip
+            self._throughput.observe(self.inbox.bytes_received - received_before, loop.time() - started)
         self._phase(pass_no, "reduce_scatter", started)
         started = loop.time()
+        accepted = reducer.accepted if reducer is not None else set()
         tallies = await self._tally(pass_no, sorted(accepted) if mine else None, set(assignment), biggest=assignment)
         await _finish(sends, self._throughput.timeout(0))
         reporters = set(tallies) | ({self.me} if mine else set())
@@ -168,81 +175,140 @@ class GroupRound:
         for tally in tallies.values():
             contributors &= set(tally)
         if mine:
-            contributors &= set(accepted)
+            contributors &= accepted
         self._phase(pass_no, "tally", started)
         started = loop.time()
         results = []
-        if mine:
-            payloads = self._reduce(mine, accepted, contributors)
+        if reducer is not None:
+            payloads = await _off_loop(self._reduce, mine, reducer, contributors)
             results = [self._send_all(r, "result", pass_no, payloads, contributors) for r in self._others()]
         sending = asyncio.ensure_future(_together(results))
+        await encoded  # nothing may overwrite a range while our part of it is still being encoded
         missing = await self._collect_results(pass_no, assignment, reporters, contributors)
         await _finish(sending, self._throughput.timeout(0))
         self._phase(pass_no, "all_gather", started)
         self.inbox.drop("part", pass_no)
         return contributors, reporters, missing
 
-    def _send_parts(
-        self, pass_no: int, assignment: dict[int, list[Range]], senders: set[int]
-    ) -> list[Coroutine[Any, Any, None]]:
-        if self.me not in senders:
-            return []
+    async def _send_parts(
+        self, pass_no: int, assignment: dict[int, list[Range]], senders: set[int], encoded: asyncio.Future[None]
+    ) -> None:
+        """Encode our part for each other reducer in turn order and send it at once, while the next encodes."""
         sends = []
-        residual = self._feedback.sent if self._feedback is not None else None
-        for reducer, spans in sorted(assignment.items(), key=lambda item: self._turn(item[0])):
-            chunks = chunk_bounds(spans, self._config.chunk_elements)
-            if reducer == self.me:
-                if residual is not None:
-                    for a, b in chunks:
-                        residual[a:b].zero_()  # our own part is used exactly: nothing is lost
-                continue
-            payloads = [encode_chunk(self.codec, self._x[a:b], _slice(residual, a, b), fresh=True) for a, b in chunks]
-            sends.append(self._send_all(reducer, "part", pass_no, payloads))
-        return sends
+        try:
+            if self.me in senders:
+                for reducer, spans in sorted(assignment.items(), key=lambda item: self._turn(item[0])):
+                    if reducer != self.me:
+                        chunks = chunk_bounds(spans, self._config.chunk_elements)
+                        payloads = await _off_loop(self._encode_range, pass_no, reducer, chunks)
+                        sends.append(asyncio.ensure_future(self._send_all(reducer, "part", pass_no, payloads)))
+        finally:
+            encoded.set_result(None)
+        await _together(sends)
 
-    def _reduce(
-        self, mine: list[Range], accepted: dict[int, tuple[float, list[torch.Tensor]]], contributors: set[int]
-    ) -> list[bytes]:
-        order = sorted(contributors)
-        weights = torch.tensor([accepted[i][0] for i in order], dtype=torch.float32)
+    def _encode_range(self, pass_no: int, reducer: int, chunks: list[Range]) -> list[bytes]:
+        payloads = [self._encode_part(pass_no, a, b) for a, b in chunks]
+        if pass_no == 0 and self._feedback is not None:
+            self._first_parts[reducer] = (chunks, payloads)
+        return payloads
+
+    def _encode_part(self, pass_no: int, a: int, b: int) -> bytes:
+        """Our contribution to ``[a, b)`` on the wire: values plus the error carried from last time."""
+        if self._feedback is None:
+            return self.codec.encode(self.flat[a:b])
+        residual = self._feedback.sent[a:b]
+        if pass_no == 0:  # the fused kernels encode flat + residual and leave the new error in residual
+            return self.codec.encode_with_feedback(self.flat[a:b], residual)
+        return encode_chunk(self.codec, self._recovered_values(a, b), residual, fresh=True)
+
+    def _own_values(self, pass_no: int, chunks: list[Range]) -> list[torch.Tensor]:
+        """Our exact contribution to our own chunks (copies: the range is overwritten by its result)."""
+        values = []
+        for a, b in chunks:
+            if self._feedback is None:
+                values.append(self.flat[a:b].clone())
+                continue
+            residual = self._feedback.sent[a:b]
+            values.append(self.flat[a:b] + residual if pass_no == 0 else self._recovered_values(a, b).clone())
+            residual.zero_()  # our own part is used exactly: nothing is lost
+        return values
+
+    def _recover_contributions(self, orphans: list[Range]) -> None:
+        """Rebuild our first-pass contribution to orphaned ranges (their reducer died): what we sent them,
+        decoded, plus what compression dropped from it (the residual holds exactly that now)."""
+        assert self._feedback is not None
+        for chunks, payloads in self._first_parts.values():
+            lo, hi = chunks[0][0], chunks[-1][1]
+            if (lo, hi) not in orphans:
+                continue
+            values = torch.empty(hi - lo)
+            for (a, b), payload in zip(chunks, payloads, strict=True):
+                self.codec.decode_into(payload, values[a - lo : b - lo])
+            self._recovered.append((lo, values.add_(self._feedback.sent[lo:hi])))
+
+    def _recovered_values(self, a: int, b: int) -> torch.Tensor:
+        for lo, values in self._recovered:
+            if lo <= a and b <= lo + values.numel():
+                return values[a - lo : b - lo]
+        raise AssertionError(f"no recovered contribution covers [{a}, {b})")  # ranges are sub-ranges of orphans
+
+    def _reduce(self, mine: list[Range], reducer: RangeReducer, contributors: set[int]) -> list[bytes]:
+        """Our range's results on the wire (error feedback at the reducer); ``flat`` gets what others decode."""
         residual = self._feedback.reduced if self._feedback is not None else None
         payloads = []
         for j, (a, b) in enumerate(mine):
-            if not order:  # nobody left to average: keep our own values for this range
+            if not contributors:  # nobody left to average: keep our own values for this range
                 payloads.append(self.codec.encode(self.flat[a:b]))
                 continue
-            result = _combine([accepted[i][1][j] for i in order], weights, self._config.aggregation)
+            result = reducer.result(j, contributors)
             payload = encode_chunk(self.codec, result, _slice(residual, a, b), fresh=False)
-            self.flat[a:b].copy_(decode_chunk(payload, b - a))  # what everyone else will decode
+            if isinstance(self.codec, NoneCodec):
+                self.flat[a:b].copy_(result)  # lossless: exactly what the others decode
+            else:
+                self.codec.decode_into(payload, self.flat[a:b])
             payloads.append(payload)
         return payloads
 
     async def _collect_results(
         self, pass_no: int, assignment: dict[int, list[Range]], reporters: set[int], contributors: set[int]
     ) -> set[int]:
-        """Write the reducers' results into ``flat``; return the reducers whose result is missing or bad."""
-        missing = set()
-        arrivals = self.inbox.arrivals("result", pass_no)
-        arrivals.expect(reporters - {self.me}, self.report.failed)
+        """Write the reducers' results into ``flat`` as they come; return the reducers whose result is
+        missing or bad (their ranges keep our own values)."""
+        applied: set[int] = set()
+
+        def apply(reducer: int) -> None:
+            if reducer in reporters and self._apply_result(pass_no, assignment[reducer], reducer, contributors):
+                applied.add(reducer)
+
         inbound = 4 * self._ratio * sum(hi - lo for r in reporters - {self.me} for lo, hi in assignment[r])
-        arrived = await self._await(arrivals, *self._wait_for(inbound))
-        for reducer in sorted(reporters - {self.me}):
-            chunks = chunk_bounds(assignment[reducer], self._config.chunk_elements)
-            message = self.inbox.get("result", pass_no, reducer) if reducer in arrived else None
-            try:
-                if message is None or message.chunks != len(chunks):
-                    raise CodecError("no result" if message is None else f"{message.chunks} chunks, not {len(chunks)}")
-                decoded = [decode_chunk(p, b - a) for p, (a, b) in zip(message.ordered(), chunks, strict=True)]
-            except CodecError as e:
-                logger.warning("result of reducer %s unusable: %s", self.group.members[reducer], e)
-                missing.add(reducer)
-                continue
-            if set(message.contributors) != contributors:
-                self.report.consistent = False
-            for tensor, (a, b) in zip(decoded, chunks, strict=True):
-                self.flat[a:b].copy_(tensor)
+        await self._receive("result", pass_no, reporters - {self.me}, inbound, apply)
         self.inbox.drop("result", pass_no)
+        missing = reporters - {self.me} - applied
+        for reducer in missing:
+            if reducer not in self.report.failed:
+                logger.warning("round %s: no usable result from reducer %s", self.group.round_id,
+                               self.group.members[reducer])  # fmt: skip
         return missing
+
+    def _apply_result(self, pass_no: int, spans: list[Range], reducer: int, contributors: set[int]) -> bool:
+        """Decode one reducer's result into ``flat``, after checking every chunk of it (a bad one must
+        leave our own values untouched); whether it was usable."""
+        chunks = chunk_bounds(spans, self._config.chunk_elements)
+        message = self.inbox.get("result", pass_no, reducer)
+        try:
+            if message is None or message.chunks != len(chunks):
+                raise CodecError("no result" if message is None else f"{message.chunks} chunks, not {len(chunks)}")
+            payloads = message.ordered()
+            for payload, (a, b) in zip(payloads, chunks, strict=True):
+                self.codec.validate(payload, b - a)
+        except CodecError as e:
+            logger.warning("result of reducer %s unusable: %s", self.group.members[reducer], e)
+            return False
+        if set(message.contributors) != contributors:
+            self.report.consistent = False
+        for payload, (a, b) in zip(payloads, chunks, strict=True):
+            self.codec.decode_into(payload, self.flat[a:b])
+        return True
 
     # -- sparse all-gather mode ----------------------------------------------------------------
 
@@ -250,49 +316,63 @@ class GroupRound:
         loop = asyncio.get_running_loop()
         started = loop.time()
         chunks = chunk_bounds([(0, self.flat.numel())], self._config.chunk_elements)
-        residual = self._feedback.sent if self._feedback is not None else None
-        payloads = [encode_chunk(self.codec, self._x[a:b], _slice(residual, a, b), fresh=True) for a, b in chunks]
+        payloads = await _off_loop(lambda: [self._encode_part(0, a, b) for a, b in chunks])
         sends = asyncio.ensure_future(_together([self._send_all(r, "gather", 0, payloads) for r in self._others()]))
-        arrivals = self.inbox.arrivals("gather", 0)
-        arrivals.expect(members - {self.me}, self.report.failed)
+        reducer = RangeReducer(self.codec, chunks, self._config.aggregation)
+        reducer.add_payloads(self.me, self.weight, payloads)  # the exact sparse values the others get
         inbound = (len(members) - 1) * sum(len(p) for p in payloads)
-        arrived = await self._await(arrivals, *self._wait_for(inbound))
-        accepted = self._accept("gather", 0, arrived, chunks)
-        accepted[self.me] = (self.weight, [decode_chunk(p, b - a) for p, (a, b) in zip(payloads, chunks, strict=True)])
+        await self._receive("gather", 0, members - {self.me}, inbound,
+                            lambda sender: self._accept("gather", 0, sender, reducer))  # fmt: skip
         self._phase(0, "all_gather", started)
         started = loop.time()
-        tallies = await self._tally(0, sorted(accepted), members, biggest=None)
+        tallies = await self._tally(0, sorted(reducer.accepted), members, biggest=None)
         await _finish(sends, self._throughput.timeout(0))
-        contributors = set(accepted) & (set(tallies) | {self.me})
+        contributors = reducer.accepted & (set(tallies) | {self.me})
         for tally in tallies.values():
             contributors &= set(tally)
         self.report.contributors = contributors
         self._phase(0, "tally", started)
-        order = sorted(contributors)
-        weights = torch.tensor([accepted[i][0] for i in order], dtype=torch.float32)
         for j, (a, b) in enumerate(chunks):
-            self.flat[a:b].copy_(_combine([accepted[i][1][j] for i in order], weights, self._config.aggregation))
+            self.flat[a:b].copy_(reducer.result(j, contributors))
         self.inbox.drop("gather", 0)
 
     # -- shared steps --------------------------------------------------------------------------
 
-    def _accept(
-        self, kind: Kind, pass_no: int, arrived: set[int], chunks: list[Range]
-    ) -> dict[int, tuple[float, list[torch.Tensor]]]:
-        accepted = {}
-        for sender in sorted(arrived):
-            message = self.inbox.get(kind, pass_no, sender)
-            try:
-                if message is None or message.chunks != len(chunks):
-                    raise CodecError(f"sent {message and message.chunks} chunks, expected {len(chunks)}")
-                decoded = [decode_chunk(p, b - a) for p, (a, b) in zip(message.ordered(), chunks, strict=True)]
-            except CodecError as e:
-                peer = self.group.members[sender]
-                logger.warning("round %s: rejected the contribution of %s: %s", self.group.round_id, peer, e)
-                self.report.rejected[sender] = str(e)
-                continue
-            accepted[sender] = (message.weight, decoded)
-        return accepted
+    def _accept(self, kind: Kind, pass_no: int, sender: int, reducer: RangeReducer) -> None:
+        """Hand a complete contribution to ``reducer``; name its sender in the report if it is refused."""
+        message = self.inbox.get(kind, pass_no, sender)
+        reason = "incomplete message" if message is None else reducer.add_payloads(
+            sender, message.weight, message.ordered()
+        )  # fmt: skip
+        if reason is not None:
+            peer = self.group.members[sender]
+            logger.warning("round %s: rejected the contribution of %s: %s", self.group.round_id, peer, reason)
+            self.report.rejected[sender] = reason
+
+    async def _receive(
+        self, kind: Kind, pass_no: int, expected: set[int], inbound: float, handle: Callable[[int], None]
+    ) -> set[int]:
+        """Wait for the messages of a slot (adaptive deadline, straggler cutoff, liveness probes), handing
+        each complete one to ``handle`` in a worker thread as soon as it arrives, so decoding overlaps
+        with the transfers still going on; return the senders handled."""
+        arrivals = self.inbox.arrivals(kind, pass_no)
+        arrivals.expect(expected, self.report.failed)
+        queue = self.inbox.completions(kind, pass_no)
+        handled: set[int] = set()
+
+        async def consume() -> None:
+            while (sender := await queue.get()) is not None:
+                if sender in expected and sender not in handled:
+                    handled.add(sender)
+                    await _off_loop(handle, sender)
+
+        consumer = asyncio.ensure_future(consume())
+        try:
+            await self._await(arrivals, *self._wait_for(inbound))
+        finally:
+            queue.put_nowait(None)  # stop after what has arrived: a handler is never cut off midway
+            await consumer
+        return handled
 
     async def _tally(
         self, pass_no: int, accepted: list[int] | None, reducers: set[int], *, biggest: dict[int, list[Range]] | None
@@ -442,7 +522,7 @@ def _split(spans: list[Range], reducers: list[int]) -> dict[int, list[Range]]:
     return {r: s for r, s in assignment.items() if s}
 
 
-async def _together(sends: list[Coroutine[Any, Any, None]]) -> None:
+async def _together(sends: Sequence[Awaitable[None]]) -> None:
     """Run sends concurrently (measured faster than one after another: CPU and links overlap).
 
     A send that fails unexpectedly is logged; it never stops the others or the round.
@@ -452,15 +532,13 @@ async def _together(sends: list[Coroutine[Any, Any, None]]) -> None:
             logger.warning("a send failed unexpectedly: %r", result)
 
 
-def _combine(values: list[torch.Tensor], weights: torch.Tensor, config: AggregationConfig) -> torch.Tensor:
-    """Aggregate contributions; the plain mean is a float32 running sum (no [k, n] copy), robust rules stack."""
-    if config.rule != "mean":
-        return aggregate(torch.stack(values), weights, config)
-    equal = bool((weights == weights[0]).all())
-    out = values[0].clone() if equal else values[0] * float(weights[0])
-    for value, weight in zip(values[1:], weights[1:].tolist(), strict=True):
-        out.add_(value, alpha=1.0 if equal else weight)
-    return out.div_(len(values) if equal else float(weights.sum()))
+async def _off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """Run tensor work in a worker thread (torch releases the GIL), so the event loop keeps reading the
+    sockets meanwhile and links do not stall while a peer encodes or decodes. Under a virtual clock
+    (simulations) it runs inline: time there only passes while the loop waits, never during work."""
+    if isinstance(asyncio.get_running_loop(), VirtualTimeLoop):
+        return fn(*args)
+    return await asyncio.to_thread(fn, *args)
 
 
 def _slice(residual: torch.Tensor | None, a: int, b: int) -> torch.Tensor | None:

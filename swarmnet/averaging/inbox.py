@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from swarmnet.averaging.config import DeadlineConfig
@@ -46,6 +47,7 @@ class Inbox:
         self._max_chunks = max_chunks
         self._messages: dict[Slot, dict[int, Message]] = {}
         self._arrivals: dict[Slot, Arrivals] = {}
+        self._completions: dict[Slot, asyncio.Queue[int | None]] = {}
         self.bytes_received = 0
 
     def arrivals(self, kind: str, pass_no: int) -> Arrivals:
@@ -55,6 +57,10 @@ class Inbox:
             factor = float("inf") if kind == "tally" else self._deadlines.straggler_factor
             self._arrivals[slot] = Arrivals(factor=factor, grace=self._deadlines.straggler_grace)
         return self._arrivals[slot]
+
+    def completions(self, kind: str, pass_no: int) -> asyncio.Queue[int | None]:
+        """Senders whose message of a slot is complete, in order of completion (from before any wait, too)."""
+        return self._completions.setdefault((kind, pass_no), asyncio.Queue())
 
     def put(self, sender: int, header: DataHeader, payload: memoryview) -> None:
         """Store one chunk; ``ProtocolError`` if it contradicts what the sender sent before."""
@@ -79,6 +85,7 @@ class Inbox:
         self.bytes_received += len(payload)
         if len(message.payloads) == message.chunks:
             self.arrivals(header.kind, header.pass_no).arrive(sender)
+            self.completions(header.kind, header.pass_no).put_nowait(sender)
 
     def get(self, kind: str, pass_no: int, sender: int) -> Message | None:
         """The complete message of ``sender`` in a slot, or ``None``."""

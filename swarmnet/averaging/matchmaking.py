@@ -2,15 +2,18 @@
 
 Each peer that wants to average round ``r`` of run ``R`` stores a signed ``GroupJoin`` record
 under ``swarmnet/v1/avg/R/r/<schema>`` (one subkey per peer), then polls that key. The peers it
-sees, sorted by id, are split evenly into groups of at most ``target_group_size``; the first peer
-of each split is its leader. A leader closes its group when it is full, or after ``min_wait``
-with at least ``min_group_size`` peers, in two steps over RPC:
+sees, sorted by id, are cut evenly into runs of consecutive ids of at most ``target_group_size``;
+the first free peer of each run is its leader. Peers already grouped (they re-announce with
+``grouped=True``) stay in the cut, so the runs do not move as other groups close; when too few of
+a peer's run are still free, the free peers are cut among themselves instead. A leader closes
+its group when it is full, or after ``min_wait`` with at least ``min_group_size`` peers, and
+only once its run looked the same on two polls in a row, in two steps over RPC:
 
 1. ``propose``: each member accepts unless it already belongs to a group of that round or is
    reserved by another leader (it then stays reserved until a commit, an abort or a timeout);
 2. ``commit``: the final member list (those who accepted) goes to every accepted member.
 
-Views of the DHT may differ (a late peer with a low id shifts the splits), but a peer accepts one
+Views of the DHT may differ (a late peer with a low id shifts the runs), but a peer accepts one
 leader at a time and joins one group per round, so groups never overlap; a peer left out waits
 until ``timeout`` and then the caller moves to the next round. RPC callers are authenticated by
 the transport, so only the leader that reserved a peer can commit it.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import secrets
@@ -62,7 +66,8 @@ class _Seeking:
     group_id: str | None = None
     reserved_until: float = 0.0
     refusals: dict[str, str] = field(default_factory=dict)  # peers to skip this round, and why
-    leader_ready_since: dict[str, float] = field(default_factory=dict)
+    last_run: list[str] = field(default_factory=list)  # our run as our previous poll saw it
+    watched: tuple[str, float] | None = None  # the leader we wait for, and since when it is ready
 
 
 class Matchmaker:
@@ -116,7 +121,8 @@ class Matchmaker:
         finally:
             del self._seeking[key]
             if state.committed.done():
-                # Tell late pollers we are taken, so they split the remaining peers among themselves.
+                # Tell pollers we are taken: leaders skip us, and late peers whose run is used up
+                # then cut the free peers among themselves.
                 grouped = GroupJoin(bandwidth_mbps=bandwidth_mbps, grouped=True)
                 task = asyncio.create_task(self._announce(dht_key, grouped, expires_at + 1.0))
                 self._background.add(task)
@@ -133,19 +139,19 @@ class Matchmaker:
                 logger.warning("could not store our join record under %s; others may not see it", dht_key)
         return expires_at
 
-    async def _candidates(self, dht_key: str) -> dict[str, float]:
+    async def _candidates(self, dht_key: str) -> tuple[dict[str, float], set[str]]:
+        """The peers still looking (with their bandwidths, us included) and those already grouped."""
         now = self._transport.clock.time()
-        found = {self._identity.peer_id: self._own_bandwidth}
+        found, grouped = {self._identity.peer_id: self._own_bandwidth}, set()
         for subkey, stored in (await self._transport.get(dht_key)).items():
             record = self._verified(dht_key, subkey, stored.value, now)
-            if (
-                record is not None
-                and record.peer_id == subkey
-                and record.expires_at > now
-                and not record.payload.grouped
-            ):
+            if record is None or record.peer_id != subkey or record.expires_at <= now:
+                continue
+            if record.payload.grouped:
+                grouped.add(subkey)
+            else:
                 found[subkey] = record.payload.bandwidth_mbps
-        return found
+        return found, grouped
 
     def _verified(self, dht_key: str, subkey: str | None, value: bytes, now: float) -> Record[GroupJoin] | None:
         """Verify a join record once: we poll the same records many times while waiting."""
@@ -158,30 +164,64 @@ class Matchmaker:
         return self._verified_cache[cache_key]
 
     async def _maybe_lead(self, state: _Seeking, dht_key: str, elapsed: float) -> Group | None:
-        candidates = await self._candidates(dht_key)
-        # Peers that refused us this round are skipped: they are busy with another leader.
-        ids = sorted({p for p in candidates if p not in state.refusals} | {self._identity.peer_id})
-        splits = max(1, math.ceil(len(ids) / self.config.target_group_size))
-        mine = next(chunk for chunk in (ids[i::splits] for i in range(splits)) if self._identity.peer_id in chunk)
+        candidates, grouped = await self._candidates(dht_key)
+        mine = self._my_run(state, candidates, grouped)
+        settled = self._settled(state, mine, elapsed)
         full = len(mine) >= self.config.target_group_size
         ready = full or (elapsed >= self.config.min_wait and len(mine) >= self.config.min_group_size)
         if mine[0] != self._identity.peer_id:
-            if ready:
-                self._watch_leader(state, mine[0])
+            self._watch_leader(state, mine[0] if ready else None)
             return None
-        if not ready or state.reserved_by is not None or state.committed.done():
+        state.watched = None
+        if not ready or not settled or state.reserved_by is not None or state.committed.done():
             return None
         if len(mine) == 1:
             return self._finish(state, (self._identity.peer_id,), candidates)
         return await self._lead(state, mine, candidates)
 
-    def _watch_leader(self, state: _Seeking, leader: str) -> None:
-        """Skip a leader that should have proposed by now: it may have died with its record still live."""
+    def _my_run(self, state: _Seeking, looking: dict[str, float], grouped: set[str]) -> list[str]:
+        """The free peers of our run, sorted: the first one leads.
+
+        Everyone who announced, grouped or not, is cut into runs: those are the same for every
+        peer however late the grouped markers of other groups reach it. A peer that refused us
+        or a leader that never proposed is only skipped within our run, not taken out of the cut,
+        which would shift the runs behind it in our view alone. When too few of our run are still
+        free (we came late, or our run was grouped without us), the free peers are cut among
+        themselves instead.
+        """
+        me, target = self._identity.peer_id, self.config.target_group_size
+        free = {p for p in looking if p not in state.refusals} | {me}
+        mine = [p for p in _run_of(me, sorted(set(looking) | grouped | {me}), target) if p in free]
+        if len(mine) < self.config.min_group_size:
+            mine = _run_of(me, sorted(free), target)
+        return mine
+
+    def _settled(self, state: _Seeking, mine: list[str], elapsed: float) -> bool:
+        """Whether our run is the one our previous poll saw, so that we may lead it.
+
+        Records stored at the same moment reach the DHT at different times. A leader that
+        proposed on a partial view would reserve peers that the full view puts in other runs;
+        their leaders would then close short groups and strand a remainder below
+        ``min_group_size``. A run that never settles (peers arriving all the time) must not
+        starve the round, hence the cut-off.
+        """
+        settled = mine == state.last_run or elapsed >= self.config.timeout / 2
+        state.last_run = mine
+        return settled
+
+    def _watch_leader(self, state: _Seeking, leader: str | None) -> None:
+        """Skip a leader that should have proposed by now: it may have died with its record still live.
+
+        The clock runs only while the same leader is ready in our view without a proposal of its
+        own: a leader we saw ready once in a partial view must not be judged on that later.
+        """
         now = asyncio.get_running_loop().time()
-        since = state.leader_ready_since.setdefault(leader, now)
-        if now - since > 2 * self.config.request_timeout:
+        if leader is None or state.watched is None or state.watched[0] != leader:
+            state.watched = None if leader is None else (leader, now)
+        elif now - state.watched[1] > 2 * self.config.request_timeout:
             logger.info("leader %s never proposed; looking past it", leader)
             state.refusals[leader] = "silent leader"
+            state.watched = None
 
     async def _lead(self, state: _Seeking, members: list[str], bandwidths: dict[str, float]) -> Group | None:
         state.leading = True
@@ -238,6 +278,7 @@ class Matchmaker:
         if state is None or reason:
             return encode_message(Reply(ok=False, reason=reason))
         state.reserved_by, state.group_id = caller, proposal.group_id
+        state.watched = None  # whoever we were waiting for, a leader is talking to us
         state.reserved_until = asyncio.get_running_loop().time() + 3 * self.config.request_timeout
         return encode_message(Reply(ok=True))
 
@@ -267,3 +308,17 @@ class Matchmaker:
         self._recent.append(commit.group_id)
         state.committed.set_result(Group(commit.group_id, run, round_id, members, bandwidths))
         return encode_message(Reply(ok=True))
+
+
+def _run_of(peer: str, ids: list[str], target: int) -> list[str]:
+    """The run of ``peer`` when sorted ``ids`` are cut into ``ceil(n / target)`` runs, longer runs first.
+
+    Runs of consecutive ids, not interleaved slices: when a group closes and its members drop
+    out of the free peers, every other run stays as it was (the sizes keep their longer-first
+    pattern), and a late peer with a low id moves only the runs after it.
+    """
+    count = max(1, math.ceil(len(ids) / target))
+    base, extra = divmod(len(ids), count)
+    bounds = [i * base + min(i, extra) for i in range(count + 1)]
+    index = ids.index(peer)
+    return next(ids[start:end] for start, end in itertools.pairwise(bounds) if index < end)

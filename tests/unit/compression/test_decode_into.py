@@ -1,0 +1,44 @@
+"""``decode_into`` and ``decode_accumulate`` agree with ``decode`` for every registered codec."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from swarmnet.compression import codec_names, get_codec
+from swarmnet.errors import CodecError
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+
+
+@pytest.mark.parametrize("name", codec_names())
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_decode_into_writes_exactly_the_decoded_values(name: str, dtype: torch.dtype) -> None:
+    codec = get_codec(name)
+    payload = codec.encode((torch.randn(5003, generator=torch.Generator().manual_seed(3)) * 7).to(dtype))
+    expected = codec.decode(payload).float()
+    out = torch.full((5003,), float("nan"))  # every element must be overwritten
+    codec.decode_into(payload, out)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", codec_names())
+def test_decode_accumulate_equals_adding_the_decoded_values(name: str) -> None:
+    codec = get_codec(name)
+    x = torch.randn(4099, generator=torch.Generator().manual_seed(5))
+    for payload in (codec.encode(x), codec.encode(x.half())):
+        base = torch.randn(4099)
+        out = base.clone()
+        codec.decode_accumulate(payload, out, alpha=-0.3)
+        torch.testing.assert_close(out, base + -0.3 * codec.decode(payload).float(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", codec_names())
+def test_decode_into_refuses_a_wrong_size_or_foreign_payload_and_leaves_out_alone(name: str) -> None:
+    codec = get_codec(name)
+    other = get_codec("int8" if name != "int8" else "fp16")
+    out = torch.arange(100, dtype=torch.float32)
+    for payload in (codec.encode(torch.randn(99)), other.encode(torch.randn(100))):
+        with pytest.raises(CodecError):
+            codec.decode_into(payload, out)
+        assert torch.equal(out, torch.arange(100, dtype=torch.float32))
