@@ -58,6 +58,9 @@ class TestbedConfig:
     burst_kbit: int = 64
     prefix: str = "swt"
     latency_ms: int = 400
+    # Link MTU. 1500 is the internet's; 9000 (jumbo frames) cuts the kernel's per-packet work, which is
+    # what limits a 2-core machine that simulates several peers' links at once (see the README figures).
+    mtu: int = 1500
 
     def validate(self) -> None:
         """Raise ValueError for settings that cannot be built."""
@@ -67,6 +70,12 @@ class TestbedConfig:
             raise ValueError(f"rate_mbit must be in 0.01..100000, got {self.rate_mbit}")
         if self.burst_kbit < 8 or self.latency_ms < 1:
             raise ValueError("burst_kbit must be >= 8 and latency_ms >= 1")
+        if not 576 <= self.mtu <= 65_535:
+            raise ValueError(f"mtu must be in 576..65535, got {self.mtu}")
+        if self.rate_mbit is not None and self.burst_kbit * 1000 // 8 < self.mtu + 14:
+            raise ValueError(
+                f"burst_kbit {self.burst_kbit} holds less than one {self.mtu}-byte frame: tbf would drop it"
+            )
         if not (self.prefix.isascii() and self.prefix.isalnum() and 1 <= len(self.prefix) <= 5):
             raise ValueError(f"prefix must be 1..5 ASCII letters/digits, got {self.prefix!r}")
 
@@ -194,6 +203,9 @@ def _build(config: TestbedConfig, suffix: str, created: list[str], processes: li
         created.append(name)
         _run(["ip", "link", "add", device, "netns", name, "type", "veth", "peer", "name", hub_side, "netns", hub])
         _run(["ip", "-n", hub, "link", "set", hub_side, "master", bridge])
+        if config.mtu != 1500:
+            _run(["ip", "-n", hub, "link", "set", hub_side, "mtu", str(config.mtu)])
+            _run(["ip", "-n", name, "link", "set", device, "mtu", str(config.mtu)])
         _run(["ip", "-n", hub, "link", "set", hub_side, "up"])
         _run(["ip", "-n", name, "addr", "add", f"{ip}/24", "dev", device])
         for dev in ("lo", device):
@@ -329,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate-mbit", type=float, default=None)
     parser.add_argument("--burst-kbit", type=int, default=TestbedConfig.burst_kbit)
     parser.add_argument("--latency-ms", type=int, default=TestbedConfig.latency_ms)
+    parser.add_argument("--mtu", type=int, default=TestbedConfig.mtu)
     parser.add_argument("--megabytes", type=float, default=16.0, help="bytes moved by --check")
     parser.add_argument("--check", action="store_true", help="measure TCP throughput node 0 <-> node 1")
     parser.add_argument("--cleanup-stale", action="store_true", help="delete leftover namespaces and exit")
@@ -340,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     if (reason := testbed_unavailable()) is not None:
         print(f"testbed unavailable: {reason}", file=sys.stderr)
         return 1
-    config = TestbedConfig(args.peers, args.rate_mbit, args.burst_kbit, args.prefix, args.latency_ms)
+    config = TestbedConfig(args.peers, args.rate_mbit, args.burst_kbit, args.prefix, args.latency_ms, args.mtu)
     with testbed(config) as bed:
         for node in bed.nodes:
             print(f"{node.name:<12} {node.ip:<15} {node.device}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--numel", type=int, default=25_000_000)
     parser.add_argument("--peers", type=int, default=4)
     parser.add_argument("--rate-mbit", type=float, default=100.0)
+    parser.add_argument("--mtu", type=int, default=9000, help="link MTU (1500: the internet's; see the README)")
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds per configuration (medians)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--codecs", default=",".join(CODECS))
@@ -66,10 +68,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     codecs = args.codecs.split(",")
     configs: dict[str, dict[str, Any]] = {}
-    with testbed(TestbedConfig(peers=args.peers, rate_mbit=args.rate_mbit, prefix="avb")) as bed:
+    # Jumbo frames need a tbf bucket of at least one frame: 160 kbit holds 20 KB.
+    burst = max(TestbedConfig.burst_kbit, 160 if args.mtu > 1500 else 0)
+    bed_config = TestbedConfig(
+        peers=args.peers, rate_mbit=args.rate_mbit, prefix="avb", mtu=args.mtu, burst_kbit=burst
+    )
+    with testbed(bed_config) as bed:
         if not args.skip_hivemind:
             hm = run_hivemind_baseline(bed, args.numel, args.rounds, warmup_rounds=args.warmup)
             hm["matchmaking_seconds"] = _median_matchmaking(hm["rounds"])
+            hm["cpu_busy"] = statistics.median(rd["cpu_busy"] for rd in hm["rounds"] if not rd["warmup"])
             configs["hivemind_fp16"] = hm
         ours = run_swarmnet(bed.nodes, args.numel, args.rounds, codecs, warmup_rounds=args.warmup,
                             rate_mbit=args.rate_mbit)  # fmt: skip
@@ -77,7 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, result in configs.items():
         codec = next((c for c, n in NAMES.items() if n == name), name)
         result["bound_seconds"] = bound_seconds(codec, args.numel, args.peers, args.rate_mbit)
-    report = {"link_mbit": args.rate_mbit, "peers": args.peers, "numel": args.numel, "configs": configs}
+    report = {
+        "link_mbit": args.rate_mbit, "peers": args.peers, "numel": args.numel, "mtu": args.mtu,
+        "burst_kbit": burst, "configs": configs,
+    }  # fmt: skip
     _print(report)
     if {"hivemind_fp16", *NAMES.values()} <= configs.keys():
         for label, ok in targets(report):
@@ -95,16 +106,20 @@ def _median_matchmaking(rounds: list[dict[str, Any]]) -> float:
 
 
 def _print(report: dict[str, Any]) -> None:
-    print(f"{report['peers']} peers, {report['numel'] * 4 / 1e6:.0f} MB fp32, {report['link_mbit']:.0f} Mbit/s links")
+    print(
+        f"{report['peers']} peers, {report['numel'] * 4 / 1e6:.0f} MB fp32, {report['link_mbit']:.0f} Mbit/s links, "
+        f"MTU {report['mtu']}"
+    )
     header = (
         f"{'config':<15}{'round s':>9}{'group s':>9}{'data s':>8}{'bound s':>9}{'data/bound':>11}{'MB sent/peer':>14}"
+        f"{'CPU busy':>10}"
     )
     print(header)
     for name, c in report["configs"].items():
         print(
             f"{name:<15}{c['seconds']:>9.2f}{c['matchmaking_seconds']:>9.2f}{c['data_seconds']:>8.2f}"
             f"{c['bound_seconds']:>9.2f}{c['data_seconds'] / c['bound_seconds']:>11.2f}"
-            f"{c['bytes_per_peer'] / 1e6:>14.2f}"
+            f"{c['bytes_per_peer'] / 1e6:>14.2f}{c['cpu_busy']:>10.0%}"
         )
 
 

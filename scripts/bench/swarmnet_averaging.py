@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scripts.bench.rounds import async_wait_for, tail, wait_for, write_atomic
+from scripts.bench.rounds import async_wait_for, cpu_ticks, tail, wait_for, write_atomic
 from scripts.bench.rounds import pattern as make_pattern
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -194,7 +194,9 @@ def _run_round(
     tx_before = [node.tx_bytes() for node in nodes]
     start = time.time() + 0.25
     write_atomic(workdir / f"start-{codec}-{r}", repr(start))
+    cpu_before = cpu_ticks()
     results = [json.loads(wait_for(workdir / f"result-{codec}-{r}-{i}.json", deadline, watched)) for i in alive]
+    cpu_after = cpu_ticks()
     tx = [node.tx_bytes() - before for node, before in zip(nodes, tx_before, strict=True)]
     if not all(p["succeeded"] and p["contributors"] == len(alive) for p in results):
         raise RuntimeError(f"{codec} round {r} incomplete: {results}")
@@ -203,6 +205,8 @@ def _run_round(
         "matchmaking_seconds": max(p["formed"] for p in results) - start,
         "data_seconds": max(p["done"] for p in results) - min(p["formed"] for p in results),
         "tx_bytes": tx, "peers": results,
+        # Share of the machine's CPU time busy from the shared start to the last result (whole machine).
+        "cpu_busy": (cpu_after[0] - cpu_before[0]) / max(1, cpu_after[1] - cpu_before[1]),
     }  # fmt: skip
 
 
@@ -212,6 +216,7 @@ def _summarize(raw: list[dict[str, Any]]) -> dict[str, Any]:
         "seconds": statistics.median(rd["seconds"] for rd in measured),
         "data_seconds": statistics.median(rd["data_seconds"] for rd in measured),
         "matchmaking_seconds": statistics.median(rd["matchmaking_seconds"] for rd in measured),
+        "cpu_busy": statistics.median(rd["cpu_busy"] for rd in measured),
         "bytes_per_peer": statistics.median(b for rd in measured for b in rd["tx_bytes"]),
         "payload_bytes_per_peer": statistics.median(p["bytes_sent"] for rd in measured for p in rd["peers"]),
         "max_abs_error": max(p["max_abs_error"] for rd in measured for p in rd["peers"]),

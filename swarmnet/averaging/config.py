@@ -23,6 +23,7 @@ class MatchmakingConfig:
     min_wait: float = 0.5  # seconds a leader waits for more peers before closing a group below target
     timeout: float = 15.0  # seconds before a peer gives up on this round (late peers wait for the next)
     poll_interval: float = 0.1  # seconds between DHT lookups while waiting
+    settle_time: float = 0.03  # a ready leader looks again this soon, to check its view has stopped changing
     request_timeout: float = 2.0  # seconds for a propose/commit exchange with one peer
 
     def validate(self) -> None:
@@ -33,8 +34,8 @@ class MatchmakingConfig:
             )
         if not 0 <= self.min_wait < self.timeout:
             raise ConfigError(f"need 0 <= min_wait ({self.min_wait}) < timeout ({self.timeout})")
-        if self.poll_interval <= 0 or self.request_timeout <= 0:
-            raise ConfigError("poll_interval and request_timeout must be positive")
+        if self.poll_interval <= 0 or self.request_timeout <= 0 or self.settle_time <= 0:
+            raise ConfigError("poll_interval, settle_time and request_timeout must be positive")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -67,6 +67,7 @@ class _Seeking:
     reserved_until: float = 0.0
     refusals: dict[str, str] = field(default_factory=dict)  # peers to skip this round, and why
     last_run: list[str] = field(default_factory=list)  # our run as our previous poll saw it
+    settling: bool = False  # we lead a ready run that our last poll saw change: look again soon
     watched: tuple[str, float] | None = None  # the leader we wait for, and since when it is ready
 
 
@@ -115,8 +116,9 @@ class Matchmaker:
                     group = await self._maybe_lead(state, dht_key, loop.time() - start)
                     if group is not None:
                         return group
+                wait = self.config.settle_time if state.settling else self.config.poll_interval
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(state.committed), self.config.poll_interval)
+                    await asyncio.wait_for(asyncio.shield(state.committed), wait)
             return state.committed.result() if state.committed.done() else None
         finally:
             del self._seeking[key]
@@ -170,9 +172,11 @@ class Matchmaker:
         full = len(mine) >= self.config.target_group_size
         ready = full or (elapsed >= self.config.min_wait and len(mine) >= self.config.min_group_size)
         if mine[0] != self._identity.peer_id:
+            state.settling = False
             self._watch_leader(state, mine[0] if ready else None)
             return None
         state.watched = None
+        state.settling = ready and not settled
         if not ready or not settled or state.reserved_by is not None or state.committed.done():
             return None
         if len(mine) == 1:
