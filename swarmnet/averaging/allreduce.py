@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -35,10 +36,11 @@ from swarmnet.averaging.deadlines import Arrivals, ThroughputModel
 from swarmnet.averaging.group import Group, partition
 from swarmnet.averaging.inbox import Inbox
 from swarmnet.averaging.messages import DataHeader, Kind, Reply, decode_message, encode_message, method_name
+from swarmnet.averaging.outbox import Outbox
 from swarmnet.averaging.reducer import RangeReducer
 from swarmnet.averaging.vectors import Feedback, Range, chunk_bounds, encode_chunk
 from swarmnet.clock import VirtualTimeLoop
-from swarmnet.compression import Codec, NoneCodec
+from swarmnet.compression import Codec
 from swarmnet.errors import CodecError, SwarmnetError, TransportError
 from swarmnet.transport.base import Transport
 
@@ -91,7 +93,9 @@ class GroupRound:
         # contribution to the parts of reducers that die; see ``_recovered``.
         self._first_parts: dict[int, tuple[list[Range], list[bytes]]] = {}
         self._recovered: list[tuple[int, torch.Tensor]] = []
-        max_chunks = len(chunk_bounds([(0, flat.numel())], config.chunk_elements)) + len(group.members)
+        self._own_first: tuple[int, torch.Tensor] | None = None  # our exact contribution to our own range
+        self._chunk = config.chunk_size(self._ratio)
+        max_chunks = len(chunk_bounds([(0, flat.numel())], self._chunk)) + len(group.members)
         self.inbox = Inbox(config.deadlines, max_chunks)
         self.report = RoundReport()
         self.bytes_sent: Counter[int] = Counter()
@@ -111,9 +115,10 @@ class GroupRound:
             return self.report
         assignment = {r: [span] for r, span in enumerate(partition(self.flat.numel(), self.group.bandwidths))}
         assignment = {r: spans for r, spans in assignment.items() if spans[0][1] > spans[0][0]}
-        contributors, reporters, missing = await self._reduce_pass(0, assignment, members)
+        contributors, reporters, missing, mismatched = await self._reduce_pass(0, assignment, members)
         self.report.contributors = contributors
-        orphans = [span for r, spans in assignment.items() if r not in reporters or r in missing for span in spans]
+        redo = (set(assignment) - reporters) | missing | mismatched
+        orphans = [span for r, spans in assignment.items() if r in redo for span in spans]
         survivors = sorted(reporters - missing)
         if orphans and survivors:
             # Reducers that died took their parts with them: the survivors reduce those again.
@@ -122,9 +127,9 @@ class GroupRound:
             started = asyncio.get_running_loop().time()
             if self._feedback is not None and self.me in contributors:
                 await _off_loop(self._recover_contributions, orphans)
-            recovered, reporters, missing = await self._reduce_pass(1, again, contributors)
+            recovered, reporters, missing, mismatched = await self._reduce_pass(1, again, contributors)
             self.report.phase_seconds["recovery"] = asyncio.get_running_loop().time() - started
-            lost = {r for r in again if r not in reporters or r in missing}
+            lost = {r for r in again if r not in reporters or r in missing or r in mismatched}
             self.report.recovered_elements = sum(hi - lo for r in again if r not in lost for lo, hi in again[r])
             orphans = [span for r in lost for span in again[r]]
             self.report.consistent = recovered == contributors
@@ -149,22 +154,27 @@ class GroupRound:
 
     async def _reduce_pass(
         self, pass_no: int, assignment: dict[int, list[Range]], senders: set[int]
-    ) -> tuple[set[int], set[int], set[int]]:
-        """One reduce-scatter, tally, all-gather; returns (contributors, reporting reducers, missing results)."""
+    ) -> tuple[set[int], set[int], set[int], set[int]]:
+        """One pipelined reduce-scatter and all-gather, then the tally.
+
+        Returns (contributors, reporting reducers, reducers whose result is missing, reducers whose
+        result is over other contributors): the ranges of the last two must be reduced again.
+        """
         loop = asyncio.get_running_loop()
         started = loop.time()
-        mine = chunk_bounds(assignment.get(self.me, []), self._config.chunk_elements)
+        mine = chunk_bounds(assignment.get(self.me, []), self._chunk)
         encoded = loop.create_future()
         sends = asyncio.ensure_future(self._send_parts(pass_no, assignment, senders, encoded))
         reducer = RangeReducer(self.codec, mine, self._config.aggregation) if mine else None
-        received_before = self.inbox.bytes_received
+        payloads: list[bytes] = []
+        tags: list[set[int]] = []
+        results: asyncio.Future[None] | None = None
         if reducer is not None:
             if self.me in senders:
-                reducer.add_values(self.me, self.weight, await _off_loop(self._own_values, pass_no, mine))
-            inbound = (len(senders) - 1) * 4 * self._ratio * sum(b - a for a, b in mine)
-            await self._receive("part", pass_no, senders - {self.me}, inbound,
-                                lambda sender: self._accept("part", pass_no, sender, reducer))  # fmt: skip
-            self._throughput.observe(self.inbox.bytes_received - received_before, loop.time() - started)
+                own = await _off_loop(self._own_values, pass_no, mine)
+                reducer.add_values(self.me, self.weight, own)
+                self._own_first = (mine[0][0], torch.cat(own)) if pass_no == 0 else self._own_first
+            payloads, tags, results = await self._reduce_streaming(pass_no, mine, reducer, senders)
         self._phase(pass_no, "reduce_scatter", started)
         started = loop.time()
         accepted = reducer.accepted if reducer is not None else set()
@@ -178,17 +188,94 @@ class GroupRound:
             contributors &= accepted
         self._phase(pass_no, "tally", started)
         started = loop.time()
-        results = []
-        if reducer is not None:
-            payloads = await _off_loop(self._reduce, mine, reducer, contributors)
-            results = [self._send_all(r, "result", pass_no, payloads, contributors) for r in self._others()]
-        sending = asyncio.ensure_future(_together(results))
         await encoded  # nothing may overwrite a range while our part of it is still being encoded
-        missing = await self._collect_results(pass_no, assignment, reporters, contributors)
-        await _finish(sending, self._throughput.timeout(0))
+        missing, mismatched = await self._collect_results(pass_no, assignment, reporters, contributors)
+        if reducer is not None:
+            if all(tag == contributors for tag in tags):
+                await _off_loop(self._keep_own_result, mine, payloads)
+            else:
+                mismatched.add(self.me)
+                self._discard_own_result(mine)
+        if results is not None:
+            await _finish(results, self._throughput.timeout(0))
         self._phase(pass_no, "all_gather", started)
         self.inbox.drop("part", pass_no)
-        return contributors, reporters, missing
+        return contributors, reporters, missing, mismatched
+
+    async def _reduce_streaming(
+        self, pass_no: int, mine: list[Range], reducer: RangeReducer, senders: set[int]
+    ) -> tuple[list[bytes], list[set[int]], asyncio.Future[None]]:
+        """Reduce our chunks one by one, each as soon as every live sender's part of it is in, and stream
+        each result to everyone at once: the all-gather overlaps the rest of the reduce-scatter.
+
+        A chunk is reduced over the senders whose part of it arrived; each result carries that set, and
+        receivers use a range only if every chunk's set equals the final contributor set (the tally).
+        """
+        expected = senders - {self.me}
+        arrivals = self.inbox.arrivals("part", pass_no)
+        arrivals.expect(expected, self.report.failed)
+        inbound = len(expected) * 4 * self._ratio * sum(b - a for a, b in mine)
+        deadline, floor = self._wait_for(inbound)
+        received_before, started = self.inbox.bytes_received, asyncio.get_running_loop().time()
+        waiting = asyncio.ensure_future(self._await(arrivals, deadline, floor))
+        outboxes = {r: Outbox(len(mine)) for r in self._others()}
+        sending = asyncio.ensure_future(
+            _together([self._send_outbox(r, box, deadline) for r, box in outboxes.items()])
+        )
+        payloads, tags = [], []
+        changed = self.inbox.changed("part", pass_no)
+        for j, (a, b) in enumerate(mine):
+            while True:
+                changed.clear()
+                given_up = arrivals.failed | (expected - set(arrivals.arrived) if waiting.done() else set())
+                present = {s: c for s in expected - given_up if (c := self.inbox.chunk("part", pass_no, s, j))}
+                if expected <= present.keys() | given_up:
+                    break
+                await asyncio.wait(
+                    [asyncio.ensure_future(changed.wait()), waiting], return_when=asyncio.FIRST_COMPLETED
+                )
+            payload, tag = await _off_loop(self._reduce_chunk, j, a, b, reducer, present)
+            header = DataHeader(group_id=self.group.group_id, kind="result", pass_no=pass_no, chunk=j,
+                                chunks=len(mine), weight=self.weight, contributors=tuple(sorted(tag)))  # fmt: skip
+            for box in outboxes.values():
+                box.append(header, payload)
+            payloads.append(payload)
+            tags.append(tag)
+        await waiting
+        self._throughput.observe(
+            self.inbox.bytes_received - received_before, asyncio.get_running_loop().time() - started
+        )
+        return payloads, tags, sending
+
+    def _reduce_chunk(
+        self, j: int, a: int, b: int, reducer: RangeReducer, present: dict[int, tuple[float, memoryview]]
+    ) -> tuple[bytes, set[int]]:
+        """Add the parts of chunk ``j`` that arrived, aggregate it and encode the result (error feedback
+        at the reducer); returns the payload and the members it is over."""
+        for sender in sorted(present):
+            weight, payload = present[sender]
+            reason = reducer.add_chunk(sender, weight, j, payload)
+            if reason is not None and sender not in self.report.rejected:
+                peer = self.group.members[sender]
+                logger.warning("round %s: rejected the contribution of %s: %s", self.group.round_id, peer, reason)
+                self.report.rejected[sender] = reason
+        tag = reducer.members(j)
+        if not tag:  # nobody left to average: keep our own values for this range
+            return self.codec.encode(self.flat[a:b]), tag
+        residual = self._feedback.reduced[a:b] if self._feedback is not None else None
+        return encode_chunk(self.codec, reducer.result(j, tag), residual, fresh=False), tag
+
+    def _keep_own_result(self, mine: list[Range], payloads: list[bytes]) -> None:
+        """Our range becomes what everyone else decodes from our result."""
+        for (a, b), payload in zip(mine, payloads, strict=True):
+            self.codec.decode_into(payload, self.flat[a:b])
+
+    def _discard_own_result(self, mine: list[Range]) -> None:
+        """Our result is over the wrong contributors: our range is reduced again, and the error our
+        residual kept for a result nobody used is dropped with it."""
+        if self._feedback is not None:
+            for a, b in mine:
+                self._feedback.reduced[a:b].zero_()
 
     async def _send_parts(
         self, pass_no: int, assignment: dict[int, list[Range]], senders: set[int], encoded: asyncio.Future[None]
@@ -199,7 +286,7 @@ class GroupRound:
             if self.me in senders:
                 for reducer, spans in sorted(assignment.items(), key=lambda item: self._turn(item[0])):
                     if reducer != self.me:
-                        chunks = chunk_bounds(spans, self._config.chunk_elements)
+                        chunks = chunk_bounds(spans, self._chunk)
                         payloads = await _off_loop(self._encode_range, pass_no, reducer, chunks)
                         sends.append(asyncio.ensure_future(self._send_all(reducer, "part", pass_no, payloads)))
         finally:
@@ -237,6 +324,10 @@ class GroupRound:
         """Rebuild our first-pass contribution to orphaned ranges (their reducer died): what we sent them,
         decoded, plus what compression dropped from it (the residual holds exactly that now)."""
         assert self._feedback is not None
+        if self._own_first is not None:
+            lo, values = self._own_first
+            if (lo, lo + values.numel()) in orphans:  # our own result was discarded: we reduce it again too
+                self._recovered.append(self._own_first)
         for chunks, payloads in self._first_parts.values():
             lo, hi = chunks[0][0], chunks[-1][1]
             if (lo, hi) not in orphans:
@@ -252,48 +343,34 @@ class GroupRound:
                 return values[a - lo : b - lo]
         raise AssertionError(f"no recovered contribution covers [{a}, {b})")  # ranges are sub-ranges of orphans
 
-    def _reduce(self, mine: list[Range], reducer: RangeReducer, contributors: set[int]) -> list[bytes]:
-        """Our range's results on the wire (error feedback at the reducer); ``flat`` gets what others decode."""
-        residual = self._feedback.reduced if self._feedback is not None else None
-        payloads = []
-        for j, (a, b) in enumerate(mine):
-            if not contributors:  # nobody left to average: keep our own values for this range
-                payloads.append(self.codec.encode(self.flat[a:b]))
-                continue
-            result = reducer.result(j, contributors)
-            payload = encode_chunk(self.codec, result, _slice(residual, a, b), fresh=False)
-            if isinstance(self.codec, NoneCodec):
-                self.flat[a:b].copy_(result)  # lossless: exactly what the others decode
-            else:
-                self.codec.decode_into(payload, self.flat[a:b])
-            payloads.append(payload)
-        return payloads
-
     async def _collect_results(
         self, pass_no: int, assignment: dict[int, list[Range]], reporters: set[int], contributors: set[int]
-    ) -> set[int]:
-        """Write the reducers' results into ``flat`` as they come; return the reducers whose result is
-        missing or bad (their ranges keep our own values)."""
+    ) -> tuple[set[int], set[int]]:
+        """Write the reducers' results into ``flat``; return the reducers whose result is missing or bad,
+        and those whose result is over other contributors (both keep our own values for now)."""
         applied: set[int] = set()
+        mismatched: set[int] = set()
 
         def apply(reducer: int) -> None:
-            if reducer in reporters and self._apply_result(pass_no, assignment[reducer], reducer, contributors):
-                applied.add(reducer)
+            if reducer not in reporters:
+                return
+            verdict = self._apply_result(pass_no, assignment[reducer], reducer, contributors)
+            (applied if verdict == "applied" else mismatched if verdict == "mismatched" else set()).add(reducer)
 
         inbound = 4 * self._ratio * sum(hi - lo for r in reporters - {self.me} for lo, hi in assignment[r])
         await self._receive("result", pass_no, reporters - {self.me}, inbound, apply)
         self.inbox.drop("result", pass_no)
-        missing = reporters - {self.me} - applied
+        missing = reporters - {self.me} - applied - mismatched
         for reducer in missing:
             if reducer not in self.report.failed:
                 logger.warning("round %s: no usable result from reducer %s", self.group.round_id,
                                self.group.members[reducer])  # fmt: skip
-        return missing
+        return missing, mismatched
 
-    def _apply_result(self, pass_no: int, spans: list[Range], reducer: int, contributors: set[int]) -> bool:
+    def _apply_result(self, pass_no: int, spans: list[Range], reducer: int, contributors: set[int]) -> str:
         """Decode one reducer's result into ``flat``, after checking every chunk of it (a bad one must
-        leave our own values untouched); whether it was usable."""
-        chunks = chunk_bounds(spans, self._config.chunk_elements)
+        leave our own values untouched); "applied", "mismatched" (over other contributors) or "bad"."""
+        chunks = chunk_bounds(spans, self._chunk)
         message = self.inbox.get("result", pass_no, reducer)
         try:
             if message is None or message.chunks != len(chunks):
@@ -303,19 +380,19 @@ class GroupRound:
                 self.codec.validate(payload, b - a)
         except CodecError as e:
             logger.warning("result of reducer %s unusable: %s", self.group.members[reducer], e)
-            return False
-        if set(message.contributors) != contributors:
-            self.report.consistent = False
+            return "bad"
+        if any(set(message.tags[j]) != contributors for j in range(len(chunks))):
+            return "mismatched"
         for payload, (a, b) in zip(payloads, chunks, strict=True):
             self.codec.decode_into(payload, self.flat[a:b])
-        return True
+        return "applied"
 
     # -- sparse all-gather mode ----------------------------------------------------------------
 
     async def _gather_pass(self, members: set[int]) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        chunks = chunk_bounds([(0, self.flat.numel())], self._config.chunk_elements)
+        chunks = chunk_bounds([(0, self.flat.numel())], self._chunk)
         payloads = await _off_loop(lambda: [self._encode_part(0, a, b) for a, b in chunks])
         sends = asyncio.ensure_future(_together([self._send_all(r, "gather", 0, payloads) for r in self._others()]))
         reducer = RangeReducer(self.codec, chunks, self._config.aggregation)
@@ -402,8 +479,7 @@ class GroupRound:
     async def _send_all(
         self, target: int, kind: Kind, pass_no: int, payloads: list[bytes], contributors: Collection[int] = ()
     ) -> None:
-        """Send a chunked message over one stream (a stream's flow-control window grows once, not per
-        chunk); after a broken stream, resend what was not acknowledged (receivers ignore duplicates)."""
+        """Send a chunked message over one stream."""
         headers = [
             DataHeader(
                 group_id=self.group.group_id, kind=kind, pass_no=pass_no, chunk=i, chunks=len(payloads),
@@ -411,42 +487,45 @@ class GroupRound:
             )
             for i in range(len(payloads))
         ]  # fmt: skip
+        await self._send_outbox(target, Outbox(len(payloads), list(zip(headers, payloads, strict=True))))
+
+    async def _send_outbox(self, target: int, outbox: Outbox, patience: float = 0.0) -> None:
+        """Stream an outbox's chunks over one stream (a stream's flow-control window grows once, not per
+        chunk); after a broken stream, resend what was not acknowledged (receivers ignore duplicates).
+        ``patience``: extra seconds to wait for each reply, while chunks are still being produced."""
         progress = [0]  # chunks acknowledged so far, across attempts
         for attempt in range(_ATTEMPTS):
-            done = progress[0]
-            if target in self.report.failed or done == len(payloads):
+            if target in self.report.failed or progress[0] == outbox.count:
                 return
             try:
-                await self._stream(target, headers[done:], payloads[done:], progress)
+                await self._stream(target, outbox, progress, patience)
                 return
             except TransportError as e:
                 self._fail(target, e)
             except SwarmnetError as e:
                 retry = attempt + 1 < _ATTEMPTS
-                logger.warning("round %s: sending %s to %s broke (%s)%s", self.group.round_id, kind,
+                logger.warning("round %s: sending to %s broke (%s)%s", self.group.round_id,
                                self.group.members[target], e, "; retrying" if retry else "")  # fmt: skip
 
-    async def _stream(
-        self, target: int, headers: list[DataHeader], payloads: list[bytes], progress: list[int]
-    ) -> None:
-        """Stream messages to ``target``, counting acknowledgements in ``progress[0]``."""
+    async def _stream(self, target: int, outbox: Outbox, progress: list[int], patience: float) -> None:
+        """Stream chunks from ``progress[0]`` on to ``target``, counting acknowledgements in ``progress[0]``."""
 
         async def requests() -> AsyncIterator[bytes]:
-            for header, payload in zip(headers, payloads, strict=True):
-                message = encode_message(header, payload)
+            for index in range(progress[0], outbox.count):
+                message = encode_message(*await outbox.get(index))
                 self.bytes_sent[target] += len(message)
                 yield message
 
-        largest = max((len(p) for p in payloads), default=0)
-        timeout = self._throughput.timeout(largest * max(1, len(self.group.members) - 1))
+        largest = 4 * self._ratio * self._chunk
+        timeout = patience + self._throughput.timeout(largest * max(1, len(self.group.members) - 1))
         responses = self._transport.call_stream(self.group.members[target], self._stream_method, requests(),
                                                 timeout=timeout)  # fmt: skip
         try:
             async for raw in responses:
                 reply, _ = decode_message(raw, Reply)
                 if not reply.ok:
-                    logger.warning("round %s: %s refused a %s chunk: %s", self.group.round_id,
-                                   self.group.members[target], headers[0].kind, reply.reason)  # fmt: skip
+                    logger.warning("round %s: %s refused a chunk: %s", self.group.round_id,
+                                   self.group.members[target], reply.reason)  # fmt: skip
                 progress[0] += 1
         finally:
             await responses.aclose()
@@ -488,10 +567,14 @@ class GroupRound:
     async def _probe(self, arrivals: Arrivals) -> None:
         # A peer that died after we last talked to it would otherwise be waited for until the deadline.
         ping = DataHeader(group_id=self.group.group_id, kind="ping")
+        interval = self._config.deadlines.probe_interval
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self._config.deadlines.probe_interval)
+            await asyncio.sleep(interval)
             for target in sorted(arrivals.pending):
-                await self._send(target, ping, b"")
+                # A peer whose data is still streaming in is alive: pinging it would only add load.
+                if loop.time() - self.inbox.last_heard.get(target, -math.inf) > interval:
+                    await self._send(target, ping, b"")
 
     def _wait_for(self, inbound: float) -> tuple[float, float]:
         """(deadline, straggler floor) for receiving ``inbound`` bytes."""
@@ -530,6 +613,17 @@ async def _together(sends: Sequence[Awaitable[None]]) -> None:
     for result in await asyncio.gather(*sends, return_exceptions=True):
         if isinstance(result, Exception):
             logger.warning("a send failed unexpectedly: %r", result)
+
+
+async def _until_set(event: asyncio.Event, other: asyncio.Future[Any]) -> None:
+    """Wait until ``event`` is set or ``other`` is done."""
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait([waiter, other], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiter
 
 
 async def _off_loop(fn: Callable[..., T], *args: Any) -> T:

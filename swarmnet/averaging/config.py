@@ -82,11 +82,19 @@ class AveragingConfig:
     # (with its own error feedback); "allgather" = every peer sends its sparse vector to all others
     # (exact sum of the sparse vectors, one phase); "auto" picks the one that sends fewer bytes.
     sparse_mode: SparseMode = "auto"
-    chunk_elements: int = 1 << 22  # elements per message: bounds memory and message size (16 MB fp32)
+    # A message carries about ``chunk_bytes`` of payload (at most ``chunk_elements`` values): reducers
+    # pipeline chunk by chunk, so large payloads stream in small pieces while small payloads (1-bit,
+    # top-k) go in few messages, each of which costs a header, an acknowledgement and a kernel launch.
+    chunk_bytes: int = 1 << 20
+    chunk_elements: int = 1 << 24  # bounds memory per message (64 MB of float32)
     bandwidth_mbps: float = 100.0  # announced to the group: parts are sized in proportion to it
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     matchmaking: MatchmakingConfig = field(default_factory=MatchmakingConfig)
     deadlines: DeadlineConfig = field(default_factory=DeadlineConfig)
+
+    def chunk_size(self, payload_ratio: float) -> int:
+        """Elements per message for a codec whose payload is ``payload_ratio`` of float32."""
+        return max(1024, min(self.chunk_elements, int(self.chunk_bytes / (4 * max(payload_ratio, 1e-9)))))
 
     def validate(self) -> None:
         """Raise ``ConfigError`` for an impossible setting or an unknown codec."""
@@ -96,8 +104,8 @@ class AveragingConfig:
             raise ConfigError(f"run must be 1-128 characters without '/': {self.run!r}")
         if self.codec not in codec_names():
             raise ConfigError(f"unknown codec {self.codec!r}; known: {', '.join(codec_names())}")
-        if self.chunk_elements < 1024:
-            raise ConfigError(f"chunk_elements must be >= 1024, got {self.chunk_elements}")
+        if self.chunk_elements < 1024 or self.chunk_bytes < 1024:
+            raise ConfigError(f"chunk_elements and chunk_bytes must be >= 1024, got {self}")
         if not self.bandwidth_mbps > 0:
             raise ConfigError(f"bandwidth_mbps must be positive, got {self.bandwidth_mbps}")
         self.aggregation.validate()

@@ -23,6 +23,7 @@ class Message:
     weight: float
     contributors: tuple[int, ...]
     payloads: dict[int, memoryview] = field(default_factory=dict)
+    tags: dict[int, tuple[int, ...]] = field(default_factory=dict)  # results: contributors of each chunk
 
     @property
     def complete(self) -> bool:
@@ -48,6 +49,8 @@ class Inbox:
         self._messages: dict[Slot, dict[int, Message]] = {}
         self._arrivals: dict[Slot, Arrivals] = {}
         self._completions: dict[Slot, asyncio.Queue[int | None]] = {}
+        self._changed: dict[Slot, asyncio.Event] = {}
+        self.last_heard: dict[int, float] = {}  # sender -> loop time of its latest chunk
         self.bytes_received = 0
 
     def arrivals(self, kind: str, pass_no: int) -> Arrivals:
@@ -62,27 +65,39 @@ class Inbox:
         """Senders whose message of a slot is complete, in order of completion (from before any wait, too)."""
         return self._completions.setdefault((kind, pass_no), asyncio.Queue())
 
+    def changed(self, kind: str, pass_no: int) -> asyncio.Event:
+        """Set whenever a chunk of the slot arrives (the waiter clears it)."""
+        return self._changed.setdefault((kind, pass_no), asyncio.Event())
+
+    def chunk(self, kind: str, pass_no: int, sender: int, index: int) -> tuple[float, memoryview] | None:
+        """(weight, payload) of one chunk of ``sender``'s message in a slot, if it has arrived."""
+        message = self._messages.get((kind, pass_no), {}).get(sender)
+        if message is None or index not in message.payloads:
+            return None
+        return message.weight, message.payloads[index]
+
     def put(self, sender: int, header: DataHeader, payload: memoryview) -> None:
         """Store one chunk; ``ProtocolError`` if it contradicts what the sender sent before."""
         if header.chunks > self._max_chunks or header.chunk >= header.chunks:
             raise ProtocolError(f"chunk {header.chunk} of {header.chunks} (at most {self._max_chunks} allowed)")
+        self.last_heard[sender] = asyncio.get_running_loop().time()
         slot = (header.kind, header.pass_no)
         messages = self._messages.setdefault(slot, {})
         message = messages.get(sender)
+        # A result's chunks are reduced one by one as their parts arrive, each over whoever had sent it.
+        contributors = () if header.kind == "result" else header.contributors
         if message is None:
-            message = messages[sender] = Message(header.chunks, header.weight, header.contributors)
-        elif (message.chunks, message.weight, message.contributors) != (
-            header.chunks,
-            header.weight,
-            header.contributors,
-        ):
+            message = messages[sender] = Message(header.chunks, header.weight, contributors)
+        elif (message.chunks, message.weight, message.contributors) != (header.chunks, header.weight, contributors):
             raise ProtocolError(f"{header.kind} chunk {header.chunk} disagrees with the sender's earlier chunks")
         if header.chunk in message.payloads:
             if len(message.payloads[header.chunk]) != len(payload):
                 raise ProtocolError(f"{header.kind} chunk {header.chunk} differs from the copy received before")
             return  # a resend after a broken stream: we have it already
         message.payloads[header.chunk] = payload
+        message.tags[header.chunk] = header.contributors
         self.bytes_received += len(payload)
+        self.changed(header.kind, header.pass_no).set()
         if len(message.payloads) == message.chunks:
             self.arrivals(header.kind, header.pass_no).arrive(sender)
             self.completions(header.kind, header.pass_no).put_nowait(sender)

@@ -4,8 +4,9 @@ For the plain mean a contribution is added straight from its payload into one fl
 chunk by the codec's fused decode-accumulate kernel, so no decoded copy of any contribution is
 built. Each addition is checked by one cheap reduction over the sum: a payload that is malformed,
 of the wrong size or codec, or that makes the sum non-finite (NaN or Inf) is refused and its sender
-named, and the sums are rebuilt without it (rare, so rebuilding beats keeping every copy around).
+named, and that chunk's sum is rebuilt without it (rare, so rebuilding beats keeping copies around).
 Robust rules need every contribution at once: they decode and keep them, then stack per chunk.
+Chunks are independent: a pipelined reducer aggregates chunk ``j`` while later chunks still arrive.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from swarmnet.errors import CodecError
 
 __all__ = ["RangeReducer"]
 
-Payloads = Sequence[bytes | memoryview]
+Payload = bytes | memoryview
 
 
 class RangeReducer:
@@ -31,70 +32,89 @@ class RangeReducer:
         self._codec, self._chunks, self._aggregation = codec, chunks, aggregation
         self._streaming = aggregation.rule == "mean"
         self._weights: dict[int, float] = {}
-        self._payloads: dict[int, Payloads] = {}  # mean: kept to rebuild the sums without someone
-        self._values: dict[int, list[torch.Tensor]] = {}  # own contribution; every one for robust rules
+        self._refused: set[int] = set()
+        self._payloads: dict[tuple[int, int], Payload] = {}  # (member, chunk), to rebuild a sum without someone
+        self._values: dict[tuple[int, int], torch.Tensor] = {}  # own contribution; every one for robust rules
         self._sums = [torch.zeros(b - a) for a, b in chunks] if self._streaming else []
-        self._summed: set[int] = set()  # members whose contribution the sums hold
+        self._members: list[set[int]] = [set() for _ in chunks]  # who chunk j holds (in its sum, for the mean)
 
     @property
     def accepted(self) -> set[int]:
-        """Members whose contribution was accepted."""
-        return set(self._weights)
+        """Members whose every chunk was accepted so far and who were never refused."""
+        return {m for m in self._weights if m not in self._refused and all(m in s for s in self._members)}
+
+    def members(self, j: int) -> set[int]:
+        """Members whose contribution to chunk ``j`` is held."""
+        return set(self._members[j])
 
     def add_values(self, member: int, weight: float, values: list[torch.Tensor]) -> None:
         """Add a trusted contribution (this peer's own) as float32 tensors, one per chunk."""
         self._weights[member] = weight
-        self._values[member] = values
-        if self._streaming:
-            for total, value in zip(self._sums, values, strict=True):
-                total.add_(value, alpha=weight)
-            self._summed.add(member)
+        for j, value in enumerate(values):
+            self._values[member, j] = value
+            if self._streaming:
+                self._sums[j].add_(value, alpha=weight)
+            self._members[j].add(member)
 
-    def add_payloads(self, member: int, weight: float, payloads: Payloads) -> str | None:
-        """Validate and add a member's payloads (one per chunk); the reason if refused, else ``None``."""
-        if len(payloads) != len(self._chunks):
-            return f"sent {len(payloads)} chunks, expected {len(self._chunks)}"
-        if not self._streaming:
-            try:
-                self._values[member] = [
-                    decode_chunk(p, b - a) for p, (a, b) in zip(payloads, self._chunks, strict=True)
-                ]
-            except CodecError as e:
-                return str(e)
-            self._weights[member] = weight
-            return None
-        for payload, total in zip(payloads, self._sums, strict=True):
-            try:
-                self._codec.decode_accumulate(payload, total, alpha=weight)
-                if not all_finite(total):
+    def add_chunk(self, member: int, weight: float, j: int, payload: Payload) -> str | None:
+        """Validate and add a member's payload for chunk ``j``; the reason if refused, else ``None``.
+
+        A member refused once is refused for every chunk: its contribution must be all or nothing.
+        """
+        if member in self._refused:
+            return "refused earlier in this pass"
+        if self._weights.setdefault(member, weight) != weight:
+            return self._refuse(member, f"weight {weight} differs from its earlier {self._weights[member]}")
+        a, b = self._chunks[j]
+        try:
+            if not self._streaming:
+                self._values[member, j] = decode_chunk(payload, b - a)
+            else:
+                self._codec.decode_accumulate(payload, self._sums[j], alpha=weight)
+                if not all_finite(self._sums[j]):
                     raise CodecError("payload decodes to non-finite values (NaN or Inf)")
-            except CodecError as e:
-                self._rebuild()  # part of this member's payloads may already be in the sums
-                return str(e)
-        self._weights[member], self._payloads[member] = weight, payloads
-        self._summed.add(member)
+                self._payloads[member, j] = payload
+        except CodecError as e:
+            self._rebuild(j, self._members[j])  # the sum may hold part of the bad payload
+            return self._refuse(member, str(e))
+        self._members[j].add(member)
+        return None
+
+    def add_payloads(self, member: int, weight: float, payloads: Sequence[Payload]) -> str | None:
+        """Validate and add a member's payloads for every chunk; the reason if refused, else ``None``."""
+        if len(payloads) != len(self._chunks):
+            return self._refuse(member, f"sent {len(payloads)} chunks, expected {len(self._chunks)}")
+        for j, payload in enumerate(payloads):
+            if (reason := self.add_chunk(member, weight, j, payload)) is not None:
+                return reason
         return None
 
     def result(self, j: int, contributors: set[int]) -> torch.Tensor:
-        """The aggregate of chunk ``j`` over ``contributors`` (a subset of ``accepted``), float32."""
+        """The aggregate of chunk ``j`` over ``contributors`` (each held for that chunk), float32."""
         order = sorted(contributors)
         weights = torch.tensor([self._weights[i] for i in order], dtype=torch.float32)
         if not self._streaming:
-            return aggregate(torch.stack([self._values[i][j] for i in order]), weights, self._aggregation)
-        if self._summed != contributors:
-            self._rebuild(contributors)
+            return aggregate(torch.stack([self._values[i, j] for i in order]), weights, self._aggregation)
+        if self._members[j] != contributors:
+            self._rebuild(j, contributors)
         return self._sums[j] / float(weights.sum())
 
-    def _rebuild(self, members: set[int] | None = None) -> None:
-        """Recompute the sums over ``members`` (default: every accepted member) from what they sent."""
-        members = self.accepted if members is None else members
-        self._sums = [torch.zeros(b - a) for a, b in self._chunks]
+    def _refuse(self, member: int, reason: str) -> str:
+        self._refused.add(member)
+        for j, held in enumerate(self._members):
+            if member in held:
+                self._rebuild(j, held - {member})
+        return reason
+
+    def _rebuild(self, j: int, members: set[int]) -> None:
+        """Recompute chunk ``j``'s sum over ``members`` from what they sent."""
+        self._members[j] = set(members)
+        if not self._streaming:
+            return
+        total = self._sums[j].zero_()
         for member in sorted(members):
             weight = self._weights[member]
-            if member in self._values:
-                for total, value in zip(self._sums, self._values[member], strict=True):
-                    total.add_(value, alpha=weight)
+            if (member, j) in self._values:
+                total.add_(self._values[member, j], alpha=weight)
             else:
-                for total, payload in zip(self._sums, self._payloads[member], strict=True):
-                    self._codec.decode_accumulate(payload, total, alpha=weight)
-        self._summed = set(members)
+                self._codec.decode_accumulate(self._payloads[member, j], total, alpha=weight)

@@ -60,25 +60,27 @@ def test_a_peer_dying_mid_round_leaves_the_exact_average_of_the_others(
     run_virtual(main())
 
 
-def test_a_reducer_dying_before_its_results_is_recovered() -> None:
-    """It reported its tally (so it counts as a contributor), then died: its part is reduced again."""
+def test_a_reducer_dying_as_it_sends_its_results_is_dropped_and_its_range_recovered() -> None:
+    """Results stream before the tally, so a reducer that dies while sending them never reports:
+    it is no contributor, the survivors reduce its range again, and all hold the exact average of three."""
 
     async def main() -> None:
         network = MemoryNetwork()
         peers = await make_peers(network, 4)
         inputs = random_inputs(4, SHAPES, seed=11)
+        originals = [[t.clone() for t in tensors] for tensors in inputs]
         victim = peers[1]
         kill_when(network, victim, lambda h: h.kind == "result")
         outcomes = await average(peers, inputs)
-        survivors = [(p, o, t) for p, o, t in zip(peers, outcomes, inputs, strict=True) if p is not victim]
-        for _, outcome, tensors in survivors:
-            assert outcome.succeeded
-            assert outcome.recovered_elements > 0
-            assert outcome.unaveraged_elements == 0
-            # Its values are gone with it, so the recovered part averages the survivors only, and says so.
-            assert not outcome.consistent
-            for got, want in zip(tensors, survivors[0][2], strict=True):
-                torch.testing.assert_close(got, want, rtol=0, atol=0)
+        alive = [i for i, p in enumerate(peers) if p is not victim]
+        for i in alive:
+            assert outcomes[i].succeeded
+            assert outcomes[i].consistent
+            assert victim.peer_id not in outcomes[i].contributors
+            assert len(outcomes[i].contributors) == 3
+            assert outcomes[i].recovered_elements > 0
+            assert outcomes[i].unaveraged_elements == 0
+        assert_exact_average_of([inputs[i] for i in alive], [originals[i] for i in alive])
 
     run_virtual(main())
 
@@ -208,5 +210,31 @@ def test_plain_mean_is_not_robust() -> None:
         inputs = [[t[0].clone()] for t in honest] + [[honest[0][0] * 100.0]]
         await average(peers, inputs)
         assert float((inputs[0][0] - target).norm() / target.norm()) > 1.0
+
+    run_virtual(main())
+
+
+def test_a_sender_dying_midway_through_its_part_leaves_the_exact_average_of_the_others() -> None:
+    """Reducers pipeline chunk by chunk, so early chunks were reduced with the victim and later ones
+    without it: those results are over the wrong contributors, and their ranges are reduced again."""
+
+    async def main() -> None:
+        network = MemoryNetwork()
+        peers = await make_peers(network, 4, replace(FAST, chunk_bytes=4096))
+        inputs = random_inputs(4, [(6000,), (20, 100)], seed=13)
+        originals = [[t.clone() for t in tensors] for tensors in inputs]
+        victim = peers[2]
+        kill_when(network, victim, lambda h: h.kind == "part" and h.chunk == 1)
+        outcomes = await average(peers, inputs)
+        alive = [i for i, p in enumerate(peers) if p is not victim]
+        for i in alive:
+            assert outcomes[i].succeeded, outcomes[i]
+            assert outcomes[i].consistent, outcomes[i]
+            assert len(outcomes[i].contributors) == 3
+            assert victim.peer_id not in outcomes[i].contributors
+            # More than the victim's own quarter: ranges reduced with its first chunk were redone too.
+            assert outcomes[i].recovered_elements > 8000 // 4
+            assert outcomes[i].unaveraged_elements == 0
+        assert_exact_average_of([inputs[i] for i in alive], [originals[i] for i in alive])
 
     run_virtual(main())
