@@ -45,6 +45,8 @@ def targets(report: dict[str, Any]) -> list[tuple[str, bool]]:
     hm = c["hivemind_fp16"]["seconds"]
     checks.append(("fp16 whole round <= hivemind fp16", c["fp16"]["seconds"] <= hm))
     checks.append(("sign1bit_ef whole round >= 8x faster than hivemind fp16", c["sign1bit_ef"]["seconds"] * 8 <= hm))
+    incomplete = sum(c[n]["incomplete_rounds"] for n in NAMES.values())
+    checks.append((f"every measured round complete ({incomplete} incomplete)", incomplete == 0))
     slowest = max(c[n]["matchmaking_seconds"] for n in NAMES.values())
     checks.append((f"group formation < 1 s (slowest median {slowest:.2f} s)", slowest < 1.0))
     return checks

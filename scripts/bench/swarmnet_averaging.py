@@ -198,9 +198,11 @@ def _run_round(
     results = [json.loads(wait_for(workdir / f"result-{codec}-{r}-{i}.json", deadline, watched)) for i in alive]
     cpu_after = cpu_ticks()
     tx = [node.tx_bytes() - before for node, before in zip(nodes, tx_before, strict=True)]
-    if not all(p["succeeded"] and p["contributors"] == len(alive) for p in results):
-        raise RuntimeError(f"{codec} round {r} incomplete: {results}")
+    complete = all(p["succeeded"] and p["contributors"] == len(alive) for p in results)
+    if not complete:  # recorded, not fatal: a benchmark reports what happened (and its error shows it)
+        print(f"{codec} round {r}: not every peer contributed everywhere", file=sys.stderr)
     return {
+        "complete": complete,
         "round": r, "warmup": warm, "seconds": max(p["done"] for p in results) - start,
         "matchmaking_seconds": max(p["formed"] for p in results) - start,
         "data_seconds": max(p["done"] for p in results) - min(p["formed"] for p in results),
@@ -217,6 +219,7 @@ def _summarize(raw: list[dict[str, Any]]) -> dict[str, Any]:
         "data_seconds": statistics.median(rd["data_seconds"] for rd in measured),
         "matchmaking_seconds": statistics.median(rd["matchmaking_seconds"] for rd in measured),
         "cpu_busy": statistics.median(rd["cpu_busy"] for rd in measured),
+        "incomplete_rounds": sum(not rd["complete"] for rd in measured),
         "bytes_per_peer": statistics.median(b for rd in measured for b in rd["tx_bytes"]),
         "payload_bytes_per_peer": statistics.median(p["bytes_sent"] for rd in measured for p in rd["peers"]),
         "max_abs_error": max(p["max_abs_error"] for rd in measured for p in rd["peers"]),

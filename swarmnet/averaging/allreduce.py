@@ -94,6 +94,7 @@ class GroupRound:
         self._first_parts: dict[int, tuple[list[Range], list[bytes]]] = {}
         self._recovered: list[tuple[int, torch.Tensor]] = []
         self._own_first: tuple[int, torch.Tensor] | None = None  # our exact contribution to our own range
+        self._part_sends: dict[tuple[int, int], asyncio.Future[None]] = {}  # (pass, reducer) -> our part's send
         self._chunk = config.chunk_size(self._ratio)
         max_chunks = len(chunk_bounds([(0, flat.numel())], self._chunk)) + len(group.members)
         self.inbox = Inbox(config.deadlines, max_chunks)
@@ -220,7 +221,7 @@ class GroupRound:
         waiting = asyncio.ensure_future(self._await(arrivals, deadline, floor))
         outboxes = {r: Outbox(len(mine)) for r in self._others()}
         sending = asyncio.ensure_future(
-            _together([self._send_outbox(r, box, deadline) for r, box in outboxes.items()])
+            _together([self._send_results(pass_no, r, box, deadline) for r, box in outboxes.items()])
         )
         payloads, tags = [], []
         changed = self.inbox.changed("part", pass_no)
@@ -288,10 +289,21 @@ class GroupRound:
                     if reducer != self.me:
                         chunks = chunk_bounds(spans, self._chunk)
                         payloads = await _off_loop(self._encode_range, pass_no, reducer, chunks)
-                        sends.append(asyncio.ensure_future(self._send_all(reducer, "part", pass_no, payloads)))
+                        send = asyncio.ensure_future(self._send_all(reducer, "part", pass_no, payloads))
+                        self._part_sends[pass_no, reducer] = send
+                        sends.append(send)
         finally:
             encoded.set_result(None)
         await _together(sends)
+
+    async def _send_results(self, pass_no: int, target: int, outbox: Outbox, patience: float) -> None:
+        """Stream our results to ``target`` once our part for it is through: on each link parts go first,
+        so a peer that started late is not starved of the uplink its parts need by its own results."""
+        part = self._part_sends.get((pass_no, target))
+        if part is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(part)
+        await self._send_outbox(target, outbox, patience)
 
     def _encode_range(self, pass_no: int, reducer: int, chunks: list[Range]) -> list[bytes]:
         payloads = [self._encode_part(pass_no, a, b) for a, b in chunks]
