@@ -97,8 +97,22 @@ def _check_sigterm_cleanup(proc: subprocess.Popen[str]) -> None:
             proc.wait()
 
 
+def test_jumbo_frames_cross_a_shaped_link_at_the_configured_rate() -> None:
+    with tb.testbed(TestbedConfig(peers=2, rate_mbit=RATE_MBIT, mtu=9000, burst_kbit=160)) as bed:
+        a, b = bed.nodes
+        assert tb._run(a.command(["cat", f"/sys/class/net/{a.device}/mtu"])).strip() == "9000"
+        measured = measure_mbit(a, b, nbytes=5_000_000, timeout=8.0)
+        assert 0.6 * RATE_MBIT <= measured <= 1.15 * RATE_MBIT, f"{measured:.1f} Mbit/s at {RATE_MBIT} configured"
+
+
 def test_config_is_validated() -> None:
-    for bad in (TestbedConfig(peers=0), TestbedConfig(peers=2, rate_mbit=0), TestbedConfig(peers=2, prefix="x-y")):
+    for bad in (
+        TestbedConfig(peers=0),
+        TestbedConfig(peers=2, rate_mbit=0),
+        TestbedConfig(peers=2, prefix="x-y"),
+        TestbedConfig(peers=2, mtu=100),
+        TestbedConfig(peers=2, rate_mbit=100, mtu=9000),  # a 64 kbit bucket holds no 9000-byte frame
+    ):
         with pytest.raises(ValueError):  # noqa: PT011 - each message differs
             bad.validate()
     start = time.monotonic()
