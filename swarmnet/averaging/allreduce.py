@@ -23,25 +23,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
 
 from swarmnet.averaging.config import AveragingConfig
-from swarmnet.averaging.deadlines import Arrivals, ThroughputModel
+from swarmnet.averaging.contributions import Contributions
+from swarmnet.averaging.deadlines import ThroughputModel
 from swarmnet.averaging.group import Group, partition
 from swarmnet.averaging.inbox import Inbox
-from swarmnet.averaging.messages import DataHeader, Kind, Reply, decode_message, encode_message, method_name
+from swarmnet.averaging.link import GroupLink
+from swarmnet.averaging.messages import DataHeader, Kind, method_name
 from swarmnet.averaging.outbox import Outbox
 from swarmnet.averaging.reducer import RangeReducer
 from swarmnet.averaging.vectors import Feedback, Range, chunk_bounds, encode_chunk
 from swarmnet.clock import VirtualTimeLoop
 from swarmnet.compression import Codec
-from swarmnet.errors import CodecError, SwarmnetError, TransportError
+from swarmnet.errors import CodecError
 from swarmnet.transport.base import Transport
 
 __all__ = ["GroupRound", "RoundReport"]
@@ -89,17 +90,17 @@ class GroupRound:
         self._stream_method = method_name(group.run, "stream")
         self._transport, self._feedback, self._config, self._throughput = transport, feedback, config, throughput
         self._ratio = codec.estimated_ratio(max(1, flat.numel()))
-        # What this peer sent each reducer in the first pass, kept (with error feedback) to rebuild its
-        # contribution to the parts of reducers that die; see ``_recovered``.
-        self._first_parts: dict[int, tuple[list[Range], list[bytes]]] = {}
-        self._recovered: list[tuple[int, torch.Tensor]] = []
-        self._own_first: tuple[int, torch.Tensor] | None = None  # our exact contribution to our own range
+        self._contributions = Contributions(codec, flat, feedback)
         self._part_sends: dict[tuple[int, int], asyncio.Future[None]] = {}  # (pass, reducer) -> our part's send
         self._chunk = config.chunk_size(self._ratio)
         max_chunks = len(chunk_bounds([(0, flat.numel())], self._chunk)) + len(group.members)
         self.inbox = Inbox(config.deadlines, max_chunks)
         self.report = RoundReport()
-        self.bytes_sent: Counter[int] = Counter()
+        self._link = GroupLink(
+            transport, group, self.inbox, self.report.failed, weight=weight, throughput=throughput,
+            largest_chunk=4 * self._ratio * self._chunk, probe_interval=config.deadlines.probe_interval,
+        )  # fmt: skip
+        self.bytes_sent = self._link.bytes_sent
         self.bytes_received: Counter[int] = Counter()
 
     def receive(self, sender: int, header: DataHeader, payload: memoryview) -> None:
@@ -126,8 +127,8 @@ class GroupRound:
             logger.info("round %s: re-reducing %d orphaned ranges", self.group.round_id, len(orphans))
             again = _split(orphans, survivors)
             started = asyncio.get_running_loop().time()
-            if self._feedback is not None and self.me in contributors:
-                await _off_loop(self._recover_contributions, orphans)
+            if self.me in contributors:
+                await _off_loop(self._contributions.recover, orphans)
             recovered, reporters, missing, mismatched = await self._reduce_pass(1, again, contributors)
             self.report.phase_seconds["recovery"] = asyncio.get_running_loop().time() - started
             lost = {r for r in again if r not in reporters or r in missing or r in mismatched}
@@ -172,9 +173,8 @@ class GroupRound:
         results: asyncio.Future[None] | None = None
         if reducer is not None:
             if self.me in senders:
-                own = await _off_loop(self._own_values, pass_no, mine)
+                own = await _off_loop(self._contributions.own_values, pass_no, mine)
                 reducer.add_values(self.me, self.weight, own)
-                self._own_first = (mine[0][0], torch.cat(own)) if pass_no == 0 else self._own_first
             payloads, tags, results = await self._reduce_streaming(pass_no, mine, reducer, senders)
         self._phase(pass_no, "reduce_scatter", started)
         started = loop.time()
@@ -218,7 +218,7 @@ class GroupRound:
         inbound = len(expected) * 4 * self._ratio * sum(b - a for a, b in mine)
         deadline, floor = self._wait_for(inbound)
         received_before, started = self.inbox.bytes_received, asyncio.get_running_loop().time()
-        waiting = asyncio.ensure_future(self._await(arrivals, deadline, floor))
+        waiting = asyncio.ensure_future(self._link.wait(arrivals, deadline, floor))
         outboxes = {r: Outbox(len(mine)) for r in self._others()}
         sending = asyncio.ensure_future(
             _together([self._send_results(pass_no, r, box, deadline) for r, box in outboxes.items()])
@@ -288,8 +288,8 @@ class GroupRound:
                 for reducer, spans in sorted(assignment.items(), key=lambda item: self._turn(item[0])):
                     if reducer != self.me:
                         chunks = chunk_bounds(spans, self._chunk)
-                        payloads = await _off_loop(self._encode_range, pass_no, reducer, chunks)
-                        send = asyncio.ensure_future(self._send_all(reducer, "part", pass_no, payloads))
+                        payloads = await _off_loop(self._contributions.encode, pass_no, reducer, chunks)
+                        send = asyncio.ensure_future(self._link.send_all(reducer, "part", pass_no, payloads))
                         self._part_sends[pass_no, reducer] = send
                         sends.append(send)
         finally:
@@ -303,57 +303,7 @@ class GroupRound:
         if part is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(part)
-        await self._send_outbox(target, outbox, patience)
-
-    def _encode_range(self, pass_no: int, reducer: int, chunks: list[Range]) -> list[bytes]:
-        payloads = [self._encode_part(pass_no, a, b) for a, b in chunks]
-        if pass_no == 0 and self._feedback is not None:
-            self._first_parts[reducer] = (chunks, payloads)
-        return payloads
-
-    def _encode_part(self, pass_no: int, a: int, b: int) -> bytes:
-        """Our contribution to ``[a, b)`` on the wire: values plus the error carried from last time."""
-        if self._feedback is None:
-            return self.codec.encode(self.flat[a:b])
-        residual = self._feedback.sent[a:b]
-        if pass_no == 0:  # the fused kernels encode flat + residual and leave the new error in residual
-            return self.codec.encode_with_feedback(self.flat[a:b], residual)
-        return encode_chunk(self.codec, self._recovered_values(a, b), residual, fresh=True)
-
-    def _own_values(self, pass_no: int, chunks: list[Range]) -> list[torch.Tensor]:
-        """Our exact contribution to our own chunks (copies: the range is overwritten by its result)."""
-        values = []
-        for a, b in chunks:
-            if self._feedback is None:
-                values.append(self.flat[a:b].clone())
-                continue
-            residual = self._feedback.sent[a:b]
-            values.append(self.flat[a:b] + residual if pass_no == 0 else self._recovered_values(a, b).clone())
-            residual.zero_()  # our own part is used exactly: nothing is lost
-        return values
-
-    def _recover_contributions(self, orphans: list[Range]) -> None:
-        """Rebuild our first-pass contribution to orphaned ranges (their reducer died): what we sent them,
-        decoded, plus what compression dropped from it (the residual holds exactly that now)."""
-        assert self._feedback is not None
-        if self._own_first is not None:
-            lo, values = self._own_first
-            if (lo, lo + values.numel()) in orphans:  # our own result was discarded: we reduce it again too
-                self._recovered.append(self._own_first)
-        for chunks, payloads in self._first_parts.values():
-            lo, hi = chunks[0][0], chunks[-1][1]
-            if (lo, hi) not in orphans:
-                continue
-            values = torch.empty(hi - lo)
-            for (a, b), payload in zip(chunks, payloads, strict=True):
-                self.codec.decode_into(payload, values[a - lo : b - lo])
-            self._recovered.append((lo, values.add_(self._feedback.sent[lo:hi])))
-
-    def _recovered_values(self, a: int, b: int) -> torch.Tensor:
-        for lo, values in self._recovered:
-            if lo <= a and b <= lo + values.numel():
-                return values[a - lo : b - lo]
-        raise AssertionError(f"no recovered contribution covers [{a}, {b})")  # ranges are sub-ranges of orphans
+        await self._link.send_outbox(target, outbox, patience)
 
     async def _collect_results(
         self, pass_no: int, assignment: dict[int, list[Range]], reporters: set[int], contributors: set[int]
@@ -405,8 +355,10 @@ class GroupRound:
         loop = asyncio.get_running_loop()
         started = loop.time()
         chunks = chunk_bounds([(0, self.flat.numel())], self._chunk)
-        payloads = await _off_loop(lambda: [self._encode_part(0, a, b) for a, b in chunks])
-        sends = asyncio.ensure_future(_together([self._send_all(r, "gather", 0, payloads) for r in self._others()]))
+        payloads = await _off_loop(lambda: [self._contributions.encode_part(0, a, b) for a, b in chunks])
+        sends = asyncio.ensure_future(
+            _together([self._link.send_all(r, "gather", 0, payloads) for r in self._others()])
+        )
         reducer = RangeReducer(self.codec, chunks, self._config.aggregation)
         reducer.add_payloads(self.me, self.weight, payloads)  # the exact sparse values the others get
         inbound = (len(members) - 1) * sum(len(p) for p in payloads)
@@ -457,7 +409,7 @@ class GroupRound:
 
         consumer = asyncio.ensure_future(consume())
         try:
-            await self._await(arrivals, *self._wait_for(inbound))
+            await self._link.wait(arrivals, *self._wait_for(inbound))
         finally:
             queue.put_nowait(None)  # stop after what has arrived: a handler is never cut off midway
             await consumer
@@ -472,14 +424,14 @@ class GroupRound:
             header = DataHeader(
                 group_id=self.group.group_id, kind="tally", pass_no=pass_no, contributors=tuple(accepted)
             )
-            sends = [self._send(r, header, b"") for r in self._others()]
+            sends = [self._link.send(r, header, b"") for r in self._others()]
         sending = asyncio.gather(*sends)
         arrivals = self.inbox.arrivals("tally", pass_no)
         arrivals.expect(reducers - {self.me}, self.report.failed)
         # Other reducers report when their own reduce-scatter ends, which may be well after ours.
         spans = [sum(hi - lo for lo, hi in s) for s in biggest.values()] if biggest else [self.flat.numel()]
         inbound = len(self.group.members) * 4 * self._ratio * max(spans, default=0)
-        arrived = await self._await(arrivals, *self._wait_for(inbound))
+        arrived = await self._link.wait(arrivals, *self._wait_for(inbound))
         await _finish(sending, self._throughput.timeout(0))
         tallies = {}
         for reducer in arrived:
@@ -487,106 +439,6 @@ class GroupRound:
             if message is not None:
                 tallies[reducer] = message.contributors
         return tallies
-
-    async def _send_all(
-        self, target: int, kind: Kind, pass_no: int, payloads: list[bytes], contributors: Collection[int] = ()
-    ) -> None:
-        """Send a chunked message over one stream."""
-        headers = [
-            DataHeader(
-                group_id=self.group.group_id, kind=kind, pass_no=pass_no, chunk=i, chunks=len(payloads),
-                weight=self.weight, contributors=tuple(sorted(contributors)),
-            )
-            for i in range(len(payloads))
-        ]  # fmt: skip
-        await self._send_outbox(target, Outbox(len(payloads), list(zip(headers, payloads, strict=True))))
-
-    async def _send_outbox(self, target: int, outbox: Outbox, patience: float = 0.0) -> None:
-        """Stream an outbox's chunks over one stream (a stream's flow-control window grows once, not per
-        chunk); after a broken stream, resend what was not acknowledged (receivers ignore duplicates).
-        ``patience``: extra seconds to wait for each reply, while chunks are still being produced."""
-        progress = [0]  # chunks acknowledged so far, across attempts
-        for attempt in range(_ATTEMPTS):
-            if target in self.report.failed or progress[0] == outbox.count:
-                return
-            try:
-                await self._stream(target, outbox, progress, patience)
-                return
-            except TransportError as e:
-                self._fail(target, e)
-            except SwarmnetError as e:
-                retry = attempt + 1 < _ATTEMPTS
-                logger.warning("round %s: sending to %s broke (%s)%s", self.group.round_id,
-                               self.group.members[target], e, "; retrying" if retry else "")  # fmt: skip
-
-    async def _stream(self, target: int, outbox: Outbox, progress: list[int], patience: float) -> None:
-        """Stream chunks from ``progress[0]`` on to ``target``, counting acknowledgements in ``progress[0]``."""
-
-        async def requests() -> AsyncIterator[bytes]:
-            for index in range(progress[0], outbox.count):
-                message = encode_message(*await outbox.get(index))
-                self.bytes_sent[target] += len(message)
-                yield message
-
-        largest = 4 * self._ratio * self._chunk
-        timeout = patience + self._throughput.timeout(largest * max(1, len(self.group.members) - 1))
-        responses = self._transport.call_stream(self.group.members[target], self._stream_method, requests(),
-                                                timeout=timeout)  # fmt: skip
-        try:
-            async for raw in responses:
-                reply, _ = decode_message(raw, Reply)
-                if not reply.ok:
-                    logger.warning("round %s: %s refused a chunk: %s", self.group.round_id,
-                                   self.group.members[target], reply.reason)  # fmt: skip
-                progress[0] += 1
-        finally:
-            await responses.aclose()
-
-    def _fail(self, target: int, error: Exception) -> None:
-        logger.info("round %s: %s failed: %s", self.group.round_id, self.group.members[target], error)
-        self.report.failed[target] = f"{type(error).__name__}: {error}"
-        self.inbox.fail(target)
-
-    async def _send(self, target: int, header: DataHeader, payload: bytes) -> bool:
-        if target in self.report.failed:
-            return False
-        message = encode_message(header, payload)
-        peer = self.group.members[target]
-        timeout = self._throughput.timeout(len(message) * max(1, len(self.group.members) - 1))
-        try:
-            raw = await self._transport.call_unary(peer, self._method, message, timeout=timeout)
-            self.bytes_sent[target] += len(message)
-            reply, _ = decode_message(raw, Reply)
-        except TransportError as e:
-            self._fail(target, e)
-            return False
-        except SwarmnetError as e:
-            reply = Reply(ok=False, reason=f"{type(e).__name__}: {e}")
-        if not reply.ok:
-            logger.warning("round %s: %s refused our %s: %s", self.group.round_id, peer, header.kind, reply.reason)
-        return reply.ok
-
-    async def _await(self, arrivals: Arrivals, timeout: float, floor: float = 0.0) -> set[int]:
-        """``arrivals.wait``, while probing the peers still pending: a dead one is dropped at once."""
-        prober = asyncio.ensure_future(self._probe(arrivals))
-        try:
-            return await arrivals.wait(timeout, floor)
-        finally:
-            prober.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await prober
-
-    async def _probe(self, arrivals: Arrivals) -> None:
-        # A peer that died after we last talked to it would otherwise be waited for until the deadline.
-        ping = DataHeader(group_id=self.group.group_id, kind="ping")
-        interval = self._config.deadlines.probe_interval
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(interval)
-            for target in sorted(arrivals.pending):
-                # A peer whose data is still streaming in is alive: pinging it would only add load.
-                if loop.time() - self.inbox.last_heard.get(target, -math.inf) > interval:
-                    await self._send(target, ping, b"")
 
     def _wait_for(self, inbound: float) -> tuple[float, float]:
         """(deadline, straggler floor) for receiving ``inbound`` bytes."""

@@ -214,27 +214,36 @@ def test_plain_mean_is_not_robust() -> None:
     run_virtual(main())
 
 
-def test_a_sender_dying_midway_through_its_part_leaves_the_exact_average_of_the_others() -> None:
-    """Reducers pipeline chunk by chunk, so early chunks were reduced with the victim and later ones
-    without it: those results are over the wrong contributors, and their ranges are reduced again."""
+def test_a_sender_refused_midway_through_its_part_leaves_the_exact_average_of_the_others() -> None:
+    """Reducers pipeline chunk by chunk: chunk 0 is reduced with the liar's valid first chunk, then its
+    NaN second chunk gets it refused. Every result over it is over the wrong contributors, so those
+    ranges are reduced again, and the honest peers end with the exact average of the three of them."""
 
     async def main() -> None:
         network = MemoryNetwork()
         peers = await make_peers(network, 4, replace(FAST, chunk_bytes=4096))
         inputs = random_inputs(4, [(6000,), (20, 100)], seed=13)
         originals = [[t.clone() for t in tensors] for tensors in inputs]
-        victim = peers[2]
-        kill_when(network, victim, lambda h: h.kind == "part" and h.chunk == 1)
+        liar = peers[2]
+        codec = get_codec("none")
+
+        def poison(header: DataHeader, payload: memoryview) -> bytes | None:
+            if header.kind != "part" or header.chunk != 1:
+                return None
+            values = codec.decode(payload).clone()
+            values[0] = float("nan")
+            return codec.encode(values)
+
+        intercept(liar, poison)
         outcomes = await average(peers, inputs)
-        alive = [i for i, p in enumerate(peers) if p is not victim]
-        for i in alive:
+        honest = [i for i, p in enumerate(peers) if p is not liar]
+        for i in honest:
             assert outcomes[i].succeeded, outcomes[i]
             assert outcomes[i].consistent, outcomes[i]
-            assert len(outcomes[i].contributors) == 3
-            assert victim.peer_id not in outcomes[i].contributors
-            # More than the victim's own quarter: ranges reduced with its first chunk were redone too.
-            assert outcomes[i].recovered_elements > 8000 // 4
+            assert set(outcomes[i].contributors) == {peers[j].peer_id for j in honest}
+            assert liar.peer_id in outcomes[i].rejected
+            assert outcomes[i].recovered_elements == 8000  # every range had been reduced over the liar's chunk 0
             assert outcomes[i].unaveraged_elements == 0
-        assert_exact_average_of([inputs[i] for i in alive], [originals[i] for i in alive])
+        assert_exact_average_of([inputs[i] for i in honest], [originals[i] for i in honest])
 
     run_virtual(main())

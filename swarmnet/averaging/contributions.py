@@ -1,0 +1,81 @@
+"""What this peer contributes to a round: its values plus the error compression dropped last time.
+
+Error feedback at the sender: each part is encoded from ``flat + residual`` by the codecs' fused
+kernels, which leave the new compression error in the residual. Our own range is used exactly (its
+residual is cleared). When a reducer dies, or its result is over the wrong contributors, its range
+is reduced again; our contribution to it is then rebuilt from what we sent it, decoded, plus the
+residual, which holds exactly what compression dropped from that.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from swarmnet.averaging.vectors import Feedback, Range, encode_chunk
+from swarmnet.compression import Codec
+
+__all__ = ["Contributions"]
+
+
+class Contributions:
+    """This peer's contribution to each range of one round, encoded for the wire or as exact values."""
+
+    def __init__(self, codec: Codec, flat: torch.Tensor, feedback: Feedback | None) -> None:
+        self.codec, self.flat, self.feedback = codec, flat, feedback
+        self._first_parts: dict[int, tuple[list[Range], list[bytes]]] = {}  # reducer -> what we sent it
+        self._own_first: tuple[int, torch.Tensor] | None = None  # our exact contribution to our own range
+        self._recovered: list[tuple[int, torch.Tensor]] = []
+
+    def encode(self, pass_no: int, reducer: int, chunks: list[Range]) -> list[bytes]:
+        """Our payloads for ``reducer``'s chunks (kept from the first pass, for recovery)."""
+        payloads = [self.encode_part(pass_no, a, b) for a, b in chunks]
+        if pass_no == 0 and self.feedback is not None:
+            self._first_parts[reducer] = (chunks, payloads)
+        return payloads
+
+    def encode_part(self, pass_no: int, a: int, b: int) -> bytes:
+        """Our contribution to ``[a, b)`` on the wire: values plus the error carried from last time."""
+        if self.feedback is None:
+            return self.codec.encode(self.flat[a:b])
+        residual = self.feedback.sent[a:b]
+        if pass_no == 0:  # the fused kernels encode flat + residual and leave the new error in residual
+            return self.codec.encode_with_feedback(self.flat[a:b], residual)
+        return encode_chunk(self.codec, self._recovered_values(a, b), residual, fresh=True)
+
+    def own_values(self, pass_no: int, chunks: list[Range]) -> list[torch.Tensor]:
+        """Our exact contribution to our own chunks (copies: the range is overwritten by its result)."""
+        values = []
+        for a, b in chunks:
+            if self.feedback is None:
+                values.append(self.flat[a:b].clone())
+                continue
+            residual = self.feedback.sent[a:b]
+            values.append(self.flat[a:b] + residual if pass_no == 0 else self._recovered_values(a, b).clone())
+            residual.zero_()  # our own part is used exactly: nothing is lost
+        if pass_no == 0 and values:
+            self._own_first = (chunks[0][0], torch.cat(values))
+        return values
+
+    def recover(self, orphans: list[Range]) -> None:
+        """Rebuild our first-pass contribution to ranges reduced again (with error feedback only; without
+        it ``flat`` still holds our values there, since no result was written into them)."""
+        if self.feedback is None:
+            return
+        if self._own_first is not None:
+            lo, values = self._own_first
+            if (lo, lo + values.numel()) in orphans:  # our own result was discarded: we reduce it again too
+                self._recovered.append(self._own_first)
+        for chunks, payloads in self._first_parts.values():
+            lo, hi = chunks[0][0], chunks[-1][1]
+            if (lo, hi) not in orphans:
+                continue
+            values = torch.empty(hi - lo)
+            for (a, b), payload in zip(chunks, payloads, strict=True):
+                self.codec.decode_into(payload, values[a - lo : b - lo])
+            self._recovered.append((lo, values.add_(self.feedback.sent[lo:hi])))
+
+    def _recovered_values(self, a: int, b: int) -> torch.Tensor:
+        for lo, values in self._recovered:
+            if lo <= a and b <= lo + values.numel():
+                return values[a - lo : b - lo]
+        raise AssertionError(f"no recovered contribution covers [{a}, {b})")  # ranges are sub-ranges of orphans
