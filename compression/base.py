@@ -17,6 +17,7 @@ from swarmnet.compression.wire import DEFAULT_MAX_ELEMENTS, CodecId, Header, unp
 from swarmnet.errors import CodecError
 
 __all__ = [
+    "NON_FINITE",
     "Codec",
     "all_finite",
     "as_bytes",

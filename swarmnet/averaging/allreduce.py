@@ -36,7 +36,7 @@ from swarmnet.averaging.deadlines import ThroughputModel
 from swarmnet.averaging.group import Group, partition
 from swarmnet.averaging.inbox import Inbox
 from swarmnet.averaging.link import GroupLink
-from swarmnet.averaging.messages import DataHeader, Kind, method_name
+from swarmnet.averaging.messages import DataHeader, Kind
 from swarmnet.averaging.outbox import Outbox
 from swarmnet.averaging.reducer import RangeReducer
 from swarmnet.averaging.vectors import Feedback, Range, chunk_bounds, encode_chunk
@@ -51,7 +51,6 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_ATTEMPTS = 3  # tries per chunked message: a stream can break under load without the peer being gone
 _HEADER_OVERHEAD = 400  # bytes of framing per message, for the sparse mode choice
 
 
@@ -86,9 +85,7 @@ class GroupRound:
     ) -> None:
         self.group, self.flat, self.weight, self.codec = group, flat, weight, codec
         self.me = group.index(transport.peer_id)
-        self._method = method_name(group.run, "data")
-        self._stream_method = method_name(group.run, "stream")
-        self._transport, self._feedback, self._config, self._throughput = transport, feedback, config, throughput
+        self._feedback, self._config, self._throughput = feedback, config, throughput
         self._ratio = codec.estimated_ratio(max(1, flat.numel()))
         self._contributions = Contributions(codec, flat, feedback)
         self._part_sends: dict[tuple[int, int], asyncio.Future[None]] = {}  # (pass, reducer) -> our part's send
@@ -232,9 +229,7 @@ class GroupRound:
                 present = {s: c for s in expected - given_up if (c := self.inbox.chunk("part", pass_no, s, j))}
                 if expected <= present.keys() | given_up:
                     break
-                await asyncio.wait(
-                    [asyncio.ensure_future(changed.wait()), waiting], return_when=asyncio.FIRST_COMPLETED
-                )
+                await _until_set(changed, waiting)
             payload, tag = await _off_loop(self._reduce_chunk, j, a, b, reducer, present)
             header = DataHeader(group_id=self.group.group_id, kind="result", pass_no=pass_no, chunk=j,
                                 chunks=len(mine), weight=self.weight, contributors=tuple(sorted(tag)))  # fmt: skip
@@ -255,11 +250,8 @@ class GroupRound:
         at the reducer); returns the payload and the members it is over."""
         for sender in sorted(present):
             weight, payload = present[sender]
-            reason = reducer.add_chunk(sender, weight, j, payload)
-            if reason is not None and sender not in self.report.rejected:
-                peer = self.group.members[sender]
-                logger.warning("round %s: rejected the contribution of %s: %s", self.group.round_id, peer, reason)
-                self.report.rejected[sender] = reason
+            if (reason := reducer.add_chunk(sender, weight, j, payload)) is not None:
+                self._reject(sender, reason)
         tag = reducer.members(j)
         if not tag:  # nobody left to average: keep our own values for this range
             return self.codec.encode(self.flat[a:b]), tag
@@ -310,19 +302,17 @@ class GroupRound:
     ) -> tuple[set[int], set[int]]:
         """Write the reducers' results into ``flat``; return the reducers whose result is missing or bad,
         and those whose result is over other contributors (both keep our own values for now)."""
-        applied: set[int] = set()
-        mismatched: set[int] = set()
+        verdicts: dict[int, str] = {}
 
         def apply(reducer: int) -> None:
-            if reducer not in reporters:
-                return
-            verdict = self._apply_result(pass_no, assignment[reducer], reducer, contributors)
-            (applied if verdict == "applied" else mismatched if verdict == "mismatched" else set()).add(reducer)
+            if reducer in reporters:
+                verdicts[reducer] = self._apply_result(pass_no, assignment[reducer], reducer, contributors)
 
         inbound = 4 * self._ratio * sum(hi - lo for r in reporters - {self.me} for lo, hi in assignment[r])
         await self._receive("result", pass_no, reporters - {self.me}, inbound, apply)
         self.inbox.drop("result", pass_no)
-        missing = reporters - {self.me} - applied - mismatched
+        mismatched = {r for r, verdict in verdicts.items() if verdict == "mismatched"}
+        missing = reporters - {self.me} - {r for r, verdict in verdicts.items() if verdict == "applied"} - mismatched
         for reducer in missing:
             if reducer not in self.report.failed:
                 logger.warning("round %s: no usable result from reducer %s", self.group.round_id,
@@ -386,16 +376,21 @@ class GroupRound:
             sender, message.weight, message.ordered()
         )  # fmt: skip
         if reason is not None:
+            self._reject(sender, reason)
+
+    def _reject(self, sender: int, reason: str) -> None:
+        """Name a refused contributor in the report (once: later chunks are refused for the same cause)."""
+        if sender not in self.report.rejected:
             peer = self.group.members[sender]
             logger.warning("round %s: rejected the contribution of %s: %s", self.group.round_id, peer, reason)
             self.report.rejected[sender] = reason
 
     async def _receive(
         self, kind: Kind, pass_no: int, expected: set[int], inbound: float, handle: Callable[[int], None]
-    ) -> set[int]:
+    ) -> None:
         """Wait for the messages of a slot (adaptive deadline, straggler cutoff, liveness probes), handing
         each complete one to ``handle`` in a worker thread as soon as it arrives, so decoding overlaps
-        with the transfers still going on; return the senders handled."""
+        with the transfers still going on."""
         arrivals = self.inbox.arrivals(kind, pass_no)
         arrivals.expect(expected, self.report.failed)
         queue = self.inbox.completions(kind, pass_no)
@@ -413,7 +408,6 @@ class GroupRound:
         finally:
             queue.put_nowait(None)  # stop after what has arrived: a handler is never cut off midway
             await consumer
-        return handled
 
     async def _tally(
         self, pass_no: int, accepted: list[int] | None, reducers: set[int], *, biggest: dict[int, list[Range]] | None
@@ -497,10 +491,6 @@ async def _off_loop(fn: Callable[..., T], *args: Any) -> T:
     if isinstance(asyncio.get_running_loop(), VirtualTimeLoop):
         return fn(*args)
     return await asyncio.to_thread(fn, *args)
-
-
-def _slice(residual: torch.Tensor | None, a: int, b: int) -> torch.Tensor | None:
-    return None if residual is None else residual[a:b]
 
 
 async def _finish(sending: asyncio.Future[Any], timeout: float) -> None:

@@ -16,8 +16,9 @@ from collections.abc import Sequence
 import torch
 
 from swarmnet.averaging.robust import AggregationConfig, aggregate
-from swarmnet.averaging.vectors import Range, all_finite, decode_chunk
+from swarmnet.averaging.vectors import Range, decode_chunk
 from swarmnet.compression import Codec
+from swarmnet.compression.base import NON_FINITE, all_finite
 from swarmnet.errors import CodecError
 
 __all__ = ["RangeReducer"]
@@ -72,7 +73,7 @@ class RangeReducer:
             else:
                 self._codec.decode_accumulate(payload, self._sums[j], alpha=weight)
                 if not all_finite(self._sums[j]):
-                    raise CodecError("payload decodes to non-finite values (NaN or Inf)")
+                    raise CodecError(NON_FINITE)
                 self._payloads[member, j] = payload
         except CodecError as e:
             self._rebuild(j, self._members[j])  # the sum may hold part of the bad payload

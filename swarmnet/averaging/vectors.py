@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import torch
 
 from swarmnet.compression import Codec, decode
-from swarmnet.compression.base import all_finite
+from swarmnet.compression.base import NON_FINITE, all_finite
 from swarmnet.errors import CodecError
 
-__all__ = ["Feedback", "all_finite", "chunk_bounds", "decode_chunk", "encode_chunk", "flatten", "unflatten"]
+__all__ = ["Feedback", "chunk_bounds", "decode_chunk", "encode_chunk", "flatten", "unflatten"]
 
 Range = tuple[int, int]
 
@@ -84,5 +84,5 @@ def decode_chunk(payload: memoryview | bytes, numel: int) -> torch.Tensor:
         raise CodecError(f"payload holds {tensor.numel()} elements, expected {numel}")
     tensor = tensor.reshape(-1).to(torch.float32)
     if not all_finite(tensor):
-        raise CodecError("payload decodes to non-finite values (NaN or Inf)")
+        raise CodecError(NON_FINITE)
     return tensor
