@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import selectors
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["Clock", "LoopClock", "SystemClock", "VirtualTimeLoop", "run_virtual"]
+__all__ = ["Clock", "LoopClock", "SystemClock", "VirtualTimeLoop", "off_loop", "run_virtual"]
 
 T = TypeVar("T")
 
@@ -98,3 +98,12 @@ async def _cancel_all(tasks: set[asyncio.Task[Any]]) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """Run tensor work in a worker thread (torch releases the GIL), so the event loop keeps reading the
+    sockets meanwhile and links do not stall while a peer computes. Under a virtual clock
+    (simulations) it runs inline: time there only passes while the loop waits, never during work."""
+    if isinstance(asyncio.get_running_loop(), VirtualTimeLoop):
+        return fn(*args)
+    return await asyncio.to_thread(fn, *args)

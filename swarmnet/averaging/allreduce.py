@@ -40,7 +40,7 @@ from swarmnet.averaging.messages import DataHeader, Kind
 from swarmnet.averaging.outbox import Outbox
 from swarmnet.averaging.reducer import RangeReducer
 from swarmnet.averaging.vectors import Feedback, Range, chunk_bounds, encode_chunk
-from swarmnet.clock import VirtualTimeLoop
+from swarmnet.clock import off_loop
 from swarmnet.compression import Codec
 from swarmnet.errors import CodecError
 from swarmnet.transport.base import Transport
@@ -125,7 +125,7 @@ class GroupRound:
             again = _split(orphans, survivors)
             started = asyncio.get_running_loop().time()
             if self.me in contributors:
-                await _off_loop(self._contributions.recover, orphans)
+                await off_loop(self._contributions.recover, orphans)
             recovered, reporters, missing, mismatched = await self._reduce_pass(1, again, contributors)
             self.report.phase_seconds["recovery"] = asyncio.get_running_loop().time() - started
             lost = {r for r in again if r not in reporters or r in missing or r in mismatched}
@@ -170,7 +170,7 @@ class GroupRound:
         results: asyncio.Future[None] | None = None
         if reducer is not None:
             if self.me in senders:
-                own = await _off_loop(self._contributions.own_values, pass_no, mine)
+                own = await off_loop(self._contributions.own_values, pass_no, mine)
                 reducer.add_values(self.me, self.weight, own)
             payloads, tags, results = await self._reduce_streaming(pass_no, mine, reducer, senders)
         self._phase(pass_no, "reduce_scatter", started)
@@ -190,7 +190,7 @@ class GroupRound:
         missing, mismatched = await self._collect_results(pass_no, assignment, reporters, contributors)
         if reducer is not None:
             if all(tag == contributors for tag in tags):
-                await _off_loop(self._keep_own_result, mine, payloads)
+                await off_loop(self._keep_own_result, mine, payloads)
             else:
                 mismatched.add(self.me)
                 self._discard_own_result(mine)
@@ -230,7 +230,7 @@ class GroupRound:
                 if expected <= present.keys() | given_up:
                     break
                 await _until_set(changed, waiting)
-            payload, tag = await _off_loop(self._reduce_chunk, j, a, b, reducer, present)
+            payload, tag = await off_loop(self._reduce_chunk, j, a, b, reducer, present)
             header = DataHeader(group_id=self.group.group_id, kind="result", pass_no=pass_no, chunk=j,
                                 chunks=len(mine), weight=self.weight, contributors=tuple(sorted(tag)))  # fmt: skip
             for box in outboxes.values():
@@ -280,7 +280,7 @@ class GroupRound:
                 for reducer, spans in sorted(assignment.items(), key=lambda item: self._turn(item[0])):
                     if reducer != self.me:
                         chunks = chunk_bounds(spans, self._chunk)
-                        payloads = await _off_loop(self._contributions.encode, pass_no, reducer, chunks)
+                        payloads = await off_loop(self._contributions.encode, pass_no, reducer, chunks)
                         send = asyncio.ensure_future(self._link.send_all(reducer, "part", pass_no, payloads))
                         self._part_sends[pass_no, reducer] = send
                         sends.append(send)
@@ -345,7 +345,7 @@ class GroupRound:
         loop = asyncio.get_running_loop()
         started = loop.time()
         chunks = chunk_bounds([(0, self.flat.numel())], self._chunk)
-        payloads = await _off_loop(lambda: [self._contributions.encode_part(0, a, b) for a, b in chunks])
+        payloads = await off_loop(lambda: [self._contributions.encode_part(0, a, b) for a, b in chunks])
         sends = asyncio.ensure_future(
             _together([self._link.send_all(r, "gather", 0, payloads) for r in self._others()])
         )
@@ -400,7 +400,7 @@ class GroupRound:
             while (sender := await queue.get()) is not None:
                 if sender in expected and sender not in handled:
                     handled.add(sender)
-                    await _off_loop(handle, sender)
+                    await off_loop(handle, sender)
 
         consumer = asyncio.ensure_future(consume())
         try:
@@ -482,15 +482,6 @@ async def _until_set(event: asyncio.Event, other: asyncio.Future[Any]) -> None:
         waiter.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await waiter
-
-
-async def _off_loop(fn: Callable[..., T], *args: Any) -> T:
-    """Run tensor work in a worker thread (torch releases the GIL), so the event loop keeps reading the
-    sockets meanwhile and links do not stall while a peer encodes or decodes. Under a virtual clock
-    (simulations) it runs inline: time there only passes while the loop waits, never during work."""
-    if isinstance(asyncio.get_running_loop(), VirtualTimeLoop):
-        return fn(*args)
-    return await asyncio.to_thread(fn, *args)
 
 
 async def _finish(sending: asyncio.Future[Any], timeout: float) -> None:

@@ -1,0 +1,31 @@
+"""swarmnet.diloco: DiLoCo and Streaming DiLoCo on the swarm.
+
+* **DiLoCoConfig, InnerConfig, OuterConfig (config.py)**: H, fragments, overlap, mixing, codec, optimizers.
+* **Replica (replica.py)**: one replica's math without networking (inner AdamW, pseudo-gradients,
+  outer Nesterov step); **FlatParameters (flat.py)**: parameters as views of one vector, fragments.
+* **SwarmTrainer, TrainerConfig, Progress (trainer.py)**: the trainer on a ``Transport``.
+* **StateSync, GlobalState (state_sync.py)**: published state digests, consensus, verified transfer.
+* **ProgressBoard (progress.py)**: which sync point other trainers reached.
+* **save_checkpoint, load_latest, CheckpointConfig (checkpoint.py)**: atomic safetensors checkpoints.
+"""
+
+from swarmnet.diloco.config import DiLoCoConfig, InnerConfig, OuterConfig
+from swarmnet.diloco.flat import FlatParameters
+from swarmnet.diloco.replica import Replica
+from swarmnet.diloco.state_sync import GlobalState, StateSync, StateSyncConfig, StateSyncError
+from swarmnet.diloco.trainer import Progress, SwarmTrainer, TrainerConfig
+
+__all__ = [
+    "DiLoCoConfig",
+    "FlatParameters",
+    "GlobalState",
+    "InnerConfig",
+    "OuterConfig",
+    "Progress",
+    "Replica",
+    "StateSync",
+    "StateSyncConfig",
+    "StateSyncError",
+    "SwarmTrainer",
+    "TrainerConfig",
+]

@@ -1,0 +1,255 @@
+"""The swarm's global DiLoCo state: published digests, consensus, and verified transfer to joiners.
+
+After every sync each trainer announces a signed ``StateAnnouncement``: the number of syncs and
+inner steps so far, the SHA-256 of its global state blob, and the digest of each part of it.
+The *consensus* is the newest round's most-announced digest (ties go to the smaller digest), so
+a peer that averaged in a minority group, or missed a round, sees it is off and re-fetches.
+
+A joiner (or a peer that fell behind) fetches the consensus blob in parts, several peers at
+once, checking every part against the announced part digest: a peer serving a bad part is
+skipped and the part is fetched from another, so one liar cannot poison or stall the transfer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import struct
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+from pydantic import Field
+
+from swarmnet.errors import ConfigError, ProtocolError, RemoteFault, SwarmnetError, TransportError
+from swarmnet.identity import Identity
+from swarmnet.records import Payload, RecordVerifier, sign_record
+from swarmnet.transport.base import Transport
+
+__all__ = ["Consensus", "GlobalState", "StateAnnouncement", "StateSync", "StateSyncConfig", "StateSyncError"]
+
+logger = logging.getLogger(__name__)
+
+_MAGIC = b"SWDS"
+_HEADER = struct.Struct("<4sQQQ")  # magic, inner steps, syncs, numel
+_MAX_PARTS = 64  # keeps an announcement (64 hex digests per part) well inside a DHT record
+
+
+class StateSyncError(SwarmnetError):
+    """No verified copy of the swarm's state could be fetched."""
+
+
+class StateAnnouncement(Payload):
+    """What a trainer says about its global state after a sync."""
+
+    KIND = "diloco_state"
+    layout: str = Field(max_length=128)  # model and optimizer layout: only equal schemas exchange state
+    rounds: int = Field(ge=0)
+    step: int = Field(ge=0)
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=_HEADER.size)
+    part_size: int = Field(ge=1)
+    parts: list[str] = Field(max_length=_MAX_PARTS)
+
+
+@dataclass(frozen=True)
+class GlobalState:
+    """The state every synced replica shares, and its wire form (header | global fp32 | momentum fp32)."""
+
+    global_params: torch.Tensor
+    momentum: torch.Tensor
+    step: int
+    rounds: int
+
+    def to_bytes(self) -> bytes:
+        """The blob whose SHA-256 is the state's digest."""
+        header = _HEADER.pack(_MAGIC, self.step, self.rounds, self.global_params.numel())
+        return header + self.global_params.numpy().tobytes() + self.momentum.numpy().tobytes()
+
+    def digest(self) -> str:
+        """SHA-256 of ``to_bytes()``."""
+        return hashlib.sha256(self.to_bytes()).hexdigest()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes, numel: int) -> GlobalState:
+        """Parse a blob, checking its header and exact size against the expected ``numel``."""
+        if len(blob) != _HEADER.size + 8 * numel:
+            raise ProtocolError(f"state blob of {len(blob)} bytes, expected {_HEADER.size + 8 * numel}")
+        magic, step, rounds, count = _HEADER.unpack_from(blob)
+        if magic != _MAGIC or count != numel:
+            raise ProtocolError(f"state blob header is wrong (magic {magic!r}, numel {count} vs {numel})")
+        values = torch.frombuffer(bytearray(blob[_HEADER.size :]), dtype=torch.float32)
+        return cls(values[:numel].clone(), values[numel:].clone(), step, rounds)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StateSyncConfig:
+    """Where announcements live and how transfers are cut."""
+
+    run: str
+    ttl: float = 120.0  # seconds an announcement lives without being refreshed
+    part_size: int = 4 << 20  # bytes per transfer part (grown so a state has at most 64 parts)
+    request_timeout: float = 30.0
+    max_state_bytes: int = 8 << 30  # refuse announcements of absurd sizes before fetching anything
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` for an impossible setting."""
+        if not self.run or "/" in self.run or self.ttl <= 0 or self.part_size < 1024 or self.request_timeout <= 0:
+            raise ConfigError(f"invalid state sync config: {self}")
+
+    @property
+    def key(self) -> str:
+        """DHT key of the run's state announcements (one subkey per peer)."""
+        return f"{self.run}/diloco-state"
+
+
+@dataclass(frozen=True)
+class Consensus:
+    """The state the swarm agrees on: its announcement and the peers that hold it."""
+
+    announcement: StateAnnouncement
+    holders: tuple[str, ...]
+    announcers: int  # peers announcing any state for this round
+
+
+class StateSync:
+    """Publishes this peer's state, reads the swarm's consensus, serves and fetches state blobs."""
+
+    def __init__(self, transport: Transport, identity: Identity, config: StateSyncConfig, schema: str) -> None:
+        config.validate()
+        self._transport, self._identity, self.config, self.schema = transport, identity, config, schema
+        self._verifier = RecordVerifier()
+        self._served: dict[str, bytes] = {}  # digest -> blob, the newest two (a joiner may be mid-fetch)
+        self.bytes_served = 0
+        self.bytes_fetched = 0
+
+    async def start(self) -> None:
+        """Register the part-serving RPC."""
+        await self._transport.add_unary_handler(f"{self.config.run}.diloco-state", self._on_part)
+
+    async def publish(self, state: GlobalState) -> StateAnnouncement:
+        """Serve ``state`` and announce it."""
+        blob = state.to_bytes()
+        announcement = self._announcement(blob, state)
+        self._served[announcement.digest] = blob
+        while len(self._served) > 2:
+            del self._served[next(iter(self._served))]
+        now = self._transport.clock.time()
+        expires = now + self.config.ttl
+        me = self._identity.peer_id
+        value = sign_record(
+            self._identity, announcement, key=self.config.key, subkey=me, timestamp=now, expires_at=expires
+        )
+        try:
+            if not await self._transport.store(self.config.key, value, expires, subkey=me):
+                logger.warning("state announcement for round %d was not stored", state.rounds)
+        except TransportError as e:
+            logger.warning("could not announce state for round %d: %s", state.rounds, e)
+        return announcement
+
+    async def withdraw(self) -> None:
+        """Stop serving (announcements expire by themselves)."""
+        self._served.clear()
+
+    async def consensus(self) -> Consensus | None:
+        """The newest round's most-announced state of our schema, or None if nobody announced one."""
+        announcements = await self.announcements()
+        if not announcements:
+            return None
+        newest = max(a.rounds for a in announcements.values())
+        current = {peer: a for peer, a in announcements.items() if a.rounds == newest}
+        votes = Counter(a.digest for a in current.values())
+        digest = min(votes, key=lambda d: (-votes[d], d))
+        holders = tuple(sorted(peer for peer, a in current.items() if a.digest == digest))
+        return Consensus(current[holders[0]], holders, len(current))
+
+    async def announcements(self) -> dict[str, StateAnnouncement]:
+        """Every verified, unexpired announcement of our schema, by peer."""
+        key, now = self.config.key, self._transport.clock.time()
+        found = {}
+        try:
+            stored_values = await self._transport.get(key)
+        except TransportError as e:
+            logger.warning("could not read state announcements: %s", e)
+            return {}
+        for subkey, stored in stored_values.items():
+            record = self._verifier.verify_or_none(stored.value, StateAnnouncement, key=key, subkey=subkey, now=now)
+            if record is None or record.peer_id != subkey:
+                continue
+            announcement = record.payload
+            if announcement.layout != self.schema or not _well_formed(announcement, self.config):
+                logger.debug("announcement by %s ignored: other schema or malformed", subkey)
+                continue
+            found[subkey] = announcement
+        return found
+
+    async def fetch(self, consensus: Consensus, numel: int) -> GlobalState:
+        """Download and verify the consensus state from its holders (not us), several at once."""
+        announcement = consensus.announcement
+        holders = [p for p in consensus.holders if p != self._identity.peer_id]
+        if not holders:
+            raise StateSyncError("no other peer holds the consensus state")
+        parts: list[bytes | None] = [None] * len(announcement.parts)
+        await asyncio.gather(*(self._fetch_part(announcement, i, holders, parts) for i in range(len(parts))))
+        blob = b"".join(p for p in parts if p is not None)
+        if hashlib.sha256(blob).hexdigest() != announcement.digest:
+            raise StateSyncError("assembled state does not match the announced digest")
+        return GlobalState.from_bytes(blob, numel)
+
+    async def _fetch_part(
+        self, announcement: StateAnnouncement, index: int, holders: list[str], out: list[bytes | None]
+    ) -> None:
+        request = json.dumps({"digest": announcement.digest, "part": index}).encode()
+        method = f"{self.config.run}.diloco-state"
+        for attempt in range(len(holders)):
+            peer = holders[(index + attempt) % len(holders)]  # spread parts over holders, fall back in turn
+            try:
+                part = await self._transport.call_unary(peer, method, request, timeout=self.config.request_timeout)
+            except (TransportError, RemoteFault) as e:
+                logger.info("state part %d from %s failed: %s", index, peer, e)
+                continue
+            if hashlib.sha256(part).hexdigest() != announcement.parts[index]:
+                logger.warning("state part %d from %s does not match its digest; trying another peer", index, peer)
+                continue
+            out[index] = part
+            self.bytes_fetched += len(part)
+            return
+        raise StateSyncError(f"no holder served a valid part {index} of state {announcement.digest[:12]}")
+
+    async def _on_part(self, caller: str, request: bytes) -> bytes:
+        try:
+            message = json.loads(request)
+            digest, index = str(message["digest"]), int(message["part"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ProtocolError(f"malformed state request from {caller}: {e}") from e
+        blob = self._served.get(digest)
+        if blob is None:
+            raise ProtocolError(f"state {digest[:12]} is not served here (any more)")
+        part_size = _part_size(len(blob), self.config.part_size)
+        if not 0 <= index * part_size < len(blob):
+            raise ProtocolError(f"state part {index} out of range")
+        part = blob[index * part_size : (index + 1) * part_size]
+        self.bytes_served += len(part)
+        return part
+
+    def _announcement(self, blob: bytes, state: GlobalState) -> StateAnnouncement:
+        part_size = _part_size(len(blob), self.config.part_size)
+        parts = [hashlib.sha256(blob[i : i + part_size]).hexdigest() for i in range(0, len(blob), part_size)]
+        return StateAnnouncement(
+            layout=self.schema, rounds=state.rounds, step=state.step, digest=hashlib.sha256(blob).hexdigest(),
+            size=len(blob), part_size=part_size, parts=parts,
+        )  # fmt: skip
+
+
+def _part_size(size: int, minimum: int) -> int:
+    return max(minimum, -(-size // _MAX_PARTS))
+
+
+def _well_formed(announcement: StateAnnouncement, config: StateSyncConfig) -> bool:
+    """Sizes consistent with the part list, and not absurd (checked before anything is fetched)."""
+    size, part_size = announcement.size, announcement.part_size
+    if size > config.max_state_bytes or part_size < -(-size // _MAX_PARTS):
+        return False
+    return len(announcement.parts) == -(-size // part_size)

@@ -1,0 +1,270 @@
+"""A DiLoCo / Streaming DiLoCo trainer on the swarm: inner steps, exchanges, consensus, joins.
+
+``SwarmTrainer.run`` loops over sync points (``DiLoCoConfig.syncs_after``). Between them it runs
+inner steps in a worker thread, so the event loop keeps serving averaging and state requests. At a
+sync point of fragment ``p`` it announces that it got there, takes the pseudo-gradient, and starts
+the exchange through fragment ``p``'s ``Averager`` in the background; ``overlap_steps`` later (at
+once for plain DiLoCo) it applies the outer step with the average and publishes its new global state.
+
+Membership is elastic. A trainer that sees another one already at its next sync point stops early
+and joins with a weight equal to the steps it did; a trainer whose state is not the swarm's
+consensus (it missed a round, or averaged in a minority group) fetches the consensus state from
+the peers that hold it; a joiner does the same before its first step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from swarmnet.averaging import Averager, AveragingConfig, Outcome
+from swarmnet.clock import off_loop
+from swarmnet.data.text import Batch, ShardSampler
+from swarmnet.diloco.progress import ProgressBoard
+from swarmnet.diloco.replica import Replica
+from swarmnet.diloco.state_sync import GlobalState, StateSync, StateSyncConfig, StateSyncError
+from swarmnet.errors import ConfigError
+from swarmnet.identity import Identity
+from swarmnet.transport.base import Transport
+
+__all__ = ["Progress", "SwarmTrainer", "TrainerConfig"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainerConfig:
+    """What the trainer does besides the DiLoCo math (``Replica.config``)."""
+
+    run: str
+    schema: str  # model layout id: trainers exchange state only with equal schemas
+    max_steps: int | None = None  # stop after this many inner steps (None: until stopped)
+    poll_interval: float = 0.5  # seconds between looks at the others' progress while training
+    eval_every: int = 0  # evaluate the global parameters every this many syncs (0: never)
+    averaging: AveragingConfig = field(default_factory=AveragingConfig)
+    state_ttl: float = 120.0
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` for an impossible setting."""
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError("max_steps must be positive")
+        if self.poll_interval <= 0 or self.eval_every < 0:
+            raise ConfigError("poll_interval must be positive and eval_every >= 0")
+        self.averaging.validate()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Progress:
+    """One report to the caller (progress bar, log line, telemetry)."""
+
+    step: int
+    rounds: int
+    loss: float  # moving average of the inner-step losses
+    bytes_sent: int
+    bytes_received: int
+    last: Outcome | None = None
+    val_loss: float | None = None
+    event: str = "step"  # "step", "sync", "eval", "fetched"
+
+
+@dataclass
+class _Pending:
+    fragment: int
+    apply_at: int
+    task: asyncio.Task[tuple[Outcome, torch.Tensor]]
+
+
+class SwarmTrainer:
+    """Drives one ``Replica`` on the swarm; see the module docstring."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        identity: Identity,
+        replica: Replica,
+        sampler: ShardSampler,
+        config: TrainerConfig,
+        *,
+        validation: list[Batch] | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        on_sync: Callable[[SwarmTrainer], None] | None = None,
+    ) -> None:
+        config.validate()
+        self.replica, self.sampler, self.config = replica, sampler, config
+        self.validation, self.on_progress, self.on_sync = validation or [], on_progress, on_sync
+        self._transport = transport
+        diloco = replica.config
+        self.averagers = [
+            Averager(transport, identity, replace(config.averaging, run=f"{config.run}-f{p}", codec=diloco.codec))
+            for p in range(diloco.fragments)
+        ]  # one per fragment: each keeps its own error-feedback residuals
+        self.state = StateSync(
+            transport, identity, StateSyncConfig(run=config.run, ttl=config.state_ttl), config.schema
+        )
+        self.board = ProgressBoard(transport, identity, config.run, config.schema, ttl=config.state_ttl)
+        self._pending: list[_Pending] = []
+        self._furthest = 0  # the furthest sync step another trainer announced
+        self._loss: float | None = None
+        self._steps_done = 0  # inner steps this trainer actually ran (jumps excluded)
+        self._since = [0] * diloco.fragments  # ``_steps_done`` at each fragment's last sync
+        self.outcomes: list[Outcome] = []
+        self.fetches = 0
+
+    async def start(self) -> None:
+        """Register handlers and adopt the swarm's state if it is ahead of ours (a joiner)."""
+        for averager in self.averagers:
+            await averager.start()
+        await self.state.start()
+        await self._catch_up()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Train until ``stop`` is set or ``max_steps`` is reached; exchanges in flight are finished."""
+        watcher = asyncio.create_task(self._watch(stop), name="swarmnet-diloco-watch")
+        try:
+            while not stop.is_set() and not self._done():
+                await self._inner_step()
+                await self._apply_due()
+                await self._maybe_sync()
+            for pending in list(self._pending):
+                await self._apply(pending)
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+
+    def statistics(self) -> dict[str, object]:
+        """Counters for telemetry."""
+        stats = [a.statistics() for a in self.averagers]
+        return {
+            "step": self.replica.step, "rounds": self.replica.rounds, "loss": self._loss,
+            "bytes_sent": sum(s.bytes_sent for s in stats), "bytes_received": sum(s.bytes_received for s in stats),
+            "state_fetches": self.fetches, "state_bytes_served": self.state.bytes_served,
+            "last": stats[-1].last if stats else None,
+        }  # fmt: skip
+
+    def _done(self) -> bool:
+        return self.config.max_steps is not None and self.replica.step >= self.config.max_steps
+
+    async def _inner_step(self) -> None:
+        batch = self.sampler.batch(self.replica.step)
+        loss = await off_loop(self.replica.inner_step, batch)
+        self._steps_done += 1
+        self._loss = loss if self._loss is None else 0.95 * self._loss + 0.05 * loss
+        self._report("step")
+
+    def _next_sync(self) -> int:
+        """The first inner step after ours at which some fragment syncs."""
+        step = self.replica.step + 1
+        while not self.replica.config.syncs_after(step):
+            step += 1
+        return step
+
+    async def _maybe_sync(self) -> None:
+        """Start the exchanges due now, or jump to the next sync point if another trainer is there."""
+        step = self.replica.step
+        if not self.replica.config.syncs_after(step):
+            target = self._next_sync()
+            if self._furthest < target or self._pending:
+                return
+            logger.info("another trainer reached step %d; joining its sync from step %d", target, step)
+            self.replica.step = step = target  # the data cursor and schedule follow the swarm
+        await self.board.reached(step)
+        if await self._catch_up():
+            return
+        for fragment in self.replica.config.syncs_after(step):
+            self._start_exchange(fragment, step)
+        await self._apply_due()
+
+    def _start_exchange(self, fragment: int, step: int) -> None:
+        pseudo_gradient = self.replica.pseudo_gradient(fragment)
+        # Weighted by the steps this update holds: a trainer that stopped early counts for less.
+        weight = float(max(1, self._steps_done - self._since[fragment]))
+        self._since[fragment] = self._steps_done
+        averager = self.averagers[fragment]
+
+        async def exchange() -> tuple[Outcome, torch.Tensor]:
+            outcome = await averager.step([pseudo_gradient], round_id=step, weight=weight)
+            return outcome, pseudo_gradient
+
+        task = asyncio.create_task(exchange(), name=f"swarmnet-diloco-sync-{step}-{fragment}")
+        self._pending.append(_Pending(fragment, step + self.replica.config.overlap_steps, task))
+
+    async def _apply_due(self) -> None:
+        for pending in [p for p in self._pending if p.apply_at <= self.replica.step]:
+            await self._apply(pending)
+
+    async def _apply(self, pending: _Pending) -> None:
+        self._pending.remove(pending)
+        outcome, average = await pending.task
+        self.outcomes.append(outcome)
+        if not outcome.succeeded or not outcome.consistent:
+            # Our own pseudo-gradient stands in; if the swarm moved on without us, the consensus check
+            # at the next sync point fetches its state.
+            logger.warning(
+                "sync at step %d: %s; applying our own update", pending.apply_at, outcome.reason or "inconsistent"
+            )
+        self.replica.apply_outer(average, pending.fragment)
+        await self.state.publish(self._global_state())
+        event_loss = None
+        if self.config.eval_every and self.replica.rounds % self.config.eval_every == 0 and self.validation:
+            event_loss = await off_loop(self.replica.evaluate, self.validation)
+        self._report("sync", outcome, event_loss)
+        if self.on_sync is not None:
+            self.on_sync(self)
+
+    async def _catch_up(self) -> bool:
+        """Adopt the swarm's consensus state if ours is behind or not it; True if we did."""
+        if self._pending:
+            return False
+        consensus = await self.state.consensus()
+        if consensus is None:
+            return False
+        mine = self._global_state()
+        announced = consensus.announcement
+        if announced.rounds < mine.rounds or announced.digest == mine.digest():
+            return False
+        if announced.rounds == mine.rounds and self._transport.peer_id in consensus.holders:
+            return False
+        try:
+            fetched = await self.state.fetch(consensus, self.replica.global_params.numel())
+        except StateSyncError as e:
+            logger.warning("could not fetch the swarm's state (round %d): %s", announced.rounds, e)
+            return False
+        self.replica.load_global(fetched.global_params, fetched.momentum, fetched.step, fetched.rounds)
+        self.fetches += 1
+        self._since = [self._steps_done] * len(self._since)
+        logger.info(
+            "adopted the swarm's state: round %d, step %d, from %d peer(s)",
+            fetched.rounds,
+            fetched.step,
+            len(consensus.holders),
+        )
+        await self.state.publish(fetched)
+        self._report("fetched")
+        return True
+
+    def _global_state(self) -> GlobalState:
+        r = self.replica
+        return GlobalState(r.global_params, r.momentum, r.step, r.rounds)
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        """Keep ``_furthest`` fresh while training."""
+        while not stop.is_set():
+            self._furthest = max(self._furthest, await self.board.furthest())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.config.poll_interval)
+
+    def _report(self, event: str, outcome: Outcome | None = None, val_loss: float | None = None) -> None:
+        if self.on_progress is None:
+            return
+        stats = [a.statistics() for a in self.averagers]
+        progress = Progress(
+            step=self.replica.step, rounds=self.replica.rounds, loss=self._loss or float("nan"),
+            bytes_sent=sum(s.bytes_sent for s in stats), bytes_received=sum(s.bytes_received for s in stats),
+            last=outcome, val_loss=val_loss, event=event,
+        )  # fmt: skip
+        self.on_progress(progress)
