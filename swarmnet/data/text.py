@@ -72,8 +72,7 @@ class TextData:
         generator = torch.Generator().manual_seed(self.config.seed + 7919)
         n, seq = self.config.val_windows, self.config.seq_len
         starts = torch.randint(0, len(self.val) - seq - 1, (n,), generator=generator)
-        windows = [_windows(self.val, starts[i : i + batch_size], seq) for i in range(0, n, batch_size)]
-        return windows
+        return [_windows(self.val, starts[i : i + batch_size], seq) for i in range(0, n, batch_size)]
 
 
 class ShardSampler:

@@ -10,8 +10,8 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.nn.functional import cross_entropy, scaled_dot_product_attention
 
 from swarmnet.errors import ConfigError
 
@@ -71,7 +71,7 @@ class _Block(nn.Module):
         q, k, v = self.qkv(self.norm1(x)).split(width, dim=2)
         q, k, v = (t.view(batch, seq, self.heads, width // self.heads).transpose(1, 2) for t in (q, k, v))
         dropout = self.dropout if self.training else 0.0
-        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        attended = scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
         x = x + self.proj(attended.transpose(1, 2).reshape(batch, seq, width))
         out: torch.Tensor = x + self.mlp(self.norm2(x))
         return out
@@ -90,7 +90,7 @@ class GPT(nn.Module):
         self.norm = nn.LayerNorm(config.width)
         self.apply(self._init)
         for name, parameter in self.named_parameters():
-            if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
+            if name.endswith(("proj.weight", "mlp.2.weight")):
                 # GPT-2's residual scaling keeps the residual stream's variance flat with depth.
                 nn.init.normal_(parameter, std=0.02 / math.sqrt(2 * config.layers))
 
@@ -115,7 +115,7 @@ class GPT(nn.Module):
     def loss(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy in nats."""
         logits = self(tokens)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        return cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
     @torch.no_grad()
     def generate(self, prompt: bytes, length: int, *, temperature: float = 0.8, seed: int = 0) -> bytes:

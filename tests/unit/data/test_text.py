@@ -11,14 +11,16 @@ from swarmnet.errors import ConfigError
 
 def test_kjv_ships_in_its_package() -> None:
     text = load_corpus("kjv")
-    assert len(text) > 4_000_000 and text.startswith(b"In the beginning God created the heaven and the earth.")
+    assert len(text) > 4_000_000
+    assert text.startswith(b"In the beginning God created the heaven and the earth.")
 
 
 def test_unknown_corpus_is_a_clear_error_and_new_ones_plug_in() -> None:
     with pytest.raises(ConfigError, match="unknown corpus"):
         load_corpus("nope")
     register_corpus("test-abc", lambda: b"abc" * 1000)
-    assert "test-abc" in corpus_names() and load_corpus("test-abc") == b"abc" * 1000
+    assert "test-abc" in corpus_names()
+    assert load_corpus("test-abc") == b"abc" * 1000
 
 
 def test_batches_depend_only_on_seed_shard_and_step() -> None:
@@ -28,14 +30,16 @@ def test_batches_depend_only_on_seed_shard_and_step() -> None:
         torch.testing.assert_close(a.batch(step)[0], b.batch(step)[0])
     assert not torch.equal(a.batch(0)[0], a.batch(1)[0])
     inputs, targets = a.batch(3)
-    assert inputs.shape == targets.shape == (3, 16) and torch.equal(inputs[:, 1:], targets[:, :-1])
+    assert inputs.shape == targets.shape == (3, 16)
+    assert torch.equal(inputs[:, 1:], targets[:, :-1])
     shard = set(data.shard(1, 4).tolist())
     assert set(inputs.flatten().tolist()) <= shard
 
 
 def test_validation_is_held_out_and_fixed() -> None:
     data = TextData(DataConfig(seq_len=8, batch_size=2, val_windows=10, val_fraction=0.1), text=bytes(1000))
-    assert len(data.train) == 900 and len(data.val) == 100
+    assert len(data.train) == 900
+    assert len(data.val) == 100
     first, second = data.validation_batches(4), data.validation_batches(4)
     assert [len(x) for x, _ in first] == [4, 4, 2]
     assert all(torch.equal(x, y) for (x, _), (y, _) in zip(first, second, strict=True))

@@ -14,7 +14,9 @@ from swarmnet.identity import Identity
 from swarmnet.models import GPT, preset
 from swarmnet.transport.memory import MemoryNetwork
 
-TEXT = b"".join(b"In the beginning was the word %d, and the word was with swarm %d.\n" % (i, i % 7) for i in range(400))
+TEXT = b"".join(
+    b"In the beginning was the word %d, and the word was with swarm %d.\n" % (i, i % 7) for i in range(400)
+)
 DATA = TextData(DataConfig(seq_len=32, batch_size=4, val_windows=16), text=TEXT)
 AVERAGING = AveragingConfig(
     matchmaking=MatchmakingConfig(target_group_size=8, min_group_size=1, min_wait=0.5, timeout=5.0)

@@ -75,6 +75,7 @@ def _round_names(config: CheckpointConfig) -> list[str]:
 def test_roundtrip_is_bitwise_for_every_dtype_and_keeps_metadata(tmp_path: Path) -> None:
     generator = torch.Generator().manual_seed(0)
     base = torch.randn(6, 4, generator=generator)
+    flat = torch.randn(12, generator=generator)
     tensors = {
         "fp32": torch.tensor([1.5, -0.0, float("nan"), float("inf"), -float("inf"), 1e-45]),
         "fp16": torch.randn(3, 5, generator=generator).half(),
@@ -86,7 +87,10 @@ def test_roundtrip_is_bitwise_for_every_dtype_and_keeps_metadata(tmp_path: Path)
         "empty": torch.zeros(0, 3),
         "transposed": base.t(),  # not contiguous
         "base": base,
-        "view": base[1:3],  # shares memory with "base"
+        "view": base[1:3],  # overlaps "base": must be copied
+        "tied": base,  # the same tensor under two names, like tied embeddings
+        "head": flat[:5],  # disjoint views of one buffer, like FlatParameters' parameters
+        "tail": flat[5:],
     }
     metadata = {"step": 7, "lr": 0.1, "name": "runé", "nested": {"a": [1, None, True, "x"]}, "none": None}
     config = _config(tmp_path)

@@ -65,7 +65,8 @@ def test_flat_parameters_are_views_and_fragments_are_equal() -> None:
     for name, parameter in model.named_parameters():
         torch.testing.assert_close(parameter, before[name], rtol=0, atol=0)
     sizes = [s.stop - s.start for s in flat.slices]
-    assert sum(sizes) == flat.numel == model.num_parameters() and max(sizes) - min(sizes) <= 1
+    assert sum(sizes) == flat.numel == model.num_parameters()
+    assert max(sizes) - min(sizes) <= 1
     flat.vector.zero_()
     assert all(float(p.detach().abs().sum()) == 0 for p in model.parameters())  # parameters share the vector
 
@@ -74,7 +75,12 @@ def test_sync_schedule_staggers_fragments() -> None:
     assert [s for s in range(1, 13) if DiLoCoConfig(inner_steps=4).syncs_after(s)] == [4, 8, 12]
     config = DiLoCoConfig(inner_steps=6, fragments=3)
     assert {s: config.syncs_after(s) for s in range(1, 13) if config.syncs_after(s)} == {
-        2: [0], 4: [1], 6: [2], 8: [0], 10: [1], 12: [2]
+        2: [0],
+        4: [1],
+        6: [2],
+        8: [0],
+        10: [1],
+        12: [2],
     }
 
 

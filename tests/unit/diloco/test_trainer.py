@@ -7,8 +7,9 @@ from types import SimpleNamespace
 
 from swarmnet.clock import run_virtual
 from swarmnet.transport.memory import MemoryNetwork
+from tests.support import apoll_until
 from tests.unit.averaging.harness import kill_when
-from tests.unit.diloco.harness import DATA, diloco, digest, launch, make_node
+from tests.unit.diloco.harness import DATA, digest, diloco, launch, make_node
 
 
 def test_trainers_end_with_identical_global_state_and_learn() -> None:
@@ -20,7 +21,8 @@ def test_trainers_end_with_identical_global_state_and_learn() -> None:
         assert len({digest(n) for n in nodes}) == 1
         for node in nodes:
             replica = node.trainer.replica
-            assert replica.step == 30 and replica.rounds == 6
+            assert replica.step == 30
+            assert replica.rounds == 6
             assert all(o.succeeded and len(o.contributors) == 3 for o in node.trainer.outcomes)
         after = nodes[0].trainer.replica.evaluate(DATA.validation_batches())
         assert after < before - 0.5, (before, after)
@@ -32,8 +34,11 @@ def test_joiner_fetches_the_swarm_state_and_syncs_with_it() -> None:
     async def main() -> None:
         network = MemoryNetwork()
         first = [launch(await make_node(network, i, diloco(), max_steps=40)) for i in range(2)]
-        while first[0].trainer.replica.rounds < 2:  # let the swarm move on before the joiner arrives
-            await asyncio.sleep(0.05)
+
+        async def moved_on() -> bool:  # let the swarm move on before the joiner arrives
+            return first[0].trainer.replica.rounds >= 2
+
+        await apoll_until(moved_on, timeout=60, interval=0.05, what="two rounds")
         joiner = await make_node(network, 2, diloco(), max_steps=40, seed=99)  # other initial weights
         assert joiner.trainer.fetches == 1
         assert joiner.trainer.replica.rounds >= 2
@@ -76,6 +81,7 @@ def test_streaming_fragments_keep_identical_global_state() -> None:
         trainer = nodes[0].trainer
         assert trainer.replica.rounds == 18  # 3 fragments x 6 syncs each
         sizes = {o.bytes_sent.get(trainer._transport.peer_id, -1) for o in trainer.outcomes}
-        assert trainer.outcomes and all(o.succeeded and o.codec == "int4" for o in trainer.outcomes), sizes
+        assert trainer.outcomes
+        assert all(o.succeeded and o.codec == "int4" for o in trainer.outcomes), sizes
 
     run_virtual(main())

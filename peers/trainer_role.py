@@ -1,0 +1,179 @@
+"""The daemon's ``trainer`` role: build the model, data and DiLoCo replica, train on the swarm, report.
+
+Everything a trainer peer does beyond the protocol lives here: choosing its data shard, resuming
+from its last checkpoint, saving checkpoints every few syncs, showing progress, and writing a
+summary (validation loss before and after, a text sample, bytes sent against what per-step
+data-parallel all-reduce would have sent) when it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from swarmnet.averaging import AveragingConfig, MatchmakingConfig
+from swarmnet.data import DataConfig, TextData
+from swarmnet.diloco import DiLoCoConfig, Replica, SwarmTrainer, TrainerConfig
+from swarmnet.diloco.checkpoint import CheckpointConfig
+from swarmnet.errors import ConfigError
+from swarmnet.identity import Identity
+from swarmnet.models import GPT, preset
+from swarmnet.peers.trainer_checkpoints import restore, save
+from swarmnet.peers.trainer_progress import ProgressDisplay, ProgressMode
+from swarmnet.transport.base import Transport
+
+__all__ = ["TrainerRoleConfig", "TrainerSummary", "run_trainer"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainerRoleConfig:
+    """What a trainer peer trains, on which data, and how it reports."""
+
+    run: str = "main"
+    preset: str = "debug"
+    corpus: str = "kjv"
+    batch_size: int = 8
+    shards: int = 8  # the training text is cut into this many shards
+    shard: int | None = None  # ours; None picks one from the peer id
+    seed: int = 0  # initial weights: every trainer of a run must use the same seed
+    diloco: DiLoCoConfig = field(default_factory=DiLoCoConfig)
+    max_steps: int | None = None
+    group_wait: float = 1.0  # seconds a group waits for more trainers before it averages
+    eval_every: int = 0  # evaluate the global model every this many syncs (0: only at start and end)
+    checkpoint: CheckpointConfig | None = None
+    resume: bool = False
+    threads: int | None = None  # torch threads; None keeps torch's default
+    progress: ProgressMode = "auto"
+    summary_path: Path | None = None
+    sample_bytes: int = 200  # length of the generated text sample in the summary
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` for an impossible setting."""
+        preset(self.preset)
+        self.diloco.validate()
+        if self.shards < 1 or (self.shard is not None and not 0 <= self.shard < self.shards):
+            raise ConfigError(f"shard {self.shard} is not in [0, {self.shards})")
+        if self.batch_size < 1 or self.group_wait <= 0 or (self.threads is not None and self.threads < 1):
+            raise ConfigError("batch_size, group_wait and threads must be positive")
+        if self.resume and self.checkpoint is None:
+            raise ConfigError("--resume needs a checkpoint directory")
+        if self.checkpoint is not None:
+            self.checkpoint.validate()
+
+    def schema(self) -> str:
+        """Id of the model layout and sync schedule: trainers exchange state only when these match."""
+        d = self.diloco
+        described = json.dumps([asdict(preset(self.preset)), self.seed, d.inner_steps, d.fragments, d.codec])
+        return hashlib.sha256(described.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainerSummary:
+    """What a trainer reports when it stops (also written as JSON to ``summary_path``)."""
+
+    peer_id: str
+    run: str
+    parameters: int
+    steps: int
+    rounds: int
+    val_loss_before: float
+    val_loss_after: float
+    bytes_sent: int
+    bytes_received: int
+    allreduce_bytes: int  # what per-step fp32 all-reduce in a group of the same size would have sent
+    state_fetches: int
+    group_sizes: list[int]
+    sample: str
+
+
+async def run_trainer(
+    transport: Transport, identity: Identity, config: TrainerRoleConfig, stop: asyncio.Event
+) -> TrainerSummary:
+    """Train until ``stop`` or ``max_steps``; returns (and writes) the summary."""
+    config.validate()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    model_config = preset(config.preset)
+    data = TextData(DataConfig(corpus=config.corpus, seq_len=model_config.context, batch_size=config.batch_size))
+    torch.manual_seed(config.seed)
+    replica = Replica(GPT(model_config), config.diloco)
+    if config.resume and config.checkpoint is not None:
+        restore(replica, config.checkpoint)
+    shard = config.shard if config.shard is not None else int(identity.peer_id.encode().hex(), 16) % config.shards
+    validation = data.validation_batches()
+    val_before = await asyncio.to_thread(replica.evaluate, validation)
+    display = ProgressDisplay(config.progress, total=config.max_steps)
+    trainer = SwarmTrainer(
+        transport, identity, replica, data.sampler(shard, config.shards), _trainer_config(config),
+        validation=validation, on_progress=display.update, on_sync=_checkpointer(config),
+    )  # fmt: skip
+    logger.info(
+        "trainer %s: %s (%d parameters), shard %d/%d, H=%d, codec %s, fragments %d",
+        identity.peer_id[:12], config.preset, replica.flat.numel, shard, config.shards,
+        config.diloco.inner_steps, config.diloco.codec, config.diloco.fragments,
+    )  # fmt: skip
+    try:
+        await trainer.start()
+        await trainer.run(stop)
+    finally:
+        display.close()
+    if config.checkpoint is not None and replica.rounds % config.checkpoint.every_rounds:
+        await asyncio.to_thread(save, replica, config.checkpoint)  # the last sync's state was not saved yet
+    summary = await _summarize(trainer, identity, config, val_before, validation)
+    if config.summary_path is not None:
+        config.summary_path.write_text(json.dumps(asdict(summary), indent=2))
+    return summary
+
+
+def _trainer_config(config: TrainerRoleConfig) -> TrainerConfig:
+    matchmaking = MatchmakingConfig(target_group_size=64, min_group_size=1, min_wait=config.group_wait, timeout=30.0)
+    return TrainerConfig(
+        run=config.run, schema=config.schema(), max_steps=config.max_steps, eval_every=config.eval_every,
+        averaging=AveragingConfig(run=config.run, matchmaking=matchmaking),
+    )  # fmt: skip
+
+
+def _checkpointer(config: TrainerRoleConfig) -> Any:
+    checkpoint = config.checkpoint
+    if checkpoint is None:
+        return None
+
+    def on_sync(trainer: SwarmTrainer) -> None:
+        if trainer.replica.rounds % checkpoint.every_rounds == 0:
+            save(trainer.replica, checkpoint)
+
+    return on_sync
+
+
+async def _summarize(
+    trainer: SwarmTrainer, identity: Identity, config: TrainerRoleConfig, val_before: float, validation: list[Any]
+) -> TrainerSummary:
+    replica = trainer.replica
+    val_after = await asyncio.to_thread(replica.evaluate, validation)
+    sample = await asyncio.to_thread(_sample, replica, config.sample_bytes)
+    stats = trainer.statistics()
+    sizes = [len(o.members) for o in trainer.outcomes]
+    group = max(sizes, default=1)
+    # Per-step data-parallel: every inner step, a butterfly all-reduce of fp32 gradients sends 2(N-1)/N x 4P bytes.
+    allreduce = int(replica.step * 2 * (group - 1) / group * 4 * replica.flat.numel)
+    return TrainerSummary(
+        peer_id=identity.peer_id, run=config.run, parameters=replica.flat.numel, steps=replica.step,
+        rounds=replica.rounds, val_loss_before=val_before, val_loss_after=val_after,
+        bytes_sent=int(stats["bytes_sent"]), bytes_received=int(stats["bytes_received"]),  # type: ignore[call-overload]
+        allreduce_bytes=allreduce, state_fetches=trainer.fetches, group_sizes=sizes, sample=sample,
+    )  # fmt: skip
+
+
+def _sample(replica: Replica, length: int) -> str:
+    replica.flat.vector.copy_(replica.global_params)
+    text = replica.model.generate(b"And God said", length, seed=0)  # type: ignore[operator]
+    return "And God said" + bytes(text).decode("utf-8", errors="replace")
