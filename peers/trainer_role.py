@@ -92,6 +92,7 @@ class TrainerSummary:
     allreduce_bytes: int  # what per-step fp32 all-reduce in a group of the same size would have sent
     state_fetches: int
     group_sizes: list[int]
+    digest: str  # of the global state: equal on every trainer that ended in sync
     sample: str
 
 
@@ -169,7 +170,8 @@ async def _summarize(
         peer_id=identity.peer_id, run=config.run, parameters=replica.flat.numel, steps=replica.step,
         rounds=replica.rounds, val_loss_before=val_before, val_loss_after=val_after,
         bytes_sent=int(stats["bytes_sent"]), bytes_received=int(stats["bytes_received"]),  # type: ignore[call-overload]
-        allreduce_bytes=allreduce, state_fetches=trainer.fetches, group_sizes=sizes, sample=sample,
+        allreduce_bytes=allreduce, state_fetches=trainer.fetches, group_sizes=sizes, digest=replica.state_digest(),
+        sample=sample,
     )  # fmt: skip
 
 

@@ -10,16 +10,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import logging
 import random
 import signal
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from swarmnet.cli.common import ExitCode, configure_logging, install_stop_signals
+from swarmnet.cli.processes import LOOPBACK, first_line, spawn, stop_all
 from swarmnet.cli.status import render_table
 from swarmnet.identity import Identity
 from swarmnet.membership import MembershipConfig, Swarm
@@ -28,9 +27,6 @@ from swarmnet.transport.hivemind_transport import HivemindConfig, HivemindTransp
 __all__ = ["add_parser", "run"]
 
 logger = logging.getLogger(__name__)
-
-LOOPBACK = "/ip4/127.0.0.1/tcp/0"
-_PR_SET_PDEATHSIG = 1
 
 
 def add_parser(subparsers: Any) -> None:
@@ -63,29 +59,6 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(_run(args, Path(workdir)))
 
 
-def _die_with_parent() -> None:
-    # Runs in the child before exec: if this launcher dies, the child gets SIGTERM and leaves cleanly.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-async def _spawn(workdir: Path, name: str, *argv: str) -> asyncio.subprocess.Process:
-    log = (workdir / f"{name}.log").open("wb")
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "swarmnet", *argv,
-        stdout=asyncio.subprocess.PIPE, stderr=log,
-        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-    )  # fmt: skip
-
-
-async def _first_line(process: asyncio.subprocess.Process, timeout: float = 60.0) -> str:
-    assert process.stdout is not None
-    line = await asyncio.wait_for(process.stdout.readline(), timeout)
-    if not line:
-        raise RuntimeError(f"process {process.pid} exited with {await process.wait()} before it was ready")
-    return line.decode().strip()
-
-
 class _LocalSwarm:
     """The launcher's processes; an object only so churn can replace peers by index."""
 
@@ -98,15 +71,15 @@ class _LocalSwarm:
 
     async def start_bootstrap(self) -> None:
         key = str(self.workdir / "dht.pem")
-        self.bootstrap = await _spawn(self.workdir, "dht", "dht", "--host-maddrs", LOOPBACK, "--identity", key)
-        self.address = await _first_line(self.bootstrap)
+        self.bootstrap = await spawn(self.workdir, "dht", "dht", "--host-maddrs", LOOPBACK, "--identity", key)
+        self.address = await first_line(self.bootstrap)
         print(f"bootstrap node: {self.address}", flush=True)
 
     async def start_peer(self) -> asyncio.subprocess.Process:
         self._started += 1
         name = f"peer-{self._started}"
         heartbeat = str(max(0.5, self.args.ttl / 4))
-        process = await _spawn(
+        process = await spawn(
             self.workdir, name, "peer", "--initial-peers", self.address, "--host-maddrs", LOOPBACK,
             "--identity", str(self.workdir / f"{name}.pem"), "--swarm", self.args.swarm,
             "--ttl", str(self.args.ttl), "--heartbeat", heartbeat, "--benchmark-seconds", "0.2",
@@ -122,16 +95,7 @@ class _LocalSwarm:
         await self.start_peer()
 
     async def stop(self) -> None:
-        for process in [*self.peers, self.bootstrap]:
-            if process is not None and process.returncode is None:
-                process.send_signal(signal.SIGTERM)
-        for process in [*self.peers, self.bootstrap]:
-            if process is not None:
-                try:
-                    await asyncio.wait_for(process.wait(), 20)
-                except TimeoutError:
-                    process.kill()
-                    await process.wait()
+        await stop_all([*self.peers, self.bootstrap])
 
 
 async def _run(args: argparse.Namespace, workdir: Path) -> int:

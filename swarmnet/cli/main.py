@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from swarmnet.cli import dht, local, peer, status
+from swarmnet.cli import demo, dht, local, peer, status
 from swarmnet.version import __version__
 
 __all__ = ["build_parser", "main"]
 
-_SUBCOMMANDS = (dht, peer, status, local)
+_SUBCOMMANDS = (dht, peer, status, local, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="swarmnet",
         description="Train and serve models on a DHT-coordinated swarm of volunteer machines.",
-        epilog="Start with `swarmnet local` to see a swarm on this machine, or `swarmnet dht` to start one.",
+        epilog="Start with `swarmnet demo` to watch a local swarm train a model, or `swarmnet dht` to start a swarm.",
     )
     parser.add_argument("--version", action="version", version=f"swarmnet {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
