@@ -37,14 +37,24 @@ class ProgressBoard:
         self._transport, self._identity, self.schema, self.ttl = transport, identity, schema, ttl
         self.key = f"{run}/diloco-progress"
         self._verifier = RecordVerifier()
+        self._announced = False
 
     async def reached(self, step: int) -> None:
         """Announce that we are at the sync point of ``step``."""
+        await self._store(step, self.ttl)
+        self._announced = True
+
+    async def leave(self) -> None:
+        """Withdraw our progress (step 0 counts for nothing), so nobody hurries to follow a peer that left."""
+        if self._announced:
+            await self._store(0, self.ttl + 1.0)  # expires after, so replaces, our last announcement
+
+    async def _store(self, step: int, ttl: float) -> None:
         now, me = self._transport.clock.time(), self._identity.peer_id
         payload = SyncReached(layout=self.schema, step=step)
-        value = sign_record(self._identity, payload, key=self.key, subkey=me, timestamp=now, expires_at=now + self.ttl)
+        value = sign_record(self._identity, payload, key=self.key, subkey=me, timestamp=now, expires_at=now + ttl)
         try:
-            await self._transport.store(self.key, value, now + self.ttl, subkey=me)
+            await self._transport.store(self.key, value, now + ttl, subkey=me)
         except TransportError as e:
             logger.debug("progress announcement failed: %s", e)
 

@@ -52,6 +52,7 @@ class StateAnnouncement(Payload):
     size: int = Field(ge=_HEADER.size)
     part_size: int = Field(ge=1)
     parts: list[str] = Field(max_length=_MAX_PARTS)
+    holding: bool = True  # False: the peer left and serves nothing (its last word, replacing the record)
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ class StateSync:
         self._transport, self._identity, self.config, self.schema = transport, identity, config, schema
         self._verifier = RecordVerifier()
         self._served: dict[str, bytes] = {}  # digest -> blob, the newest two (a joiner may be mid-fetch)
+        self._last: StateAnnouncement | None = None
         self.bytes_served = 0
         self.bytes_fetched = 0
 
@@ -136,22 +138,26 @@ class StateSync:
         self._served[announcement.digest] = blob
         while len(self._served) > 2:
             del self._served[next(iter(self._served))]
-        now = self._transport.clock.time()
-        expires = now + self.config.ttl
-        me = self._identity.peer_id
-        value = sign_record(
-            self._identity, announcement, key=self.config.key, subkey=me, timestamp=now, expires_at=expires
-        )
-        try:
-            if not await self._transport.store(self.config.key, value, expires, subkey=me):
-                logger.warning("state announcement for round %d was not stored", state.rounds)
-        except TransportError as e:
-            logger.warning("could not announce state for round %d: %s", state.rounds, e)
+        await self._store(announcement)
+        self._last = announcement
         return announcement
 
     async def withdraw(self) -> None:
-        """Stop serving (announcements expire by themselves)."""
+        """Stop serving and tell readers so (the DHT keeps the record that expires last: this one)."""
         self._served.clear()
+        if self._last is not None:
+            await self._store(self._last.model_copy(update={"holding": False}), extra_life=1.0)
+
+    async def _store(self, announcement: StateAnnouncement, extra_life: float = 0.0) -> None:
+        now, me = self._transport.clock.time(), self._identity.peer_id
+        expires = now + self.config.ttl + extra_life
+        key = self.config.key
+        value = sign_record(self._identity, announcement, key=key, subkey=me, timestamp=now, expires_at=expires)
+        try:
+            if not await self._transport.store(key, value, expires, subkey=me):
+                logger.warning("state announcement for round %d was not stored", announcement.rounds)
+        except TransportError as e:
+            logger.warning("could not announce state for round %d: %s", announcement.rounds, e)
 
     async def consensus(self) -> Consensus | None:
         """The newest round's most-announced state of our schema, or None if nobody announced one."""
@@ -179,6 +185,8 @@ class StateSync:
             if record is None or record.peer_id != subkey:
                 continue
             announcement = record.payload
+            if not announcement.holding:
+                continue
             if announcement.layout != self.schema or not _well_formed(announcement, self.config):
                 logger.debug("announcement by %s ignored: other schema or malformed", subkey)
                 continue

@@ -47,13 +47,14 @@ class TrainerConfig:
     poll_interval: float = 0.5  # seconds between looks at the others' progress while training
     eval_every: int = 0  # evaluate the global parameters every this many syncs (0: never)
     averaging: AveragingConfig = field(default_factory=AveragingConfig)
-    state_ttl: float = 120.0
+    state_ttl: float = 120.0  # seconds a state announcement lives unless refreshed by the next sync
+    progress_ttl: float = 30.0  # seconds a "reached sync point" record lives: a dead peer's stops counting
 
     def validate(self) -> None:
         """Raise ``ConfigError`` for an impossible setting."""
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError("max_steps must be positive")
-        if self.poll_interval <= 0 or self.eval_every < 0:
+        if self.poll_interval <= 0 or self.eval_every < 0 or self.state_ttl <= 0 or self.progress_ttl <= 0:
             raise ConfigError("poll_interval must be positive and eval_every >= 0")
         self.averaging.validate()
 
@@ -106,7 +107,7 @@ class SwarmTrainer:
         self.state = StateSync(
             transport, identity, StateSyncConfig(run=config.run, ttl=config.state_ttl), config.schema
         )
-        self.board = ProgressBoard(transport, identity, config.run, config.schema, ttl=config.state_ttl)
+        self.board = ProgressBoard(transport, identity, config.run, config.schema, ttl=config.progress_ttl)
         self._pending: list[_Pending] = []
         self._furthest = 0  # the furthest sync step another trainer announced
         self._loss: float | None = None
@@ -135,6 +136,8 @@ class SwarmTrainer:
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
+            await self.board.leave()
+            await self.state.withdraw()
 
     def statistics(self) -> dict[str, object]:
         """Counters for telemetry."""

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import hivemind
+import psutil
 from hivemind.p2p import P2P, P2PDaemonError, PeerID
 from hivemind.p2p.p2p_daemon_bindings.utils import ControlFailure, DispatchFailure
 from hivemind.utils.multiaddr import Multiaddr
@@ -48,6 +49,7 @@ __all__ = ["HivemindConfig", "HivemindTransport"]
 
 logger = logging.getLogger(__name__)
 
+_DHT_STOP_SECONDS = 5.0  # after hivemind's own shutdown (3 s grace, then SIGTERM): then we kill
 _DIAL_ERRORS = (P2PDaemonError, ControlFailure, DispatchFailure, ConnectionError, OSError, ValueError)
 
 
@@ -221,12 +223,29 @@ class HivemindTransport(Transport):
         with contextlib.suppress(Exception):
             await self._p2p.shutdown()
         gc.collect()  # close daemon connections hivemind leaked on failed dials while our loop still runs
-        await asyncio.to_thread(self._dht.shutdown)
+        await asyncio.to_thread(self._dht.shutdown)  # asks, waits 3 s, then SIGTERMs; does not wait after that
+        await asyncio.to_thread(self._dht.join, _DHT_STOP_SECONDS)
+        if self._dht.is_alive():
+            # Seen when a signal to our whole process group (systemd, a shell's Ctrl+C) also hit the DHT process
+            # and its p2p daemon: the DHT process then outlives SIGTERM, and Python's exit would wait on it forever.
+            logger.warning("DHT process survived shutdown; killing it and its p2p daemon")
+            await asyncio.to_thread(_kill_tree, self._dht)
         logger.debug("transport %s shut down", self._peer_id)
 
     def _check_open(self) -> None:
         if self._closed:
             raise TransportClosed(f"transport {self._peer_id} is shut down")
+
+
+def _kill_tree(process: hivemind.DHT) -> None:
+    """SIGKILL a DHT process and everything it started, then reap it."""
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(process.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+    with contextlib.suppress(OSError, ValueError):
+        process.kill()
+    process.join(5)
 
 
 @contextlib.contextmanager
