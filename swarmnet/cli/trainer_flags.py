@@ -37,6 +37,12 @@ def add_trainer_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--overlap-steps", type=int, default=d.overlap_steps, help="inner steps overlapping an exchange")
     g.add_argument("--mixing", type=float, default=d.mixing, help="share of the local fragment kept on merge")
     g.add_argument("--max-steps", type=int, default=None, help="stop after this many inner steps")
+    g.add_argument(
+        "--schedule-steps",
+        type=int,
+        default=None,
+        help="length of the inner lr cosine (default: --max-steps or 10000)",
+    )
     g.add_argument("--group-wait", type=float, default=role.group_wait, help="seconds a group waits for trainers")
     g.add_argument("--eval-every", type=int, default=role.eval_every, help="validate every N syncs (0: start/end)")
     g.add_argument("--checkpoint-dir", type=Path, default=None, help="save checkpoints here")
@@ -51,7 +57,7 @@ def add_trainer_flags(parser: argparse.ArgumentParser) -> None:
 
 def trainer_config(args: argparse.Namespace) -> TrainerRoleConfig:
     """The role config from parsed flags."""
-    total = args.max_steps or 10_000
+    total = args.schedule_steps or args.max_steps or 10_000
     inner = InnerConfig(lr=args.inner_lr, warmup_steps=args.warmup_steps, total_steps=total)
     diloco = DiLoCoConfig(
         inner_steps=args.inner_steps, fragments=args.fragments, overlap_steps=args.overlap_steps, mixing=args.mixing,
