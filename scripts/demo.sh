@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The main job, from nothing: set up .venv, then run a local swarm (a bootstrap node and peers as
-# separate processes on loopback) and print its live membership until Ctrl+C.
-# Extra arguments go to `swarmnet local` (e.g. `scripts/demo.sh --peers 5 --churn 15`).
+# The main job, from nothing: set up .venv, then run a local swarm (a bootstrap node and 3 trainer
+# peers as separate processes on loopback) that trains a byte-level GPT on the King James Bible with
+# DiLoCo and int4 pseudo-gradients, and print a summary at the end.
+# Extra arguments go to `swarmnet demo` (e.g. `scripts/demo.sh --peers 4 --steps 1200`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup_env.sh
-exec "${SWARMNET_VENV:-.venv}/bin/swarmnet" local "$@"
+exec "${SWARMNET_VENV:-.venv}/bin/swarmnet" demo "$@"
