@@ -44,6 +44,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--steps", type=int, default=600, help="inner steps per peer (default %(default)s)")
     parser.add_argument("--inner-steps", type=int, default=20, help="H, inner steps per sync (default %(default)s)")
     parser.add_argument("--codec", default="int4", help="pseudo-gradient codec (default %(default)s)")
+    parser.add_argument("--outer-lr", type=float, default=0.7, help="outer Nesterov lr (default %(default)s)")
+    parser.add_argument("--outer-momentum", type=float, default=0.9, help="outer momentum (default %(default)s)")
     parser.add_argument("--fragments", type=int, default=1, help="Streaming DiLoCo fragments (default 1: DiLoCo)")
     parser.add_argument("--corpus", default="kjv", help="corpus (default %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per peer (default %(default)s)")
@@ -72,6 +74,7 @@ def _trainer_argv(args: argparse.Namespace, workdir: Path, address: str, index: 
         "--swarm", "demo", "--role", "trainer", "--run", "demo", "--preset", args.preset, "--corpus", args.corpus,
         "--shard", str(index), "--shards", str(args.peers), "--max-steps", str(args.steps),
         "--inner-steps", str(args.inner_steps), "--codec", args.codec, "--fragments", str(args.fragments),
+        "--outer-lr", str(args.outer_lr), "--outer-momentum", str(args.outer_momentum),
         "--warmup-steps", str(max(1, args.steps // 20)), "--threads", str(args.threads), "--progress", "json",
         "--summary", str(workdir / f"peer-{index}.json"), "--checkpoint-dir", str(workdir / f"checkpoints-{index}"),
         "--benchmark-seconds", "0", "--bandwidth-mbps", "1000",

@@ -52,7 +52,8 @@ def trainer(
         "--shard", str(index if shard is None else shard), "--shards", "4",
         "--inner-steps", "10", "--max-steps", str(steps), "--codec", "int4", "--warmup-steps", "5",
         "--threads", "1", "--progress", "json", "--summary", str(tmp_path / f"{name}.json"),
-        "--benchmark-seconds", "0", "--bandwidth-mbps", "1000", "--group-wait", "1.0", *extra,
+        "--benchmark-seconds", "0", "--bandwidth-mbps", "1000", "--group-wait", "1.0", "--outer-momentum", "0.5",
+        *extra,
     ]  # fmt: skip
     process = SwarmnetProcess(name, args, tmp_path)
     processes.append(process)
