@@ -190,7 +190,12 @@ class SwarmTrainer:
         averager = self.averagers[fragment]
 
         async def exchange() -> tuple[Outcome, torch.Tensor]:
+            own = pseudo_gradient.clone()
             outcome = await averager.step([pseudo_gradient], round_id=step, weight=weight)
+            if not outcome.succeeded or not outcome.consistent:
+                # What a failed round leaves in the tensor is not specified (ranges of an average over some
+                # subset): fall back to exactly our own update, which the consensus check can then reconcile.
+                return outcome, own
             return outcome, pseudo_gradient
 
         task = asyncio.create_task(exchange(), name=f"swarmnet-diloco-sync-{step}-{fragment}")
