@@ -187,9 +187,11 @@ class Averager:
             return self._rounds.get(group_id)
         async with self._round_added:
             try:
+                # Up to the matchmaking timeout, not one request's: on a loaded machine (a trainer computing
+                # beside its averager) the step that registers the round can lag the commit by seconds, and
+                # refusing the data would drop a healthy peer from the round.
                 await asyncio.wait_for(
-                    self._round_added.wait_for(lambda: group_id in self._rounds),
-                    self.config.matchmaking.request_timeout,
+                    self._round_added.wait_for(lambda: group_id in self._rounds), self.config.matchmaking.timeout
                 )
             except TimeoutError:
                 return None
