@@ -238,6 +238,7 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--sweep", action="store_true", help=f"DDP at each lr of {SWEEP_LRS} (instead of --runs)")
     parser.add_argument("--baseline", type=Path, default=OUT / "diloco.json", help="1x JSON the --long gap compares")
     parser.add_argument("--merge", action="store_true", help="keep the runs already in --json (replaced by name)")
+    parser.add_argument("--resume", action="store_true", help="like --merge, but skip the runs --json already has")
     parser.add_argument("--render", action="store_true", help="run nothing: redo targets, markdown and plot of --json")
     parser.add_argument("--steps", type=int, default=600, help="inner steps per replica (before --long)")
     parser.add_argument("--replicas", type=int, default=4)
@@ -281,9 +282,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     curve_points=args.curve_points, seed=args.seed)  # fmt: skip
     settings = {**asdict(budget), "threads": args.threads, "ddp_lr": args.ddp_lr, "inner_lr": INNER_LR}
     baseline = _load_runs(args.baseline) if args.long else []
-    runs = _load_runs(out) if args.merge or args.render else []
+    runs = _load_runs(out) if args.merge or args.resume or args.render else []
+    done = {r["name"] for r in runs} if args.resume else set()
+    names = [] if args.render else [n for n in _names(args) if n not in done]
     report = _report(settings, runs, baseline, sweep=args.sweep)
-    for result in run_each([] if args.render else _names(args), budget, ddp_lr=args.ddp_lr):
+    for result in run_each(names, budget, ddp_lr=args.ddp_lr):
         runs = _replace_run(runs, result)
         report = _report(settings, runs, baseline, sweep=args.sweep)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -111,7 +111,7 @@ def test_run_names_parse() -> None:
     assert not diloco.parse_run("diloco_h50_int4_noef").error_feedback
 
 
-def test_sweep_then_merge_then_render(tmp_path: Path) -> None:
+def test_sweep_then_resume_merge_and_render(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     register_corpus("experiment_test", _text)
     out = tmp_path / "sweep.json"
     argv = ["--json", str(out), "--preset", "tiny", "--corpus", "experiment_test", "--steps", "4", "--replicas", "2"]
@@ -120,7 +120,11 @@ def test_sweep_then_merge_then_render(tmp_path: Path) -> None:
     sweep = json.loads(out.read_text())["sweep"]
     assert [float(lr) for lr in sweep["val_loss"]] == list(diloco.SWEEP_LRS)
     assert sweep["best_lr"] in diloco.SWEEP_LRS
-    assert diloco.main([*argv, "--merge", "--runs", "single,ddp_lr0.001"]) == 0
+    capsys.readouterr()
+    assert diloco.main([*argv, "--resume", "--runs", "ddp_lr0.001,single"]) == 0
+    ran = [line.split(":")[0] for line in capsys.readouterr().out.splitlines() if ": val " in line]
+    assert ran == ["single"]  # the sweep's ddp_lr0.001 is already there
+    assert diloco.main([*argv, "--merge", "--runs", "ddp_lr0.001"]) == 0  # replaced in place
     names = [r["name"] for r in json.loads(out.read_text())["runs"]]
     assert names == [f"ddp_lr{lr:g}" for lr in diloco.SWEEP_LRS] + ["single"]
     out.with_suffix(".md").unlink()
