@@ -10,7 +10,7 @@ Run names say what they run: ``ddp``, ``single``, ``diloco_h{H}[_{codec}][_ef|_n
 ``streaming_h{H}_p{P}[_t{tau}][_m{alpha}][_{codec}]``; ``_lr{x}`` and ``_olr{x}`` (before the codec) set the
 inner (or DDP) and outer learning rates. Lossy codecs use error feedback unless ``_noef``.
 
-    .venv/bin/python -m scripts.experiments.diloco                   # the comparison (~25 min, 2 cores)
+    .venv/bin/python -m scripts.experiments.diloco                   # the comparison (2 runs at a time)
     .venv/bin/python -m scripts.experiments.diloco --long            # ddp and diloco_h50 at 4x the tokens
     .venv/bin/python -m scripts.experiments.diloco --sweep           # DDP learning rates
     .venv/bin/python -m scripts.experiments.diloco --runs streaming_h50_p4 --merge   # add runs to the JSON
@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import re
 import sys
+import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -93,17 +96,38 @@ def parse_run(name: str, *, ddp_lr: float = DDP_LR) -> RunSpec:
     )
 
 
-def run_each(names: Sequence[str], budget: Budget, *, ddp_lr: float) -> Iterator[dict[str, Any]]:
-    """Simulate every named run in turn (one data load), printing a line per run."""
+def run_each(
+    names: Sequence[str], budget: Budget, *, ddp_lr: float, jobs: int = 1, threads: int = 1
+) -> Iterator[dict[str, Any]]:
+    """Simulate every named run, ``jobs`` at a time in worker processes (one run in-process when ``jobs`` is 1),
+    printing a line per run; results come in the order the runs finish."""
     specs = [parse_run(name, ddp_lr=ddp_lr) for name in names]  # all names checked before any run starts
     if not specs:
         return
-    data = load_data(budget)
-    torch.optim.AdamW([torch.zeros(1, requires_grad=True)])  # torch's lazy imports, kept out of the first wall time
-    for spec in specs:
-        result = {**asdict(simulate(spec, budget, data)), "threads": torch.get_num_threads()}
-        print(f"{spec.name}: val {result['val_loss']:.4f}, {result['wall_s']:.0f} s", flush=True)
-        yield result
+    if jobs <= 1:
+        data = load_data(budget)
+        for spec in specs:
+            yield _finished(_simulate_one(spec, budget, data))
+        return
+    # Runs are independent, and the small model uses a second core better as a second run than as a
+    # second intra-op thread; spawn keeps the workers free of the parent's torch thread state.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=torch.set_num_threads, initargs=(threads,)) as pool:
+        futures = [pool.submit(_simulate_one, spec, budget, None) for spec in specs]
+        for future in as_completed(futures):
+            yield _finished(future.result())
+
+
+def _simulate_one(spec: RunSpec, budget: Budget, data: Any) -> dict[str, Any]:
+    """One run's result dict (loads the data itself when ``data`` is None: worker processes)."""
+    data = load_data(budget) if data is None else data
+    torch.optim.AdamW([torch.zeros(1, requires_grad=True)])  # torch's lazy imports, kept out of the wall time
+    return {**asdict(simulate(spec, budget, data)), "threads": torch.get_num_threads()}
+
+
+def _finished(result: dict[str, Any]) -> dict[str, Any]:
+    print(f"{result['name']}: val {result['val_loss']:.4f}, {result['wall_s']:.0f} s", flush=True)
+    return result
 
 
 def reference(runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
@@ -186,8 +210,9 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"preset {s['preset']} ({report['runs'][0]['params']:,} params), K = {s['replicas']}, "
         f"{s['steps']} inner steps per replica, batch {s['batch_size']}, corpus {s['corpus']}, "
-        f"{s['threads']} threads; runs took {report['wall_s']:.0f} s in all. "
-        "Bytes per replica = 2(K-1)/K x payload per sync.",
+        f"{s.get('jobs', 1)} runs at a time x {s['threads']} threads; runs took {report['wall_s']:.0f} s in all"
+        + (f", {s['elapsed_s']:.0f} s wall clock. " if "elapsed_s" in s else ". ")
+        + "Bytes per replica = 2(K-1)/K x payload per sync.",
         "",
         table(report["runs"]),
     ]
@@ -247,7 +272,8 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--curve-points", type=int, default=6)
     parser.add_argument("--ddp-lr", type=float, default=DDP_LR)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time, each in its own process")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--seed", type=int, default=0, help="model initialisation (data and validation stay fixed)")
     return parser.parse_args(argv)
 
@@ -280,14 +306,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     budget = Budget(steps=args.steps * (LONG_FACTOR if args.long else 1), replicas=args.replicas,
                     preset=args.preset, corpus=args.corpus, batch_size=args.batch_size,
                     curve_points=args.curve_points, seed=args.seed)  # fmt: skip
-    settings = {**asdict(budget), "threads": args.threads, "ddp_lr": args.ddp_lr, "inner_lr": INNER_LR}
+    settings = {**asdict(budget), "threads": args.threads, "jobs": args.jobs, "ddp_lr": args.ddp_lr,
+                "inner_lr": INNER_LR}  # fmt: skip
     baseline = _load_runs(args.baseline) if args.long else []
     runs = _load_runs(out) if args.merge or args.resume or args.render else []
     done = {r["name"] for r in runs} if args.resume else set()
     names = [] if args.render else [n for n in _names(args) if n not in done]
     report = _report(settings, runs, baseline, sweep=args.sweep)
-    for result in run_each(names, budget, ddp_lr=args.ddp_lr):
-        runs = _replace_run(runs, result)
+    started, kept = time.monotonic(), {r["name"] for r in runs}
+    for result in run_each(names, budget, ddp_lr=args.ddp_lr, jobs=args.jobs, threads=args.threads):
+        runs = _ordered(_replace_run(runs, result), names, kept)
+        settings["elapsed_s"] = round(time.monotonic() - started, 1)  # wall clock of this invocation
         report = _report(settings, runs, baseline, sweep=args.sweep)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=1) + "\n")
@@ -307,6 +336,14 @@ def _report(
     wall = round(sum(r["wall_s"] for r in runs), 1)
     report = {"settings": settings, "wall_s": wall, "runs": runs, "targets": targets(runs, baseline)}
     return {**report, "sweep": _sweep(runs)} if sweep else report
+
+
+def _ordered(runs: list[dict[str, Any]], names: Sequence[str], kept: set[str]) -> list[dict[str, Any]]:
+    """``runs`` with the ``kept`` ones (already in the JSON) first, in place, then the new ones in ``names``
+    order (parallel runs finish out of order)."""
+    rank = {name: i for i, name in enumerate(names)}
+    fresh = sorted((r for r in runs if r["name"] not in kept), key=lambda r: rank.get(r["name"], len(rank)))
+    return [r for r in runs if r["name"] in kept] + fresh
 
 
 def _replace_run(runs: list[dict[str, Any]], result: dict[str, Any]) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from scripts.experiments import diloco
-from scripts.experiments.simulate import Exchange, wire_factor
+from scripts.experiments.simulate import Budget, Exchange, wire_factor
 from swarmnet.compression import get_codec
 from swarmnet.data import register_corpus
 from swarmnet.models import GPT, preset
@@ -31,7 +32,18 @@ def _text() -> bytes:
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     register_corpus("experiment_test", _text)
     out = tmp_path_factory.mktemp("diloco") / "diloco.json"
-    argv = ["--json", str(out), "--preset", "tiny", "--corpus", "experiment_test", "--steps", str(STEPS)]
+    argv = [
+        "--json",
+        str(out),
+        "--preset",
+        "tiny",
+        "--corpus",
+        "experiment_test",
+        "--steps",
+        str(STEPS),
+        "--jobs",
+        "1",
+    ]
     argv += ["--replicas", str(REPLICAS), "--batch-size", str(BATCH), "--curve-points", "2", "--threads", "1"]
     assert diloco.main([*argv, "--runs", ",".join(RUNS)]) == 0
     assert out.with_suffix(".md").read_text().count("\n| ") == len(RUNS) + 1  # header and one row per run
@@ -115,6 +127,7 @@ def test_sweep_then_resume_merge_and_render(tmp_path: Path, capsys: pytest.Captu
     register_corpus("experiment_test", _text)
     out = tmp_path / "sweep.json"
     argv = ["--json", str(out), "--preset", "tiny", "--corpus", "experiment_test", "--steps", "4", "--replicas", "2"]
+    argv += ["--jobs", "1"]  # worker processes would not see the corpus this test registers
     argv += ["--batch-size", "2", "--curve-points", "1", "--threads", "1"]
     assert diloco.main([*argv, "--sweep"]) == 0
     sweep = json.loads(out.read_text())["sweep"]
@@ -130,3 +143,15 @@ def test_sweep_then_resume_merge_and_render(tmp_path: Path, capsys: pytest.Captu
     out.with_suffix(".md").unlink()
     assert diloco.main([*argv, "--render"]) == 0
     assert "| single |" in out.with_suffix(".md").read_text()
+
+
+def test_parallel_runs_come_back_whole() -> None:
+    budget = Budget(steps=2, replicas=2, preset="tiny", corpus="kjv", batch_size=2, curve_points=1, seed=0)
+    try:
+        results = list(diloco.run_each(["single", "ddp"], budget, ddp_lr=diloco.DDP_LR, jobs=2, threads=1))
+    finally:  # spawn started multiprocessing's resource tracker; the suite must not leave it running
+        resource_tracker._resource_tracker._stop()
+    assert sorted(r["name"] for r in results) == ["ddp", "single"]
+    assert all(r["threads"] == 1 and r["val_loss"] > 0 for r in results)
+    assert [r["name"] for r in diloco._ordered(results, ["single", "ddp"], set())] == ["single", "ddp"]
+    assert [r["name"] for r in diloco._ordered(results, ["single", "ddp"], {"ddp"})] == ["ddp", "single"]
