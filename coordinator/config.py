@@ -1,0 +1,130 @@
+"""The coordinator's settings: one frozen dataclass per concern, each with ``validate()``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from swarmnet.coordinator.strategies import StrategyConfig
+from swarmnet.errors import ConfigError
+from swarmnet.federated.privacy import PrivacyConfig
+
+__all__ = ["CoordinatorConfig", "RoundSettings", "SecAggSettings", "TlsConfig"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TlsConfig:
+    """Serve over TLS with this certificate chain and key (PEM files)."""
+
+    cert_path: Path
+    key_path: Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecAggSettings:
+    """Secure aggregation: how updates are encoded into the finite field before masking."""
+
+    bits: Literal[16, 32] = 16  # field Z_2^bits; 16 halves the uplink and keeps 2**15 / max_clients levels
+    clip: float = 0.05  # per-coordinate range [-clip, clip] of the (weighted) delta before quantization
+    density: float = 1.0  # share of coordinates sent: a shared random subset per round, residual kept by EF
+    max_clients: int = 16  # headroom: sums of this many field values never wrap
+    dropout_fraction: float = 1 / 3  # the round unmasks while at most this share of the clients drop
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` for an impossible setting."""
+        if self.bits not in (16, 32):
+            raise ConfigError(f"secagg bits must be 16 or 32, got {self.bits}")
+        if not (math.isfinite(self.clip) and self.clip > 0):
+            raise ConfigError(f"secagg clip must be finite and > 0, got {self.clip}")
+        if not 0.0 < self.density <= 1.0:
+            raise ConfigError(f"secagg density must be in (0, 1], got {self.density}")
+        if not 2 <= self.max_clients <= 1024:
+            raise ConfigError(f"secagg max_clients must be in [2, 1024], got {self.max_clients}")
+        if not 0.0 <= self.dropout_fraction < 0.5:
+            raise ConfigError(f"dropout_fraction must be in [0, 0.5), got {self.dropout_fraction}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoundSettings:
+    """What each round asks of the clients, and when it gives up on them."""
+
+    clients_per_round: int = 8  # K: clients sampled from the active ones
+    min_clients: int = 2  # active clients needed before a round opens
+    min_participants: int = 2  # updates needed to aggregate; fewer and the round fails
+    round_timeout_s: float = 120.0  # from opening the round to the last accepted update
+    phase_timeout_s: float = 30.0  # each secure-aggregation key/share/unmask phase
+    rounds: int = 0  # stop after this many completed rounds (0: run until stopped)
+    local_steps: int = 10
+    learning_rate: float = 1e-3  # the clients' local optimizer learning rate
+    codec: str = "none"  # "none" (dense fp32), "topk" (top-k ratio, int8 values), or a registered codec
+    topk_ratio: float = 0.01
+    error_feedback: bool = True
+    secure_aggregation: bool = False
+    active_window_s: float = 60.0  # a client that polled within this is available for sampling
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` for an impossible setting."""
+        if self.clients_per_round < 1 or self.min_clients < 1 or self.min_participants < 1:
+            raise ConfigError("clients_per_round, min_clients and min_participants must be >= 1")
+        if self.min_participants > self.clients_per_round:
+            raise ConfigError(
+                f"min_participants ({self.min_participants}) exceeds clients_per_round ({self.clients_per_round})"
+            )
+        if self.min_clients < self.min_participants:
+            raise ConfigError("min_clients below min_participants: rounds could open that can never complete")
+        if self.secure_aggregation and self.min_participants < 2:
+            raise ConfigError("secure aggregation needs min_participants >= 2: one masked update is no secret")
+        for name in ("round_timeout_s", "phase_timeout_s", "active_window_s", "learning_rate"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be finite and > 0, got {value}")
+        if self.local_steps < 1 or self.rounds < 0:
+            raise ConfigError("local_steps must be >= 1 and rounds >= 0")
+        if not 0.0 < self.topk_ratio <= 1.0:
+            raise ConfigError(f"topk_ratio must be in (0, 1], got {self.topk_ratio}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CoordinatorConfig:
+    """Everything ``swarmnet coordinator`` runs with."""
+
+    state_dir: Path  # global adapter, strategy state, round history and client registry
+    run: str = "federated"
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: any free port (reported by the server)
+    rounds: RoundSettings = field(default_factory=RoundSettings)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    strategy_name: str = "fedavg"
+    secagg: SecAggSettings = field(default_factory=SecAggSettings)
+    privacy: PrivacyConfig | None = None  # differential privacy; None: off
+    tokens: frozenset[str] = frozenset()  # operator-issued tokens; empty: any key may register
+    allowed_keys: frozenset[bytes] | None = None  # Ed25519 public keys allowed to register; None: any
+    tls: TlsConfig | None = None
+    max_update_bytes: int = 64 << 20  # larger declared or streamed updates get RESOURCE_EXHAUSTED
+    chunk_bytes: int = 1 << 20  # size of the chunks the adapter streams in
+    clock_skew_s: float = 300.0  # registration timestamps may be this far off
+    seed: int = 0  # client sampling and secure-aggregation subsets
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` for an impossible setting (checks the nested configs too)."""
+        self.rounds.validate()
+        self.strategy.validate()
+        self.secagg.validate()
+        if self.privacy is not None:
+            self.privacy.validate()
+        if self.rounds.secure_aggregation and self.strategy.aggregation != "mean":
+            raise ConfigError(
+                f"secure aggregation reveals only the sum; {self.strategy.aggregation} needs single updates"
+            )
+        if self.rounds.secure_aggregation and self.rounds.clients_per_round > self.secagg.max_clients:
+            raise ConfigError("clients_per_round exceeds secagg max_clients: the masked sum could wrap")
+        if self.privacy is not None and self.strategy.aggregation != "mean":
+            raise ConfigError("differential privacy is accounted for the clipped mean; use aggregation 'mean'")
+        if not 0 <= self.port < 65536:
+            raise ConfigError(f"port must be in [0, 65535], got {self.port}")
+        if self.max_update_bytes < 1024 or self.chunk_bytes < 1024:
+            raise ConfigError("max_update_bytes and chunk_bytes must be >= 1024")
+        if not self.run or len(self.run) > 128:
+            raise ConfigError("run must be a non-empty name of at most 128 characters")

@@ -1,0 +1,346 @@
+"""The round engine: wait for clients, sample, open, collect (or run the secure phases), close.
+
+One asyncio task drives the rounds; the servicer's handlers only record what arrives and wait
+on the same condition variable, so every state change happens on the event loop and needs no
+lock. Aggregation and the durable save run in a worker thread. Each round ends with a save,
+completed or failed, so a restart resumes at the round after the last one that ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+
+import grpc
+import numpy as np
+import torch
+
+from swarmnet.coordinator.aggregation import aggregate_round
+from swarmnet.coordinator.config import CoordinatorConfig
+from swarmnet.coordinator.history import RoundRecord
+from swarmnet.coordinator.open_round import OpenRound, Submission
+from swarmnet.coordinator.proto import federated_pb2 as pb
+from swarmnet.coordinator.registry import ClientRegistry
+from swarmnet.coordinator.rejection import Rejected
+from swarmnet.coordinator.secagg_round import SecAggRound
+from swarmnet.coordinator.store import CoordinatorState, CoordinatorStore
+from swarmnet.errors import ProtocolError
+from swarmnet.federated.privacy import PrivacyAccountant
+from swarmnet.federated.secagg.server import threshold_for
+from swarmnet.federated.secure_round import secagg_context
+from swarmnet.federated.secure_update import subset
+
+__all__ = ["RoundEngine"]
+
+logger = logging.getLogger(__name__)
+
+_IDLE_RECHECK_S = 1.0  # the active set changes with time alone, so idle waits wake up this often
+
+
+class RoundEngine:
+    """Runs rounds over a ``CoordinatorState``; the servicer calls its ``task``/``submit``/``secagg``."""
+
+    def __init__(
+        self, config: CoordinatorConfig, store: CoordinatorStore, registry: ClientRegistry, state: CoordinatorState
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.registry = registry
+        self.state = state
+        self.round: OpenRound | None = None
+        self.phase = "waiting"
+        self.accountant = PrivacyAccountant()
+        if state.accountant:
+            self.accountant.load_state_dict(dict(state.accountant))
+        self.changed = asyncio.Condition()
+        self._stopping = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def done(self) -> bool:
+        """Whether the configured number of rounds has completed."""
+        limit = self.config.rounds.rounds
+        return limit > 0 and sum(r.outcome == "completed" for r in self.state.history) >= limit
+
+    async def run(self) -> None:
+        """Run rounds until ``stop()`` or the round limit."""
+        while not self._stopping and not self.done():
+            if not await self._wait(lambda: len(self.registry.active()) >= self.config.rounds.min_clients, None):
+                break
+            round_ = self._open()
+            try:
+                await self._run_round(round_)
+            except Exception as error:  # a bug must cost one round, not the coordinator
+                logger.exception("round %d failed with an internal error", round_.number)
+                await self._close(round_, f"internal error: {type(error).__name__}: {error}"[:500], aggregate=False)
+        await self.notify()
+
+    async def stop(self) -> None:
+        """Make ``run`` return at its next wait (an open round is abandoned, not saved)."""
+        self._stopping = True
+        await self.notify()
+
+    async def notify(self) -> None:
+        """Wake every waiter to re-check its condition."""
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def _wait(self, predicate: Callable[[], bool], deadline: float | None) -> bool:
+        """Wait until ``predicate()``; False on stop or at ``deadline`` (monotonic) with it still false."""
+        async with self.changed:
+            while not predicate():
+                if self._stopping:
+                    return False
+                left = _IDLE_RECHECK_S if deadline is None else min(_IDLE_RECHECK_S, deadline - time.monotonic())
+                if left <= 0:
+                    return False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.changed.wait(), left)
+            return True
+
+    # -- one round -------------------------------------------------------------------------------
+    def _open(self) -> OpenRound:
+        settings, number, state = self.config.rounds, self.state.next_round, self.state
+        rng = random.Random(f"{self.config.seed}:{number}")
+        active = self.registry.active()
+        selected = tuple(sorted(rng.sample(active, min(settings.clients_per_round, len(active)))))
+        now = time.monotonic()
+        length = state.schema.numel
+        config = self._round_config(selected, rng)
+        round_ = OpenRound(
+            number=number,
+            version=state.version,
+            nonce=self.registry.round_nonce(number, state.version),
+            selected=selected,
+            config=config,
+            opened=now,
+            deadline=now + settings.round_timeout_s,
+            length=length,
+        )
+        if settings.secure_aggregation:
+            round_.indices = subset(length, self.config.secagg.density, config.secagg_seed)
+            context = secagg_context(self.config.run, number, round_.nonce)
+            round_.secagg = SecAggRound(selected, config.secagg_threshold, context, int(round_.indices.numel()))
+        self.round, self.phase = round_, "advertise" if round_.secagg else "collect"
+        logger.info("round %d opened: %d clients selected of %d active", number, len(selected), len(active))
+        return round_
+
+    def _round_config(self, selected: tuple[str, ...], rng: random.Random) -> pb.RoundConfig:
+        settings, secagg, privacy = self.config.rounds, self.config.secagg, self.config.privacy
+        config = pb.RoundConfig(
+            local_steps=settings.local_steps,
+            codec=settings.codec,
+            topk_ratio=settings.topk_ratio,
+            error_feedback=settings.error_feedback,
+            participants=len(selected),
+            learning_rate=settings.learning_rate,
+        )
+        if settings.secure_aggregation:
+            config.secure_aggregation = True
+            config.secagg_clip, config.secagg_bits, config.secagg_density = secagg.clip, secagg.bits, secagg.density
+            config.secagg_seed = rng.getrandbits(62)
+            config.secagg_max_clients = secagg.max_clients
+            config.secagg_threshold = threshold_for(len(selected), secagg.dropout_fraction)
+            samples = [self.registry.clients[c].samples for c in selected]
+            config.samples_cap = 0 if privacy is not None else max(max(samples), 1)
+        if privacy is not None:
+            config.dp_clip_norm = privacy.clip_norm
+            if privacy.placement == "distributed":
+                config.dp_noise_std = privacy.noise_multiplier * privacy.clip_norm / len(selected) ** 0.5
+        return config
+
+    async def _run_round(self, round_: OpenRound) -> None:
+        await self.notify()
+        reason = await (self._secure_phases(round_) if round_.secagg else self._collect(round_))
+        if self._stopping:
+            return
+        record = await self._close(round_, reason)
+        logger.info(
+            "round %d %s%s: %d contributors, %d B uplink, %.2f s",
+            record.round,
+            record.outcome,
+            f" ({record.reason})" if record.reason else "",
+            len(record.contributors),
+            record.uplink_bytes,
+            record.seconds,
+        )
+
+    async def _collect(self, round_: OpenRound) -> str:
+        await self._wait(round_.all_in, round_.deadline)
+        if len(round_.submissions) < self.config.rounds.min_participants:
+            return f"{len(round_.submissions)} updates by the deadline, {self.config.rounds.min_participants} needed"
+        return ""
+
+    async def _secure_phases(self, round_: OpenRound) -> str:
+        secagg = round_.secagg
+        assert secagg is not None
+        timeout = self.config.rounds.phase_timeout_s
+        for phase in ("advertise", "share", "collect", "unmask"):
+            secagg.phase = self.phase = phase
+            if phase == "collect":
+                round_.deadline = time.monotonic() + self.config.rounds.round_timeout_s
+            await self.notify()
+            deadline = round_.deadline if phase == "collect" else time.monotonic() + timeout
+            await self._wait(lambda: not secagg.expecting(), deadline)
+            needed = max(secagg.threshold, self.config.rounds.min_participants if phase == "collect" else 0)
+            if secagg.received() < needed:
+                return f"secure aggregation phase {phase}: {secagg.received()} clients, {needed} needed"
+        secagg.phase = "done"
+        return ""
+
+    async def _close(self, round_: OpenRound, reason: str, aggregate: bool = True) -> RoundRecord:
+        state = self.state
+        self.phase = "aggregating"
+        contributors: tuple[str, ...] = ()
+        loss = float("nan")
+        if aggregate and not reason:
+            try:
+                result = await asyncio.to_thread(
+                    aggregate_round, round_, state.adapter, state.server_state, self.config
+                )
+            except ProtocolError as error:  # unmasking failed: the round is lost, nothing else is
+                reason = f"unmasking failed: {error}"
+            else:
+                state = CoordinatorState(
+                    next_round=state.next_round,
+                    version=state.version + 1,
+                    adapter=result.adapter,
+                    schema=state.schema,
+                    server_state=result.server_state,
+                    history=state.history,
+                    accountant=state.accountant,
+                )
+                contributors, loss = result.contributors, result.train_loss
+                self._spend_privacy(len(round_.selected))
+        record = RoundRecord(
+            round=round_.number,
+            outcome="failed" if reason else "completed",
+            reason=reason or self._dropped_note(round_),
+            selected=round_.selected,
+            contributors=contributors,
+            uplink_bytes=sum(s.nbytes for s in round_.submissions.values()),
+            seconds=time.monotonic() - round_.opened,
+            train_loss=loss,
+            global_version=state.version,
+            secure_aggregation=round_.secagg is not None,
+            epsilon=self.epsilon(),
+        )
+        state = CoordinatorState(
+            next_round=round_.number + 1,
+            version=state.version,
+            adapter=state.adapter,
+            schema=state.schema,
+            server_state=state.server_state,
+            history=(*state.history, record),
+            accountant=self.accountant.state_dict() if self.config.privacy is not None else {},
+        )
+        await asyncio.to_thread(self.store.save, state)
+        self.state, round_.finished, self.round, self.phase = state, True, None, "waiting"
+        await self.notify()
+        return record
+
+    def _spend_privacy(self, participants: int) -> None:
+        privacy = self.config.privacy
+        if privacy is not None:
+            rate = min(1.0, participants / max(1, len(self.registry.clients)))
+            self.accountant.step(privacy.noise_multiplier, rate)
+
+    def epsilon(self) -> float:
+        """Differential-privacy epsilon spent so far (0 without DP)."""
+        privacy = self.config.privacy
+        return 0.0 if privacy is None else float(self.accountant.epsilon(privacy.delta))
+
+    @staticmethod
+    def _dropped_note(round_: OpenRound) -> str:
+        missing = sorted(set(round_.selected) - set(round_.submissions))
+        return f"no update from {len(missing)} of {len(round_.selected)} selected" if missing else ""
+
+    # -- requests --------------------------------------------------------------------------------
+    async def task(self, client_id: str, wait_s: float) -> pb.TaskReply:
+        """Long-poll for ``client_id``'s next task."""
+        self.registry.touch(client_id)
+        await self.notify()
+        deadline = time.monotonic() + min(max(wait_s, 0.0), 30.0)
+        await self._wait(lambda: self._reply_for(client_id).kind != pb.TaskReply.WAIT, deadline)
+        return self._reply_for(client_id)
+
+    def _reply_for(self, client_id: str) -> pb.TaskReply:
+        if self.done():
+            return pb.TaskReply(kind=pb.TaskReply.DONE, round=self.state.next_round, global_version=self.state.version)
+        round_ = self.round
+        wait = pb.TaskReply(kind=pb.TaskReply.WAIT, round=self.state.next_round, retry_after_s=_IDLE_RECHECK_S)
+        if round_ is None or round_.finished or client_id not in round_.selected or client_id in round_.submissions:
+            return wait
+        if round_.secagg is not None and (round_.secagg.phase != "advertise" or client_id in round_.secagg.keys):
+            return wait  # it missed (or already began) this round's key exchange
+        return pb.TaskReply(
+            kind=pb.TaskReply.TRAIN,
+            round=round_.number,
+            global_version=round_.version,
+            config=round_.config,
+            round_nonce=round_.nonce,
+            deadline_s=max(0.0, round_.deadline - time.monotonic()),
+        )
+
+    async def submit(self, submission: Submission) -> None:
+        """Record an update that passed ``check_update`` (re-checked: the round may have moved on)."""
+        round_ = self.round
+        if round_ is None or round_.finished or submission.client_id in round_.submissions:
+            raise Rejected(grpc.StatusCode.FAILED_PRECONDITION, "the round closed while the update streamed in")
+        if round_.secagg is not None:
+            assert submission.masked is not None
+            round_.secagg.collect(submission.client_id, submission.masked)
+        round_.submissions[submission.client_id] = submission
+        await self.notify()
+
+    async def secagg(self, client_id: str, request: pb.SecAggRequest) -> pb.SecAggReply:
+        """Handle one secure-aggregation phase message; waits for the phase to close where needed."""
+        round_ = self.round
+        if round_ is None or round_.secagg is None or request.round != round_.number:
+            raise Rejected(grpc.StatusCode.FAILED_PRECONDITION, f"round {request.round} has no open secure phase")
+        secagg, phase = round_.secagg, pb.SecAggRequest.Phase.Name(request.phase).lower()
+        if phase == "advertise":
+            secagg.advertise(client_id, request.keys)
+        elif phase == "share":
+            secagg.share(client_id, dict(request.messages))
+        elif phase == "unmask":
+            secagg.unmask(client_id, dict(request.messages))
+            await self.notify()
+            return pb.SecAggReply(threshold=secagg.threshold)
+        await self.notify()
+        await self._await_phase_end(round_, phase)
+        if phase == "advertise":
+            roster = [secagg.keys[c].to_bytes() for c in sorted(secagg.keys)]
+            return pb.SecAggReply(roster=roster, threshold=secagg.threshold)
+        if phase == "share":
+            return pb.SecAggReply(messages=secagg.messages_for(client_id), threshold=secagg.threshold)
+        return pb.SecAggReply(survivors=secagg.survivors(), dropped=secagg.dropped(), threshold=secagg.threshold)
+
+    async def _await_phase_end(self, round_: OpenRound, phase: str) -> None:
+        secagg = round_.secagg
+        assert secagg is not None
+        order = ("advertise", "share", "collect", "unmask", "done")
+        limit = max(self.config.rounds.phase_timeout_s, self.config.rounds.round_timeout_s) + 5.0
+
+        def progressed() -> bool:
+            return order.index(secagg.phase) > order.index(phase)
+
+        await self._wait(lambda: round_.finished or progressed(), time.monotonic() + limit)
+        if progressed():
+            return
+        if round_.finished:
+            raise Rejected(grpc.StatusCode.ABORTED, f"round {round_.number} failed during phase {phase}")
+        raise Rejected(grpc.StatusCode.DEADLINE_EXCEEDED, f"phase {phase} did not end in time")
+
+    def indices(self) -> torch.Tensor | None:
+        """The open round's secure-aggregation subset (for tests and status)."""
+        return None if self.round is None else self.round.indices
+
+    def masked_of(self, client_id: str) -> np.ndarray | None:
+        """What the coordinator holds of ``client_id``'s masked update (tests check it reveals nothing)."""
+        if self.round is None or self.round.secagg is None:
+            return None
+        return self.round.secagg.masked.get(client_id)

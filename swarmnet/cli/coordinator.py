@@ -1,0 +1,153 @@
+"""``swarmnet coordinator``: serve federated rounds over gRPC until stopped or the round limit."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from swarmnet.cli.common import ExitCode, configure_logging, install_stop_signals
+from swarmnet.errors import ConfigError
+
+__all__ = ["add_parser", "config_from_args", "run"]
+
+logger = logging.getLogger(__name__)
+
+EXAMPLE = """example:
+  swarmnet coordinator --state-dir ./fed --initial-adapter adapter.safetensors --port 50051 \\
+      --clients-per-round 8 --rounds 20 --codec topk --topk-ratio 0.05 --secure-aggregation
+  # clients: FederatedClient(model, loader, ClientConfig(address="<host>:50051"), lora=...)
+"""
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register the subcommand."""
+    parser = subparsers.add_parser(
+        "coordinator",
+        help="run the federated round service (gRPC)",
+        description="Run federated rounds: sample clients, collect their compressed (optionally securely "
+        "aggregated) adapter updates, aggregate them and keep the global adapter on disk.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--state-dir", type=Path, required=True, help="global adapter, history and registry; a restart resumes here")
+    add("--initial-adapter", type=Path, help="safetensors of the adapter clients start from (first start only)")
+    add("--run", default="federated", help="run name clients see")
+    add("--host", default="127.0.0.1")
+    add("--port", type=int, default=50051, help="0 picks a free port (printed)")
+    add("--rounds", type=int, default=0, help="stop after this many completed rounds (0: until stopped)")
+    add("--clients-per-round", type=int, default=8)
+    add("--min-clients", type=int, default=2, help="active clients needed before a round opens")
+    add("--min-participants", type=int, default=2, help="updates needed to aggregate a round")
+    add("--round-timeout", type=float, default=120.0, help="seconds to collect updates")
+    add("--phase-timeout", type=float, default=30.0, help="seconds per secure-aggregation key phase")
+    add("--local-steps", type=int, default=10)
+    add("--lr", type=float, default=1e-3, help="clients' local learning rate")
+    add("--codec", default="none", help="'none' (dense fp32), 'topk', or a codec name (int8, sign1bit, ...)")
+    add("--topk-ratio", type=float, default=0.01)
+    add("--no-error-feedback", action="store_true")
+    add("--strategy", default="fedavg", help="fedavg, fedadam, fedyogi, trimmed_mean or centered_clip")
+    add("--server-lr", type=float, help="server optimizer learning rate (strategy default if unset)")
+    add("--secure-aggregation", action="store_true")
+    add("--secagg-bits", type=int, default=16, choices=(16, 32))
+    add("--secagg-clip", type=float, default=0.05)
+    add("--secagg-density", type=float, default=1.0)
+    add("--dp-clip", type=float, help="enable differential privacy: per-client L2 clip norm")
+    add("--dp-noise", type=float, default=1.0, help="noise multiplier z (std = z * clip)")
+    add("--dp-delta", type=float, default=1e-5)
+    add("--dp-placement", choices=("central", "distributed"), default="central")
+    add("--token-file", type=Path, help="operator-issued tokens, one per line; clients must present one")
+    add("--tls-cert", type=Path, help="serve TLS with this PEM certificate chain (needs --tls-key)")
+    add("--tls-key", type=Path)
+    add("--linger", type=float, default=10.0, help="seconds to keep answering DONE after the last round")
+    add("--seed", type=int, default=0)
+    add("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    parser.set_defaults(run=run)
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The ``CoordinatorConfig`` the flags describe (``ConfigError`` for contradictions)."""
+    from swarmnet.coordinator.config import CoordinatorConfig, RoundSettings, SecAggSettings, TlsConfig
+    from swarmnet.coordinator.strategies import strategy_config
+    from swarmnet.federated.privacy import PrivacyConfig
+
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    overrides = {} if args.server_lr is None else {"server_lr": args.server_lr}
+    tokens = frozenset()
+    if args.token_file is not None:
+        tokens = frozenset(line.strip() for line in args.token_file.read_text().splitlines() if line.strip())
+    return CoordinatorConfig(
+        state_dir=args.state_dir,
+        run=args.run,
+        host=args.host,
+        port=args.port,
+        rounds=RoundSettings(
+            clients_per_round=args.clients_per_round,
+            min_clients=args.min_clients,
+            min_participants=args.min_participants,
+            round_timeout_s=args.round_timeout,
+            phase_timeout_s=args.phase_timeout,
+            rounds=args.rounds,
+            local_steps=args.local_steps,
+            learning_rate=args.lr,
+            codec=args.codec,
+            topk_ratio=args.topk_ratio,
+            error_feedback=not args.no_error_feedback,
+            secure_aggregation=args.secure_aggregation,
+        ),
+        strategy=strategy_config(args.strategy, **overrides),
+        strategy_name=args.strategy,
+        secagg=SecAggSettings(bits=args.secagg_bits, clip=args.secagg_clip, density=args.secagg_density),
+        privacy=None
+        if args.dp_clip is None
+        else PrivacyConfig(
+            clip_norm=args.dp_clip, noise_multiplier=args.dp_noise, delta=args.dp_delta, placement=args.dp_placement
+        ),
+        tokens=tokens,
+        tls=None if args.tls_cert is None else TlsConfig(cert_path=args.tls_cert, key_path=args.tls_key),
+        seed=args.seed,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM/Ctrl+C or the round limit; exit code 0 then."""
+    configure_logging(args.log_level)
+    try:
+        config = config_from_args(args)
+        config.validate()
+    except (ConfigError, OSError) as error:
+        logger.error("%s", error)
+        return ExitCode.USAGE
+    return asyncio.run(_serve(config, args.initial_adapter, args.linger))
+
+
+async def _serve(config: Any, initial_path: Path | None, linger: float) -> int:
+    from safetensors.torch import load_file
+
+    from swarmnet.coordinator.server import CoordinatorServer
+
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    try:
+        initial = None if initial_path is None else load_file(initial_path)
+        server = CoordinatorServer(config, initial)
+        port = await server.start()
+    except (ConfigError, OSError, RuntimeError) as error:
+        logger.error("could not start the coordinator: %s", error)
+        return ExitCode.USAGE
+    print(f"{config.host}:{port}", flush=True)
+    rounds = asyncio.ensure_future(server.wait())
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({rounds, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if rounds.done() and not stop.is_set():
+        logger.info("all %d rounds done; answering DONE for %.0f s", config.rounds.rounds, linger)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), linger)
+    stopped.cancel()
+    await server.stop()
+    return ExitCode.OK

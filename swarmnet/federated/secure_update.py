@@ -1,0 +1,68 @@
+"""How an update enters secure aggregation: subset, weight, clip, quantize into the field.
+
+Masks only cancel where every client masks the same coordinates, so a sparse update cannot
+choose its own top-k. Instead the coordinator draws one random subset per round (a seed in the
+task, ``density`` of the coordinates), every client sends exactly those coordinates, and what a
+client does not send stays in its error-feedback residual for later rounds (random-k with
+memory). Values are weighted (``samples / samples_cap``), clipped to ``[-clip, clip]``, and
+stochastically rounded to fixed point with ``levels = (2**(bits-1) - 1) // max_clients``, so the
+sum of up to ``max_clients`` values never wraps the field ``Z_2^bits``: the unmasked sum is the
+exact sum of the quantized values. With ``bits=16`` a client sends 2 bytes per coordinate. The
+field arithmetic runs in 32-bit words (masks are uniform mod 2^32, hence mod 2^16 too) and only the
+low ``bits`` of each masked word go on the wire.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from swarmnet.federated.secagg.field import FieldConfig, dequantize, quantize
+
+__all__ = ["decode_sum", "encode_values", "field_config", "from_wire", "subset", "to_wire"]
+
+
+def subset(length: int, density: float, seed: int) -> torch.Tensor:
+    """The round's shared coordinate subset: sorted indices, the same on every client and the coordinator."""
+    count = max(1, round(length * density)) if length else 0
+    if count >= length:
+        return torch.arange(length)
+    generator = torch.Generator().manual_seed(seed & ((1 << 63) - 1))
+    return torch.randperm(length, generator=generator)[:count].sort().values
+
+
+def field_config(bits: int, clip: float, max_clients: int) -> FieldConfig:
+    """A 32-bit field config whose ``levels`` suit a ``bits``-bit field (sums of ``max_clients`` fit)."""
+    # FieldConfig's levels are (2**31 - 1) // max_clients; scaling max_clients by 2**(32 - bits)
+    # gives about (2**(bits-1) - 1) // max_clients levels, the headroom a smaller field needs.
+    return FieldConfig(clip=clip, max_clients=max_clients << (32 - bits))
+
+
+def encode_values(values: torch.Tensor, config: FieldConfig, generator: torch.Generator | None = None) -> np.ndarray:
+    """Clip and quantize (stochastic rounding) into uint32 two's-complement field words."""
+    return quantize(values.to(torch.float32), config, generator)
+
+
+def to_wire(words: np.ndarray, bits: int) -> bytes:
+    """The low ``bits`` of each (masked) word, little-endian."""
+    if bits == 16:
+        return (words & 0xFFFF).astype("<u2").tobytes()
+    return words.astype("<u4").tobytes()
+
+
+def from_wire(data: bytes, bits: int, count: int) -> np.ndarray:
+    """Parse ``count`` words of ``bits`` bits; ``ValueError`` if the size is not exactly that."""
+    width = bits // 8
+    if len(data) != width * count:
+        raise ValueError(
+            f"a secure update of {count} values of {bits} bits has {width * count} bytes, got {len(data)}"
+        )
+    dtype = "<u2" if bits == 16 else "<u4"
+    return np.frombuffer(data, dtype=dtype).astype(np.uint32)
+
+
+def decode_sum(total: np.ndarray, config: FieldConfig, bits: int) -> torch.Tensor:
+    """The float sum behind an unmasked field sum (the low ``bits`` hold it, two's complement)."""
+    if bits == 16:
+        total = (total & 0xFFFF).astype(np.uint16).view(np.int16).astype(np.int32).view(np.uint32)
+    return dequantize(total, config)

@@ -1,0 +1,76 @@
+"""A client's update on the way out: DP clipping and noise, compression, error feedback.
+
+Error feedback lives on the client across rounds (CELLM / SCAFCOM style): whatever compression
+drops this round (the coordinates top-k left out, the quantization error, the coordinates outside
+secure aggregation's shared subset) is added to the next round's delta, so nothing is lost, only
+delayed. Differential privacy clips before compression, so the residual never carries more than
+the clipped update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from swarmnet.compression import Codec, ErrorFeedback, TopKCodec, get_codec
+from swarmnet.coordinator.proto import federated_pb2 as pb
+from swarmnet.federated.privacy import clip_update
+from swarmnet.federated.secagg.field import dequantize
+from swarmnet.federated.secure_update import encode_values, field_config, subset
+
+__all__ = ["SecureValues", "UpdateEncoder", "codec_for"]
+
+_KEY = "adapter"
+
+
+def codec_for(config: pb.RoundConfig) -> Codec:
+    """The codec a round asks for: ``topk`` at the round's ratio (int8 values), else by registry name."""
+    if config.codec == "topk":
+        return TopKCodec(f"topk{config.topk_ratio:g}", ratio=config.topk_ratio, selection="exact", values="int8")
+    return get_codec(config.codec or "none")
+
+
+@dataclass(frozen=True)
+class SecureValues:
+    """A delta encoded for secure aggregation, before masking."""
+
+    words: np.ndarray  # uint32 field words, one per coordinate of the round's subset
+    weight: float  # samples / samples_cap (1 when uniform)
+
+
+class UpdateEncoder:
+    """Turns a client's raw delta into what it sends, keeping the error-feedback residual."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.feedback = ErrorFeedback()
+        self._generator = torch.Generator().manual_seed(seed)
+
+    def privatize(self, delta: torch.Tensor, config: pb.RoundConfig) -> torch.Tensor:
+        """Clip to the round's DP norm and add this client's share of the noise (no-ops without DP)."""
+        if config.dp_clip_norm > 0:
+            delta = clip_update(delta, config.dp_clip_norm)[0]
+        if config.dp_noise_std > 0:
+            delta = delta + torch.randn(delta.numel(), generator=self._generator) * config.dp_noise_std
+        return delta
+
+    def encode(self, delta: torch.Tensor, config: pb.RoundConfig) -> bytes:
+        """A compressed payload of ``delta`` (residual added and updated when the round uses EF)."""
+        codec = codec_for(config)
+        if config.error_feedback and config.codec != "none":
+            return self.feedback.encode(_KEY, delta, codec)
+        return codec.encode(delta)
+
+    def encode_secure(self, delta: torch.Tensor, config: pb.RoundConfig, samples: int) -> SecureValues:
+        """Field words of ``weight * (delta + residual)`` on the round's subset; the rest stays in the residual."""
+        weight = 1.0 if config.samples_cap <= 0 else min(samples, config.samples_cap) / config.samples_cap
+        indices = subset(delta.numel(), config.secagg_density, config.secagg_seed)
+        field = field_config(config.secagg_bits, config.secagg_clip, config.secagg_max_clients)
+        compensated = self.feedback.compensate(_KEY, delta) if config.error_feedback else delta.reshape(-1)
+        words = encode_values(compensated[indices] * weight, field, self._generator)
+        sent = torch.zeros_like(compensated)
+        sent[indices] = dequantize(words, field) / weight
+        if config.error_feedback:
+            self.feedback.update(_KEY, sent)
+        return SecureValues(words=words, weight=weight)
