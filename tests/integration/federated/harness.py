@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -109,3 +110,14 @@ def run_all(
         raise errors[0]
     assert not any(t.is_alive() for t in threads), "a client did not finish in time"
     return results
+
+
+def wait_rounds(coordinator: BackgroundCoordinator, count: int, timeout: float = 30.0) -> Any:
+    """Poll until ``count`` rounds have ended (completed or failed); return the engine's state."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        engine = coordinator.server.engine
+        if engine is not None and len(engine.state.history) >= count:
+            return engine.state
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {count} rounds ended within {timeout} s")
