@@ -36,7 +36,7 @@ def add_parser(subparsers: Any) -> None:
     add = parser.add_argument
     add("--state-dir", type=Path, required=True, help="global adapter, history and registry; a restart resumes here")
     add("--initial-adapter", type=Path, help="safetensors of the adapter clients start from (first start only)")
-    add("--run", default="federated", help="run name clients see")
+    add("--run", dest="run_name", default="federated", help="run name clients see")
     add("--host", default="127.0.0.1")
     add("--port", type=int, default=50051, help="0 picks a free port (printed)")
     add("--rounds", type=int, default=0, help="stop after this many completed rounds (0: until stopped)")
@@ -83,7 +83,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         tokens = frozenset(line.strip() for line in args.token_file.read_text().splitlines() if line.strip())
     return CoordinatorConfig(
         state_dir=args.state_dir,
-        run=args.run,
+        run=args.run_name,
         host=args.host,
         port=args.port,
         rounds=RoundSettings(

@@ -39,8 +39,8 @@ class AdapterSchema:
 
     @classmethod
     def of(cls, state: Mapping[str, torch.Tensor]) -> AdapterSchema:
-        """The schema of a state dict, in its own key order."""
-        return cls(tuple(TensorSpec(name, tuple(int(d) for d in t.shape)) for name, t in state.items()))
+        """The schema of a state dict, tensors sorted by name (so every side agrees whatever its dict order)."""
+        return cls(tuple(TensorSpec(name, tuple(int(d) for d in state[name].shape)) for name in sorted(state)))
 
     @classmethod
     def from_pairs(cls, pairs: Sequence[tuple[str, Sequence[int]]]) -> AdapterSchema:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from swarmnet.coordinator.store import CoordinatorStore
+from swarmnet.coordinator.strategies import strategy_config
+from swarmnet.federated.privacy import PrivacyConfig
 from tests.integration.federated.harness import coordinator_config, make_client, run_all, running
 
 pytestmark = pytest.mark.timeout(120)
@@ -85,3 +88,39 @@ def test_secure_aggregation_gives_the_plain_aggregate(tmp_path: Path) -> None:
     # each value is off by at most one quantization step (clip / levels) per client.
     field_step = 1.0 / ((2**31 - 1) // 16)
     assert torch.allclose(plain, secure, atol=3 * field_step + 1e-6), (plain - secure).abs().max()
+
+
+@pytest.mark.parametrize("strategy", ["fedadam", "fedyogi", "trimmed_mean", "centered_clip"])
+def test_every_strategy_runs_a_round(tmp_path: Path, strategy: str) -> None:
+    config = replace(
+        coordinator_config(tmp_path, rounds=1), strategy=strategy_config(strategy), strategy_name=strategy
+    )
+    with running(config) as coordinator:
+        clients = _clients(coordinator.address, 3)
+        try:
+            run_all(clients, lambda c: c.run(timeout_s=60))
+            status = clients[0].connection.status()
+        finally:
+            _close(clients)
+    assert status.strategy == strategy
+    assert status.history[-1].outcome == "completed"
+    assert status.global_version == 1
+
+
+@pytest.mark.parametrize("placement", ["central", "distributed"])
+def test_differential_privacy_reports_a_growing_epsilon(tmp_path: Path, placement: str) -> None:
+    privacy = PrivacyConfig(clip_norm=0.05, noise_multiplier=1.0, placement=placement)
+    secure = placement == "distributed"  # distributed noise is what secure aggregation pairs with
+    config = replace(coordinator_config(tmp_path, rounds=2, secure_aggregation=secure), privacy=privacy)
+    with running(config) as coordinator:
+        clients = _clients(coordinator.address, 3)
+        try:
+            run_all(clients, lambda c: c.run(timeout_s=60))
+            status = clients[0].connection.status()
+        finally:
+            _close(clients)
+    epsilons = [h.epsilon for h in status.history]
+    assert [h.outcome for h in status.history] == ["completed", "completed"]
+    assert 0 < epsilons[0] < epsilons[1] < float("inf")
+    assert status.epsilon == epsilons[1]
+    assert CoordinatorStore(tmp_path).load().accountant  # type: ignore[union-attr]

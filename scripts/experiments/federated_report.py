@@ -1,0 +1,87 @@
+"""The federated experiment's targets, markdown table and plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["markdown", "plot", "targets"]
+
+
+def _by_method(runs: list[dict[str, Any]], method: str) -> dict[str, Any] | None:
+    return next((r for r in runs if r["method"] == method), None)
+
+
+def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets, checked on the figures of this report."""
+    out = []
+    dense, compressed = _by_method(report["runs"], "dense"), _by_method(report["runs"], "compressed")
+    if dense and compressed:
+        drop = (dense["final_accuracy"] - compressed["final_accuracy"]) * 100
+        ratio = dense["uplink_bytes"] / max(compressed["uplink_bytes"], 1)
+        out.append({"target": "compressed within 1 point of dense accuracy", "holds": drop <= 1.0,
+                    "detail": f"{drop:+.1f} points"})  # fmt: skip
+        out.append({"target": ">= 20x fewer uplink bytes than dense", "holds": ratio >= 20,
+                    "detail": f"{ratio:.1f}x"})  # fmt: skip
+    plain = next((r for r in report.get("overhead", []) if r["method"] == "compressed"), None)
+    secure = next((r for r in report.get("overhead", []) if r["method"] == "secagg"), None)
+    if plain and secure:
+        ratio = secure["round_seconds"] / plain["round_seconds"]
+        out.append({"target": f"secure aggregation <= 2x round time at {secure['clients']} clients",
+                    "holds": ratio <= 2.0, "detail": f"{ratio:.2f}x"})  # fmt: skip
+    return out
+
+
+def _row(run: dict[str, Any], dense_bytes: float | None) -> str:
+    ratio = f"{dense_bytes / run['uplink_bytes']:.1f}x" if dense_bytes else "-"
+    cells = [run["name"], run["method"], run["task"], run["clients"], run["rounds"], f"{run['final_accuracy']:.3f}",
+             f"{run['uplink_bytes'] / 1e6:.2f}", ratio, f"{run['round_seconds']:.1f}"]  # fmt: skip
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """Settings, the table of runs and overhead runs, and the targets."""
+    s = report["settings"]
+    dense = _by_method(report["runs"], "dense")
+    head = ["| name | method | task | clients | rounds | final accuracy | uplink MB | fewer bytes than dense "
+            "| s / round |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "# Federated LoRA: dense vs compressed vs secure aggregation",
+        "",
+        f"task {s['task']}, {s['clients']} non-IID clients (Dirichlet alpha {s['alpha']}), {s['rounds']} rounds of "
+        f"{s['local_steps']} local steps (batch {s['batch_size']}, lr {s['lr']}); top-k ratio {s['topk_ratio']} "
+        f"(int8 values, error feedback); secure aggregation of a {s['secagg_density']} subset in a 16-bit field "
+        f"(clip {s['secagg_clip']}). Whole run {report.get('elapsed_s', 0):.0f} s.",
+        "",
+        *head,
+        *(_row(r, dense["uplink_bytes"] if dense else None) for r in report["runs"]),
+    ]
+    if report.get("overhead"):
+        lines += ["", "Protocol overhead (fast digits task):", "", *head, *(_row(r, None) for r in report["overhead"])]
+    if report.get("targets"):
+        lines += ["", "## Targets", ""]
+        lines += [f"- {'holds' if t['holds'] else 'FAILS'}: {t['target']} ({t['detail']})" for t in report["targets"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Accuracy vs round and accuracy vs cumulative uplink bytes (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (by_round, by_bytes) = plt.subplots(1, 2, figsize=(10, 4))
+    for run in report["runs"]:
+        curve = run["accuracy_curve"]
+        by_round.plot(range(len(curve)), curve, marker="o", label=run["name"])
+        by_bytes.plot([max(b, 1) for b in run["uplink_curve"]][1:], curve[1:], marker="o", label=run["name"])
+    by_round.set(xlabel="round", ylabel="held-out accuracy", title="accuracy by round")
+    by_bytes.set(xscale="log", xlabel="cumulative uplink bytes (all clients)", ylabel="held-out accuracy",
+                 title="accuracy by bytes sent")  # fmt: skip
+    for axis in (by_round, by_bytes):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
