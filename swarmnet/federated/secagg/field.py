@@ -61,18 +61,23 @@ def quantize(x: torch.Tensor, config: FieldConfig, generator: torch.Generator | 
         ValueError: ``x`` holds NaN or infinite values (clipping would hide a diverged client).
     """
     config.validate()
+    # The arithmetic runs in numpy: torch's intra-op thread pool costs more than it saves on a
+    # few elementwise passes, and stalls badly on a busy CPU.
+    values = x.detach().cpu()
+    if values.dtype == torch.bfloat16:
+        values = values.float()  # numpy has no bfloat16; float32 holds every bfloat16 exactly
     # float64: levels is ~2^25, beyond float32's 24-bit mantissa.
-    values = x.detach().to(device="cpu", dtype=torch.float64)
-    if not bool(torch.isfinite(values).all()):
+    ratio = values.numpy().astype(np.float64) / config.clip
+    if not np.isfinite(ratio).all():
         raise ValueError("cannot quantize a tensor with NaN or infinite values")
     # Clamp the ratio to [-1, 1] before scaling: fl(r * levels) <= levels for r <= 1, so the
     # rounded value never exceeds levels and the int32 budget of FieldConfig holds exactly.
-    scaled = (values / config.clip).clamp(-1.0, 1.0) * config.levels
-    floor = scaled.floor()
-    noise = torch.rand(scaled.shape, generator=generator, dtype=torch.float64)
-    rounded = floor + (noise < scaled - floor).to(torch.float64)
+    scaled = np.clip(ratio, -1.0, 1.0) * config.levels
+    floor = np.floor(scaled)
+    noise = torch.rand(scaled.shape, generator=generator, dtype=torch.float64).numpy()
+    rounded = (floor + (noise < scaled - floor)).astype(np.int64)
     # Two's complement mod 2^32: mask the int64 instead of relying on a C cast of negatives.
-    return (rounded.to(torch.int64).numpy() & _LOW_32_BITS).astype(np.uint32)
+    return (rounded & _LOW_32_BITS).astype(np.uint32)
 
 
 def dequantize(total: U32Array, config: FieldConfig) -> torch.Tensor:
@@ -81,7 +86,7 @@ def dequantize(total: U32Array, config: FieldConfig) -> torch.Tensor:
     if total.dtype != np.uint32:
         raise ValueError(f"expected a uint32 array, got {total.dtype}")
     signed = total.view(np.int32).astype(np.float64)
-    return torch.from_numpy(signed / config.levels * config.clip).to(torch.float32)
+    return torch.from_numpy((signed / config.levels * config.clip).astype(np.float32))
 
 
 def add_mod(a: U32Array, b: U32Array) -> U32Array:

@@ -154,7 +154,7 @@ def test_mask_keeps_the_shape_and_rejects_non_field_input() -> None:
     clients, inboxes = _shared()
     me = clients[0].client_id
     with pytest.raises(ValueError, match="uint32"):
-        clients[0].mask(np.zeros(4, dtype=np.float32), inboxes[me])  # type: ignore[arg-type]
+        clients[0].mask(np.zeros(4, dtype=np.float32), inboxes[me])
     assert clients[0].mask(np.zeros((2, 5), dtype=np.uint32), inboxes[me]).shape == (2, 5)
 
 

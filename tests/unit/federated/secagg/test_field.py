@@ -101,8 +101,15 @@ def test_bad_config_is_rejected(config: FieldConfig) -> None:
 
 def test_modular_helpers_reject_mixed_dtypes() -> None:
     with pytest.raises(ValueError, match="uint32"):
-        add_mod(np.zeros(2, dtype=np.uint32), np.zeros(2, dtype=np.int64))  # type: ignore[arg-type]
+        add_mod(np.zeros(2, dtype=np.uint32), np.zeros(2, dtype=np.int64))
     with pytest.raises(ValueError, match="shapes"):
         sub_mod(np.zeros(2, dtype=np.uint32), np.zeros(3, dtype=np.uint32))
     with pytest.raises(ValueError, match="uint32"):
-        dequantize(np.zeros(2, dtype=np.int32), CONFIG)  # type: ignore[arg-type]
+        dequantize(np.zeros(2, dtype=np.int32), CONFIG)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_low_precision_input_is_accepted(dtype: torch.dtype) -> None:
+    x = torch.tensor([0.5, -0.25, 1.5], dtype=dtype)
+    encoded = quantize(x, CONFIG, torch.Generator().manual_seed(6))
+    assert np.all(np.abs(_signed(encoded) - x.double().numpy() / CONFIG.clip * CONFIG.levels) < 1)
