@@ -86,10 +86,9 @@ def check_update(
     if not verify_signature(record.public_key, header.signature, message):
         raise Rejected(grpc.StatusCode.UNAUTHENTICATED, "update signature missing or invalid for this round")
     loss = header.train_loss if math.isfinite(header.train_loss) else float("nan")
-    common = {"client_id": record.client_id, "samples": header.samples, "nbytes": len(payload), "train_loss": loss}
     if round_.secagg is not None:
-        return Submission(**common, masked=_masked_words(round_, payload))
-    return Submission(**common, delta=_decoded_delta(round_, payload))
+        return Submission(record.client_id, header.samples, len(payload), loss, masked=_masked_words(round_, payload))
+    return Submission(record.client_id, header.samples, len(payload), loss, delta=_decoded_delta(round_, payload))
 
 
 def check_header(round_: OpenRound, record: ClientRecord, header: pb.UpdateHeader, now: float) -> None:

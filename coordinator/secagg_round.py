@@ -57,8 +57,7 @@ class SecAggRound:
 
     def received(self) -> int:
         """How many clients the current phase has heard from."""
-        sizes = {"advertise": self.keys, "share": self.shares, "collect": self.masked, "unmask": self.responses}
-        return len(sizes.get(self.phase, {}))
+        return len(self._phase_store(self.phase)) if self.phase in PHASES[:4] else 0
 
     def advertise(self, client_id: str, data: bytes) -> None:
         """Record a client's signed keys."""
@@ -130,7 +129,13 @@ class SecAggRound:
             raise Rejected(grpc.StatusCode.ALREADY_EXISTS, f"client already sent its {phase} message")
 
     def _phase_store(self, phase: str) -> Mapping[str, object]:
-        return {"advertise": self.keys, "share": self.shares, "collect": self.masked, "unmask": self.responses}[phase]
+        stores: dict[str, Mapping[str, object]] = {
+            "advertise": self.keys,
+            "share": self.shares,
+            "collect": self.masked,
+            "unmask": self.responses,
+        }
+        return stores[phase]
 
     @staticmethod
     def _check_sizes(messages: Mapping[str, bytes]) -> None:

@@ -68,7 +68,8 @@ class CoordinatorServer:
         """Bind, start serving and start the rounds; return the port."""
         self.engine = RoundEngine(self.config, self.store, self.registry, self._state)
         server = grpc.aio.server(options=GRPC_OPTIONS)
-        pb_grpc.add_CoordinatorServicer_to_server(CoordinatorServicer(self.engine, self.registry), server)
+        servicer = CoordinatorServicer(self.engine, self.registry)
+        pb_grpc.add_CoordinatorServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
         address = f"{self.config.host}:{self.config.port}"
         tls = self.config.tls
         if tls is None:

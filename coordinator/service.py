@@ -57,7 +57,7 @@ def _guarded(
     return wrapper
 
 
-class CoordinatorServicer(pb_grpc.CoordinatorServicer):  # type: ignore[misc]
+class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     """Implements ``swarmnet.federated.v1.Coordinator`` over a ``RoundEngine``."""
 
     def __init__(self, engine: RoundEngine, registry: ClientRegistry) -> None:

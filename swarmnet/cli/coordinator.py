@@ -78,7 +78,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ConfigError("--tls-cert and --tls-key go together")
     overrides = {} if args.server_lr is None else {"server_lr": args.server_lr}
-    tokens = frozenset()
+    tokens: frozenset[str] = frozenset()
     if args.token_file is not None:
         tokens = frozenset(line.strip() for line in args.token_file.read_text().splitlines() if line.strip())
     return CoordinatorConfig(

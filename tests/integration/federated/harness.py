@@ -34,7 +34,8 @@ class AdapterNet(nn.Module):
         self.head = nn.Linear(HIDDEN, CLASSES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.base(x)))
+        out: torch.Tensor = self.head(torch.relu(self.base(x)))
+        return out
 
 
 def batches(seed: int, count: int = 4, size: int = 16) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -35,7 +35,8 @@ def _registered(address: str) -> Connection:
 def _code(call: Callable[[], Any]) -> grpc.StatusCode:
     with pytest.raises(grpc.RpcError) as caught:
         call()
-    return caught.value.code()  # type: ignore[no-any-return]
+    code: grpc.StatusCode = caught.value.code()
+    return code
 
 
 def _header(conn: Connection, task: pb.TaskReply, payload: bytes, **changes: Any) -> pb.UpdateHeader:
@@ -62,7 +63,10 @@ def _header(conn: Connection, task: pb.TaskReply, payload: bytes, **changes: Any
 
 
 def _stream(conn: Connection, chunks: list[pb.UpdateChunk], metadata: Any = None) -> pb.SubmitReply:
-    return conn.stub.SubmitUpdate(iter(chunks), timeout=10, metadata=conn.metadata() if metadata is None else metadata)
+    reply: pb.SubmitReply = conn.stub.SubmitUpdate(
+        iter(chunks), timeout=10, metadata=conn.metadata() if metadata is None else metadata
+    )
+    return reply
 
 
 def _send(conn: Connection, task: pb.TaskReply, payload: bytes, **changes: Any) -> pb.SubmitReply:

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import torch
 
 from swarmnet.coordinator.store import CoordinatorStore
 from swarmnet.coordinator.strategies import strategy_config
+from swarmnet.federated import FederatedClient
 from swarmnet.federated.privacy import PrivacyConfig
 from tests.integration.federated.harness import coordinator_config, make_client, run_all, running
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def _clients(address: str, count: int, **config: object) -> list:
+def _clients(address: str, count: int, **config: object) -> list[FederatedClient]:
     return [make_client(address, seed, **config) for seed in range(count)]
 
 
-def _close(clients: list) -> None:
+def _close(clients: list[FederatedClient]) -> None:
     for client in clients:
         client.close()
 
@@ -108,7 +110,9 @@ def test_every_strategy_runs_a_round(tmp_path: Path, strategy: str) -> None:
 
 
 @pytest.mark.parametrize("placement", ["central", "distributed"])
-def test_differential_privacy_reports_a_growing_epsilon(tmp_path: Path, placement: str) -> None:
+def test_differential_privacy_reports_a_growing_epsilon(
+    tmp_path: Path, placement: Literal["central", "distributed"]
+) -> None:
     privacy = PrivacyConfig(clip_norm=0.05, noise_multiplier=1.0, placement=placement)
     secure = placement == "distributed"  # distributed noise is what secure aggregation pairs with
     config = replace(coordinator_config(tmp_path, rounds=2, secure_aggregation=secure), privacy=privacy)

@@ -32,7 +32,7 @@ def _die_at_submit(client: FederatedClient) -> None:
 def _die_at_unmask(client: FederatedClient) -> None:
     original = client.connection.secagg
 
-    def secagg(round_: int, phase: int, **kwargs: Any) -> pb.SecAggReply:
+    def secagg(round_: int, phase: pb.SecAggRequest.Phase, **kwargs: Any) -> pb.SecAggReply:
         if phase == pb.SecAggRequest.UNMASK:
             raise Died("killed after submitting")
         return original(round_, phase, **kwargs)

@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from swarmnet.errors import ConfigError
-from swarmnet.models.classifiers import DigitsMLP, digits_mlp, lora_config, lora_target_modules, text_batches
+from swarmnet.models.classifiers import (
+    DigitsMLP,
+    digits_mlp,
+    lora_config,
+    lora_target_modules,
+    text_batches,
+    with_lora,
+)
 
 peft = pytest.importorskip("peft", reason="pip install 'peft>=0.11' (the federated extra)")
 
@@ -21,7 +28,7 @@ needs_minilm = pytest.mark.skipif(
 def lora_mlp(seed: int = 0) -> torch.nn.Module:
     model = digits_mlp(hidden=32, seed=seed)
     config = lora_config(lora_target_modules(model), r=4, task_type=None, modules_to_save=())
-    return peft.get_peft_model(model, config)
+    return with_lora(model, config)
 
 
 def test_digits_mlp_is_seeded_and_shaped() -> None:
@@ -45,11 +52,12 @@ def test_only_lora_parameters_train_and_they_learn() -> None:
     first = None
     for _ in range(30):
         loss = torch.nn.functional.cross_entropy(model(features), labels)
-        first = float(loss) if first is None else first
+        first = loss.item() if first is None else first
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    assert float(loss) < first
+    assert first is not None
+    assert loss.item() < first
     assert all(torch.equal(p, before[name]) for name, p in model.named_parameters() if not p.requires_grad)
 
 
@@ -106,7 +114,7 @@ def test_minilm_loads_offline_and_a_lora_step_trains_head_and_adapters() -> None
 
     torch.manual_seed(0)
     model, tokenizer = minilm_classifier(num_labels=3)
-    model = peft.get_peft_model(model, lora_config(lora_target_modules(model)))
+    model = with_lora(model, lora_config(lora_target_modules(model)))
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
     assert any("lora_" in name for name in trainable)
     assert any("classifier" in name for name in trainable)
