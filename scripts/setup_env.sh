@@ -14,5 +14,8 @@ if ! "$venv/bin/python" -c "import torch" >/dev/null 2>&1; then
     "$venv/bin/python" -m pip install "${pip_opts[@]}" torch==2.13.0 2>&1 | grep -v "is ignored: it is neither" || true
 fi
 echo "setup: installing swarmnet${extras:+[$extras]} (editable) into $venv"
-"$venv/bin/python" -m pip install "${pip_opts[@]}" -e ".${extras:+[$extras]}" 2>&1 | grep -v "is ignored: it is neither" || true
+# Pin the torch already there, so no extra (peft, transformers, sentence-transformers) can pull another build.
+torch_version="$("$venv/bin/python" -c "import torch; print(torch.__version__.split('+')[0])")"
+"$venv/bin/python" -m pip install "${pip_opts[@]}" -e ".${extras:+[$extras]}" "torch==$torch_version" 2>&1 \
+    | grep -v "is ignored: it is neither" || true
 "$venv/bin/python" -c "import swarmnet, torch, hivemind" || { echo "setup: install failed" >&2; exit 1; }

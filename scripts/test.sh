@@ -3,7 +3,7 @@
 # Extra arguments go to pytest (e.g. `scripts/test.sh -m "not slow" -x`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup_env.sh dev triton experiments
+scripts/setup_env.sh dev triton experiments federated
 venv="${SWARMNET_VENV:-.venv}"
 echo "== ruff check"; "$venv/bin/ruff" check .
 echo "== ruff format --check"; "$venv/bin/ruff" format --check .

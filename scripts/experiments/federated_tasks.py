@@ -48,11 +48,12 @@ class Shuffled:
 
 
 def _lora(model: nn.Module, config: Any, seed: int) -> nn.Module:
-    from peft import get_peft_model
+    from swarmnet.models.classifiers import with_lora
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # LoRA's A matrices: the same on every client
-        return get_peft_model(model, config)  # type: ignore[no-any-return]
+        wrapped: nn.Module = with_lora(model, config)
+        return wrapped
 
 
 def make_task(name: str, *, clients: int, alpha: float, batch_size: int, max_length: int, seed: int) -> Task:

@@ -99,9 +99,9 @@ class FederatedClient:
         """``lora`` is a ``peft.LoraConfig`` (the model is wrapped with it); ``samples`` the FedAvg weight
         (default: ``len(loader.dataset)`` when there is one)."""
         if lora is not None:
-            from peft import get_peft_model
+            from swarmnet.models.classifiers import with_lora
 
-            model = get_peft_model(model, lora)
+            model = with_lora(model, lora)
         self.model = model
         self.config = config
         self.trainer = LocalTrainer(model, loader, step)

@@ -58,7 +58,8 @@ class DigitsMLP(nn.Module):
         self.fc2 = nn.Linear(hidden, 10)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc2(torch.relu(self.fc1(features)))
+        logits: torch.Tensor = self.fc2(torch.relu(self.fc1(features)))
+        return logits
 
 
 def digits_mlp(hidden: int = 64, seed: int = 0) -> DigitsMLP:

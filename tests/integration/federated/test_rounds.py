@@ -11,7 +11,7 @@ import torch
 
 from swarmnet.coordinator.store import CoordinatorStore
 from swarmnet.coordinator.strategies import strategy_config
-from swarmnet.federated import FederatedClient
+from swarmnet.federated import ClientConfig, FederatedClient
 from swarmnet.federated.privacy import PrivacyConfig
 from tests.integration.federated.harness import coordinator_config, make_client, run_all, running
 
@@ -128,3 +128,28 @@ def test_differential_privacy_reports_a_growing_epsilon(
     assert 0 < epsilons[0] < epsilons[1] < float("inf")
     assert status.epsilon == epsilons[1]
     assert CoordinatorStore(tmp_path).load().accountant  # type: ignore[union-attr]
+
+
+def test_peft_lora_clients_federate_only_the_adapter(tmp_path: Path) -> None:
+    pytest.importorskip("peft", reason="the SDK's LoRA wrapper is peft")
+    from swarmnet.models.classifiers import DigitsMLP, digits_mlp, lora_config
+
+    def client(address: str, seed: int) -> FederatedClient:
+        generator = torch.Generator().manual_seed(seed)
+        data = [(torch.rand(16, 64, generator=generator), torch.randint(0, 10, (16,), generator=generator))]
+        config = lora_config(list(DigitsMLP.target_modules), task_type=None, modules_to_save=())
+        torch.manual_seed(0)  # the same LoRA initialisation on every client
+        return FederatedClient(digits_mlp(seed=0), data, ClientConfig(address=address, poll_s=1.0), lora=config)
+
+    first = client("127.0.0.1:1", 0)
+    initial = first.adapter_state()
+    first.close()
+    assert initial
+    assert all("lora_" in name for name in initial)  # the frozen base never travels
+    with running(coordinator_config(tmp_path, rounds=2), initial) as coordinator:
+        clients = [client(coordinator.address, seed) for seed in range(3)]
+        try:
+            results = run_all(clients, lambda c: c.run(timeout_s=60))
+        finally:
+            _close(clients)
+    assert [len(r) for r in results] == [2, 2, 2]

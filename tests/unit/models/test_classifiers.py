@@ -54,7 +54,7 @@ def test_only_lora_parameters_train_and_they_learn() -> None:
         loss = torch.nn.functional.cross_entropy(model(features), labels)
         first = loss.item() if first is None else first
         optimizer.zero_grad()
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
     assert first is not None
     assert loss.item() < first
@@ -109,12 +109,12 @@ def test_text_batches_are_seeded_by_step_and_trimmed() -> None:
 
 
 @needs_minilm
-def test_minilm_loads_offline_and_a_lora_step_trains_head_and_adapters() -> None:
+def test_minilm_loads_offline_trains_head_and_adapters_and_round_trips() -> None:
     from swarmnet.models.classifiers import minilm_classifier
 
     torch.manual_seed(0)
-    model, tokenizer = minilm_classifier(num_labels=3)
-    model = with_lora(model, lora_config(lora_target_modules(model)))
+    base, tokenizer = minilm_classifier(num_labels=3)
+    model = with_lora(base, lora_config(lora_target_modules(base)))
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
     assert any("lora_" in name for name in trainable)
     assert any("classifier" in name for name in trainable)
@@ -124,6 +124,17 @@ def test_minilm_loads_offline_and_a_lora_step_trains_head_and_adapters() -> None
     assert output.logits.shape == (2, 3)
     output.loss.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0).step()
     state = peft.get_peft_model_state_dict(model)
     assert any("classifier" in key for key in state)
     assert any("lora_" in key for key in state)
+    # A second client (its own fresh head) takes the adapter and head and then agrees exactly.
+    torch.manual_seed(1)
+    other_base, _ = minilm_classifier(num_labels=3)
+    other = with_lora(other_base, lora_config(lora_target_modules(other_base)))
+    model.eval()
+    other.eval()
+    with torch.no_grad():
+        assert not torch.allclose(model(**batch).logits, other(**batch).logits)
+        peft.set_peft_model_state_dict(other, state)
+        torch.testing.assert_close(model(**batch).logits, other(**batch).logits)

@@ -1,0 +1,34 @@
+"""The federated experiment script end to end on the fast digits task (tiny settings)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scripts.experiments import federated
+
+pytest.importorskip("sklearn", reason="the digits task ships in scikit-learn")
+pytest.importorskip("peft", reason="the experiment wraps its models with peft LoRA")
+
+
+@pytest.mark.timeout(120)
+def test_experiment_writes_the_documented_layout(tmp_path: Path) -> None:
+    out = tmp_path / "fed.json"
+    argv = ["--json", str(out), "--task", "digits", "--clients", "3", "--rounds", "2", "--lr", "0.02",
+            "--overhead-clients", "3", "--overhead-rounds", "1"]  # fmt: skip
+    assert federated.main(argv) == 0
+    report = json.loads(out.read_text())
+    assert [r["name"] for r in report["runs"]] == ["dense", "compressed", "secagg"]
+    for run in report["runs"] + report["overhead"]:
+        assert {"name", "method", "clients", "final_accuracy", "uplink_bytes", "round_seconds"} <= set(run)
+        assert run["method"] in ("dense", "compressed", "secagg")
+        assert 0.0 <= run["final_accuracy"] <= 1.0
+        assert len(run["accuracy_curve"]) == run["rounds"] + 1
+    dense, compressed, secure = report["runs"]
+    assert compressed["uplink_bytes"] < dense["uplink_bytes"] / 10
+    assert secure["uplink_bytes"] < dense["uplink_bytes"] / 10
+    assert {t["target"] for t in report["targets"]} >= {">= 20x fewer uplink bytes than dense"}
+    assert out.with_suffix(".md").read_text().startswith("# Federated LoRA")
+    assert out.with_suffix(".png").stat().st_size > 0
