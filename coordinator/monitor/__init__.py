@@ -1,0 +1,1 @@
+"""swarmnet.coordinator.monitor: the swarm monitoring web page."""
