@@ -34,6 +34,7 @@ class Aggregated:
     server_state: ServerState
     contributors: tuple[str, ...]
     train_loss: float
+    mean: torch.Tensor  # the aggregate before the server optimizer (what the round's updates say)
 
 
 def secure_weight(samples: int, samples_cap: int) -> float:
@@ -51,7 +52,7 @@ def aggregate_round(
     else:
         mean, contributors = _plain_mean(round_, config, generator)
     new_adapter, new_state = server_step(adapter, mean, state, config.strategy)
-    return Aggregated(new_adapter, new_state, contributors, _mean_loss(round_, contributors))
+    return Aggregated(new_adapter, new_state, contributors, _mean_loss(round_, contributors), mean)
 
 
 def _plain_mean(

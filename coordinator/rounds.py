@@ -32,7 +32,7 @@ from swarmnet.errors import ProtocolError
 from swarmnet.federated.privacy import PrivacyAccountant
 from swarmnet.federated.secagg.server import threshold_for
 from swarmnet.federated.secure_round import secagg_context
-from swarmnet.federated.secure_update import subset
+from swarmnet.federated.secure_update import indices_to_bytes, informed_subset
 
 __all__ = ["RoundEngine"]
 
@@ -58,6 +58,9 @@ class RoundEngine:
             self.accountant.load_state_dict(dict(state.accountant))
         self.changed = asyncio.Condition()
         self._stopping = False
+        # The last round's aggregate (known to the coordinator anyway): it steers the next secure
+        # subset. Not persisted: after a restart one round draws its subset at random.
+        self._last_mean: torch.Tensor | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def done(self) -> bool:
@@ -121,7 +124,9 @@ class RoundEngine:
             length=length,
         )
         if settings.secure_aggregation:
-            round_.indices = subset(length, self.config.secagg.density, config.secagg_seed)
+            round_.indices = informed_subset(length, self.config.secagg.density, config.secagg_seed, self._last_mean)
+            if self._last_mean is not None and round_.indices.numel() < length:
+                config.secagg_indices = indices_to_bytes(round_.indices)
             context = secagg_context(self.config.run, number, round_.nonce)
             round_.secagg = SecAggRound(selected, config.secagg_threshold, context, int(round_.indices.numel()))
         self.round, self.phase = round_, "advertise" if round_.secagg else "collect"
@@ -214,6 +219,7 @@ class RoundEngine:
                     accountant=state.accountant,
                 )
                 contributors, loss = result.contributors, result.train_loss
+                self._last_mean = result.mean
                 self._spend_privacy(len(round_.selected))
         record = RoundRecord(
             round=round_.number,

@@ -8,4 +8,11 @@ venv="${SWARMNET_VENV:-.venv}"
 echo "== ruff check"; "$venv/bin/ruff" check .
 echo "== ruff format --check"; "$venv/bin/ruff" format --check .
 echo "== mypy"; "$venv/bin/python" scripts/typecheck.py
+# The monitor's browser test drives the system Chromium; without it that test skips with a reason.
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== apt-get install chromium (for tests/e2e/test_monitor_browser.py)"
+    sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo -n"
+    { $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium; } \
+        || echo "   could not install Chromium; the browser test will be skipped"
+fi
 echo "== pytest"; "$venv/bin/python" -m pytest "$@"

@@ -60,7 +60,7 @@ class TaskRequest(_message.Message):
     def __init__(self, client_id: _Optional[str] = ..., wait_s: _Optional[float] = ...) -> None: ...
 
 class RoundConfig(_message.Message):
-    __slots__ = ("local_steps", "codec", "topk_ratio", "error_feedback", "secure_aggregation", "secagg_clip", "secagg_bits", "secagg_density", "secagg_seed", "secagg_threshold", "samples_cap", "dp_clip_norm", "dp_noise_std", "participants", "learning_rate", "secagg_max_clients")
+    __slots__ = ("local_steps", "codec", "topk_ratio", "error_feedback", "secure_aggregation", "secagg_clip", "secagg_bits", "secagg_density", "secagg_seed", "secagg_threshold", "samples_cap", "dp_clip_norm", "dp_noise_std", "participants", "learning_rate", "secagg_max_clients", "secagg_indices")
     LOCAL_STEPS_FIELD_NUMBER: _ClassVar[int]
     CODEC_FIELD_NUMBER: _ClassVar[int]
     TOPK_RATIO_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +77,7 @@ class RoundConfig(_message.Message):
     PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
     SECAGG_MAX_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    SECAGG_INDICES_FIELD_NUMBER: _ClassVar[int]
     local_steps: int
     codec: str
     topk_ratio: float
@@ -93,7 +94,8 @@ class RoundConfig(_message.Message):
     participants: int
     learning_rate: float
     secagg_max_clients: int
-    def __init__(self, local_steps: _Optional[int] = ..., codec: _Optional[str] = ..., topk_ratio: _Optional[float] = ..., error_feedback: _Optional[bool] = ..., secure_aggregation: _Optional[bool] = ..., secagg_clip: _Optional[float] = ..., secagg_bits: _Optional[int] = ..., secagg_density: _Optional[float] = ..., secagg_seed: _Optional[int] = ..., secagg_threshold: _Optional[int] = ..., samples_cap: _Optional[int] = ..., dp_clip_norm: _Optional[float] = ..., dp_noise_std: _Optional[float] = ..., participants: _Optional[int] = ..., learning_rate: _Optional[float] = ..., secagg_max_clients: _Optional[int] = ...) -> None: ...
+    secagg_indices: bytes
+    def __init__(self, local_steps: _Optional[int] = ..., codec: _Optional[str] = ..., topk_ratio: _Optional[float] = ..., error_feedback: _Optional[bool] = ..., secure_aggregation: _Optional[bool] = ..., secagg_clip: _Optional[float] = ..., secagg_bits: _Optional[int] = ..., secagg_density: _Optional[float] = ..., secagg_seed: _Optional[int] = ..., secagg_threshold: _Optional[int] = ..., samples_cap: _Optional[int] = ..., dp_clip_norm: _Optional[float] = ..., dp_noise_std: _Optional[float] = ..., participants: _Optional[int] = ..., learning_rate: _Optional[float] = ..., secagg_max_clients: _Optional[int] = ..., secagg_indices: _Optional[bytes] = ...) -> None: ...
 
 class TaskReply(_message.Message):
     __slots__ = ("kind", "round", "global_version", "retry_after_s", "config", "round_nonce", "deadline_s")

@@ -10,9 +10,19 @@ import os
 import signal
 import sys
 
+from swarmnet.errors import ConfigError
+from swarmnet.telemetry import TelemetryConfig
 from swarmnet.transport.hivemind_transport import HivemindConfig
 
-__all__ = ["ExitCode", "add_network_flags", "configure_logging", "install_stop_signals", "network_config"]
+__all__ = [
+    "ExitCode",
+    "add_network_flags",
+    "add_telemetry_flag",
+    "configure_logging",
+    "install_stop_signals",
+    "network_config",
+    "telemetry_config",
+]
 
 LOGLEVEL_ENV = "SWARMNET_LOGLEVEL"
 
@@ -79,3 +89,23 @@ def network_config(args: argparse.Namespace, *, client_mode: bool | None = None)
         announce_maddrs=tuple(args.announce_maddrs),
         client_mode=args.client_mode if client_mode is None else client_mode,
     )
+
+
+def add_telemetry_flag(parser: argparse.ArgumentParser) -> None:
+    """``--telemetry-period``: how often this process publishes its telemetry report (0 disables it)."""
+    parser.add_argument(
+        "--telemetry-period",
+        type=float,
+        default=TelemetryConfig().period,
+        metavar="SECONDS",
+        help="seconds between telemetry reports for the monitor; 0 disables them (default %(default)s)",
+    )
+
+
+def telemetry_config(swarm: str, period: float) -> TelemetryConfig | None:
+    """The telemetry config for ``--telemetry-period`` (``None`` when 0); reports live for at least 4 periods."""
+    if period == 0:
+        return None
+    if not period > 0:
+        raise ConfigError(f"--telemetry-period must be positive, or 0 to disable: {period}")
+    return TelemetryConfig(swarm=swarm, period=period, ttl=max(TelemetryConfig().ttl, 4 * period))

@@ -7,10 +7,15 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from swarmnet.cli.common import ExitCode, configure_logging, install_stop_signals
+from swarmnet.cli.common import ExitCode, add_telemetry_flag, configure_logging, install_stop_signals, telemetry_config
 from swarmnet.errors import ConfigError
+from swarmnet.telemetry import TelemetryConfig
+from swarmnet.transport.hivemind_transport import HivemindConfig
+
+if TYPE_CHECKING:  # the coordinator's modules import torch and grpc: only when it runs
+    from swarmnet.coordinator.telemetry import RoundStatusPublisher
 
 __all__ = ["add_parser", "config_from_args", "run"]
 
@@ -20,6 +25,8 @@ EXAMPLE = """example:
   swarmnet coordinator --state-dir ./fed --initial-adapter adapter.safetensors --port 50051 \\
       --clients-per-round 8 --rounds 20 --codec topk --topk-ratio 0.05 --secure-aggregation
   # clients: FederatedClient(model, loader, ClientConfig(address="<host>:50051"), lora=...)
+  swarmnet coordinator --state-dir ./fed --initial-peers /ip4/203.0.113.7/tcp/31337/p2p/12D3KooW... --swarm main
+  # also joins the swarm's DHT as a client and publishes round status for the monitor
 """
 
 
@@ -66,6 +73,15 @@ def add_parser(subparsers: Any) -> None:
     add("--linger", type=float, default=10.0, help="seconds to keep answering DONE after the last round")
     add("--seed", type=int, default=0)
     add("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    add(
+        "--initial-peers",
+        nargs="+",
+        default=[],
+        metavar="MULTIADDR",
+        help="join this swarm's DHT (client mode) and publish round status as telemetry for the monitor",
+    )
+    add("--swarm", default=TelemetryConfig().swarm, help="swarm to publish telemetry in (default %(default)s)")
+    add_telemetry_flag(parser)
     parser.set_defaults(run=run)
 
 
@@ -120,13 +136,41 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
         config.validate()
+        telemetry = telemetry_from_args(args)
     except (ConfigError, OSError) as error:
         logger.error("%s", error)
         return ExitCode.USAGE
-    return asyncio.run(_serve(config, args.initial_adapter, args.linger))
+    return asyncio.run(_serve(config, args.initial_adapter, args.linger, telemetry))
 
 
-async def _serve(config: Any, initial_path: Path | None, linger: float) -> int:
+def telemetry_from_args(args: argparse.Namespace) -> tuple[HivemindConfig, TelemetryConfig] | None:
+    """Where to publish round status (``None`` without ``--initial-peers`` or with ``--telemetry-period 0``)."""
+    telemetry = telemetry_config(args.swarm, args.telemetry_period)
+    if not args.initial_peers or telemetry is None:
+        return None
+    network = HivemindConfig(initial_peers=tuple(args.initial_peers), client_mode=True)
+    network.validate()
+    telemetry.validate()
+    return network, telemetry
+
+
+async def _serve(
+    config: Any, initial_path: Path | None, linger: float, telemetry: tuple[HivemindConfig, TelemetryConfig] | None
+) -> int:
+    from swarmnet.coordinator.telemetry import RoundStatusPublisher
+
+    # The DHT transport forks its process: join before gRPC and torch start their threads.
+    status = None if telemetry is None else await RoundStatusPublisher.open(config.state_dir, *telemetry)
+    try:
+        return await _serve_rounds(config, initial_path, linger, status)
+    finally:
+        if status is not None:
+            await asyncio.shield(status.close())
+
+
+async def _serve_rounds(
+    config: Any, initial_path: Path | None, linger: float, status: RoundStatusPublisher | None
+) -> int:
     from safetensors.torch import load_file
 
     from swarmnet.coordinator.server import CoordinatorServer
@@ -141,6 +185,8 @@ async def _serve(config: Any, initial_path: Path | None, linger: float) -> int:
         logger.error("could not start the coordinator: %s", error)
         return ExitCode.USAGE
     print(f"{config.host}:{port}", flush=True)
+    if status is not None and server.engine is not None:
+        await status.start(server.engine)
     rounds = asyncio.ensure_future(server.wait())
     stopped = asyncio.ensure_future(stop.wait())
     await asyncio.wait({rounds, stopped}, return_when=asyncio.FIRST_COMPLETED)

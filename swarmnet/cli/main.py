@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from swarmnet.cli import coordinator, demo, dht, local, peer, status
+from swarmnet.cli import coordinator, demo, dht, local, monitor, peer, status
 from swarmnet.version import __version__
 
 __all__ = ["build_parser", "main"]
 
-_SUBCOMMANDS = (dht, peer, status, local, demo, coordinator)
+_SUBCOMMANDS = (dht, peer, status, local, demo, coordinator, monitor)
 
 
 def build_parser() -> argparse.ArgumentParser:

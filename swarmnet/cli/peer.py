@@ -8,7 +8,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from swarmnet.cli.common import ExitCode, add_network_flags, configure_logging, install_stop_signals, network_config
+from swarmnet.cli.common import (
+    ExitCode,
+    add_network_flags,
+    add_telemetry_flag,
+    configure_logging,
+    install_stop_signals,
+    network_config,
+    telemetry_config,
+)
 from swarmnet.cli.trainer_flags import add_trainer_flags, trainer_config
 from swarmnet.errors import ConfigError, IdentityError, StartupError
 from swarmnet.membership import MembershipConfig
@@ -62,6 +70,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--benchmark-seconds", type=float, default=0.3, help="start-up compute benchmark length; 0 skips it"
     )
+    add_telemetry_flag(parser)
     add_trainer_flags(parser)
     parser.set_defaults(run=run)
 
@@ -77,6 +86,7 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
         membership=MembershipConfig(swarm=args.swarm, ttl=args.ttl, heartbeat_interval=args.heartbeat),
         network=network_config(args),
         trainer=trainer_config(args) if args.role == "trainer" else None,
+        telemetry=telemetry_config(args.swarm, args.telemetry_period),
     )
 
 

@@ -30,6 +30,7 @@ from swarmnet.diloco.replica import Replica
 from swarmnet.diloco.state_sync import GlobalState, StateSync, StateSyncConfig, StateSyncError
 from swarmnet.errors import ConfigError
 from swarmnet.identity import Identity
+from swarmnet.telemetry.collect import fp32_allreduce_bytes
 from swarmnet.transport.base import Transport
 
 __all__ = ["Progress", "SwarmTrainer", "TrainerConfig"]
@@ -71,6 +72,8 @@ class Progress:
     last: Outcome | None = None
     val_loss: float | None = None
     event: str = "step"  # "step", "sync", "eval", "fetched"
+    raw_bytes: int = 0  # what the exchanges so far would have sent as dense fp32 (compression baseline)
+    syncing: bool = False  # an exchange is in flight
 
 
 @dataclass
@@ -115,6 +118,7 @@ class SwarmTrainer:
         self._since = [0] * diloco.fragments  # ``_steps_done`` at each fragment's last sync
         self.outcomes: list[Outcome] = []
         self.fetches = 0
+        self.raw_bytes = 0  # dense fp32 equivalent of what the exchanges sent
 
     async def start(self) -> None:
         """Register handlers and adopt the swarm's state if it is ahead of ours (a joiner)."""
@@ -146,7 +150,7 @@ class SwarmTrainer:
             "step": self.replica.step, "rounds": self.replica.rounds, "loss": self._loss,
             "bytes_sent": sum(s.bytes_sent for s in stats), "bytes_received": sum(s.bytes_received for s in stats),
             "state_fetches": self.fetches, "state_bytes_served": self.state.bytes_served,
-            "last": stats[-1].last if stats else None,
+            "last": stats[-1].last if stats else None, "raw_bytes": self.raw_bytes,
         }  # fmt: skip
 
     def _done(self) -> bool:
@@ -209,6 +213,7 @@ class SwarmTrainer:
         self._pending.remove(pending)
         outcome, average = await pending.task
         self.outcomes.append(outcome)
+        self.raw_bytes += fp32_allreduce_bytes(len(outcome.members), average.numel())
         if not outcome.succeeded or not outcome.consistent:
             # Our own pseudo-gradient stands in; if the swarm moved on without us, the consensus check
             # at the next sync point fetches its state.
@@ -273,6 +278,6 @@ class SwarmTrainer:
         progress = Progress(
             step=self.replica.step, rounds=self.replica.rounds, loss=self._loss or float("nan"),
             bytes_sent=sum(s.bytes_sent for s in stats), bytes_received=sum(s.bytes_received for s in stats),
-            last=outcome, val_loss=val_loss, event=event,
+            last=outcome, val_loss=val_loss, event=event, raw_bytes=self.raw_bytes, syncing=bool(self._pending),
         )  # fmt: skip
         self.on_progress(progress)

@@ -19,7 +19,17 @@ import torch
 
 from swarmnet.federated.secagg.field import FieldConfig, dequantize, quantize
 
-__all__ = ["decode_sum", "encode_values", "field_config", "from_wire", "subset", "to_wire"]
+__all__ = [
+    "decode_sum",
+    "encode_values",
+    "field_config",
+    "from_wire",
+    "indices_from_bytes",
+    "indices_to_bytes",
+    "informed_subset",
+    "subset",
+    "to_wire",
+]
 
 
 def subset(length: int, density: float, seed: int) -> torch.Tensor:
@@ -29,6 +39,41 @@ def subset(length: int, density: float, seed: int) -> torch.Tensor:
         return torch.arange(length)
     generator = torch.Generator().manual_seed(seed & ((1 << 63) - 1))
     return torch.randperm(length, generator=generator)[:count].sort().values
+
+
+def informed_subset(
+    length: int, density: float, seed: int, scores: torch.Tensor | None, explore: float = 0.5
+) -> torch.Tensor:
+    """A subset led by what mattered last round: the top ``(1 - explore)`` share by ``scores`` (the
+    magnitude of the previous aggregate, which the coordinator knows anyway), the rest drawn at
+    random from the other coordinates so every coordinate keeps a chance. ``scores=None``: ``subset``."""
+    if scores is None or scores.numel() != length:
+        return subset(length, density, seed)
+    count = max(1, round(length * density)) if length else 0
+    if count >= length:
+        return torch.arange(length)
+    top = torch.topk(scores.abs(), int(count * (1 - explore))).indices
+    rest = torch.ones(length, dtype=torch.bool)
+    rest[top] = False
+    others = rest.nonzero().reshape(-1)
+    generator = torch.Generator().manual_seed(seed & ((1 << 63) - 1))
+    drawn = others[torch.randperm(others.numel(), generator=generator)[: count - top.numel()]]
+    return torch.cat([top, drawn]).sort().values
+
+
+def indices_to_bytes(indices: torch.Tensor) -> bytes:
+    """Sorted indices as little-endian uint32 (how a round's subset travels in its task)."""
+    return indices.to(torch.int64).numpy().astype("<u4").tobytes()
+
+
+def indices_from_bytes(data: bytes, length: int) -> torch.Tensor:
+    """Parse and check a task's subset: strictly increasing, inside the adapter; ``ValueError`` otherwise."""
+    if len(data) % 4:
+        raise ValueError(f"a subset of uint32 indices has a multiple of 4 bytes, got {len(data)}")
+    indices = torch.from_numpy(np.frombuffer(data, dtype="<u4").astype(np.int64))
+    if indices.numel() == 0 or int(indices[-1]) >= length or bool((indices[1:] <= indices[:-1]).any()):
+        raise ValueError(f"subset indices must be strictly increasing and below {length}")
+    return indices
 
 
 def field_config(bits: int, clip: float, max_clients: int) -> FieldConfig:

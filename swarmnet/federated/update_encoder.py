@@ -16,9 +16,10 @@ import torch
 
 from swarmnet.compression import Codec, ErrorFeedback, TopKCodec, get_codec
 from swarmnet.coordinator.proto import federated_pb2 as pb
+from swarmnet.errors import ProtocolError
 from swarmnet.federated.privacy import clip_update
 from swarmnet.federated.secagg.field import dequantize
-from swarmnet.federated.secure_update import encode_values, field_config, subset
+from swarmnet.federated.secure_update import encode_values, field_config, indices_from_bytes, subset
 
 __all__ = ["SecureValues", "UpdateEncoder", "codec_for"]
 
@@ -65,7 +66,13 @@ class UpdateEncoder:
     def encode_secure(self, delta: torch.Tensor, config: pb.RoundConfig, samples: int) -> SecureValues:
         """Field words of ``weight * (delta + residual)`` on the round's subset; the rest stays in the residual."""
         weight = 1.0 if config.samples_cap <= 0 else min(samples, config.samples_cap) / config.samples_cap
-        indices = subset(delta.numel(), config.secagg_density, config.secagg_seed)
+        if config.secagg_indices:
+            try:
+                indices = indices_from_bytes(config.secagg_indices, delta.numel())
+            except ValueError as error:
+                raise ProtocolError(f"the coordinator sent a bad secure-aggregation subset: {error}") from error
+        else:
+            indices = subset(delta.numel(), config.secagg_density, config.secagg_seed)
         field = field_config(config.secagg_bits, config.secagg_clip, config.secagg_max_clients)
         compensated = self.feedback.compensate(_KEY, delta) if config.error_feedback else delta.reshape(-1)
         words = encode_values(compensated[indices] * weight, field, self._generator)

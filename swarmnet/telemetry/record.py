@@ -1,10 +1,11 @@
 """The telemetry record every peer publishes: what it does now, as a signed, size-limited DHT value.
 
 The longest lists a report may carry keep a full one under the 16 KiB record limit (a test builds
-the largest possible report). Records live under one DHT key per swarm (``TelemetryConfig.key``), one subkey per peer (its peer
-id), like membership announcements; each one is built from the peer's components' ``statistics()``
-and replaces the previous one. Lists are short by construction (``max_length``), so a record stays
-far below the record size limit however long a peer runs; the monitor builds longer curves itself.
+the largest possible report). Records live under one DHT key per swarm (``TelemetryConfig.key``),
+one subkey per peer (its peer id), like membership announcements; each one is built from the peer's
+components' ``statistics()`` and replaces the previous one. Lists are short by construction
+(``max_length``), so a record stays far below the record size limit however long a peer runs; the
+monitor builds longer curves itself.
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ class TelemetryConfig:
     swarm: str = "main"
     period: float = 5.0  # seconds between reports
     ttl: float = 30.0  # a report stays valid this long: a dead peer's last one expires after it
+    retry_interval: float = 1.0  # seconds before retrying a report that could not be built or stored
+    leave_linger: float = 10.0  # seconds a "left" report stays at least, so the monitor sees the departure
     records: RecordPolicy = field(default_factory=RecordPolicy)
 
     def validate(self) -> None:
@@ -98,6 +101,8 @@ class TelemetryConfig:
             raise ConfigError(f"swarm name must be non-empty and contain no '/': {self.swarm!r}")
         if not 0 < self.period <= self.ttl / 2:
             raise ConfigError(f"telemetry period ({self.period}) must be in (0, ttl/2]")
+        if self.retry_interval <= 0 or self.leave_linger <= 0:
+            raise ConfigError("telemetry retry_interval and leave_linger must be positive")
         self.records.validate()
 
     @property
