@@ -32,7 +32,7 @@ def averaging_summary(outcome: Outcome, at: float = 0.0) -> AveragingSummary:
         round=max(0, outcome.round_id),
         group_size=len(outcome.members),
         contributors=len(outcome.contributors),
-        failed=tuple(dropped[:_MAX_FAILED]),
+        failed=tuple(peer[:64] for peer in dropped[:_MAX_FAILED]),  # peer ids are ~52 characters
         bytes_sent=outcome.total_bytes_sent,
         bytes_received=sum(outcome.bytes_received.values()),
         seconds=seconds if math.isfinite(seconds) and seconds >= 0 else 0.0,

@@ -93,10 +93,9 @@ class TelemetryPublisher:
         self._stopped = True
         if not leave:
             return
-        try:
+        report: TelemetryReport | None = self._last  # the freshest figures we have, if collecting fails now
+        with contextlib.suppress(Exception):
             report = self._collect()
-        except Exception:
-            report = self._last  # the freshest figures we have
         if report is None:
             return
         now = self._transport.clock.time()

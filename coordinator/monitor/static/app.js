@@ -104,8 +104,9 @@ function chartFor(run, container) {
   chart = { element, plot: null };
   if (typeof uPlot !== "undefined") {
     const opts = {
-      width: 440, height: 200,
+      width: Math.max(300, element.clientWidth - 20), height: 170,
       scales: { x: { time: false } },
+      legend: { live: false },
       axes: [{ label: "step" }, { label: "loss" }],
       series: [
         { label: "step" },

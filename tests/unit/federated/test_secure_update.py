@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -50,9 +51,9 @@ def test_sums_decode_exactly_up_to_quantization(bits: int) -> None:
     values = [torch.linspace(-0.5, 0.5, 64) * (i + 1) / 16 for i in range(16)]
     words = [encode_values(v, config, torch.Generator().manual_seed(i)) for i, v in enumerate(values)]
     wire = [from_wire(to_wire(w, bits), bits, 64) for w in words]
-    total = sum(w.astype("uint64") for w in wire) % (1 << 32)
-    decoded = decode_sum(total.astype("uint32"), config, bits)
+    total = np.sum(np.stack(wire).astype(np.uint64), axis=0) % (1 << 32)
+    decoded = decode_sum(total.astype(np.uint32), config, bits)
     step = 0.5 / config.levels
-    assert (decoded - sum(values)).abs().max() <= 16 * step + 1e-6
+    assert (decoded - torch.stack(values).sum(dim=0)).abs().max() <= 16 * step + 1e-6
     with pytest.raises(ValueError, match="bytes"):
         from_wire(b"\0" * 5, bits, 64)

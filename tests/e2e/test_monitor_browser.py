@@ -1,0 +1,185 @@
+"""The monitor page in headless Chromium: a real swarm's peers appear and update; 200 peers render.
+
+Drives the system Chromium (``/usr/bin/chromium``, from apt) through Python playwright; never
+``playwright install``. Skipped, with the reason, where either is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from swarmnet.coordinator.monitor.server import MonitorServer
+from swarmnet.coordinator.monitor.simulate import simulated_entries, simulated_peer_id
+from swarmnet.coordinator.monitor.state import MonitorState
+from swarmnet.telemetry import TelemetryEntry, TelemetryReport
+from tests.support import SwarmnetProcess
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+LOOPBACK = "/ip4/127.0.0.1/tcp/0"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "monitor"
+
+TIMINGS_JS = """() => ({
+  paint: Object.fromEntries(performance.getEntriesByType("paint").map((e) => [e.name, e.startTime])),
+  firstRender: performance.getEntriesByName("swarmnet-first-render")[0]?.startTime ?? null,
+  renderMs: performance.getEntriesByName("swarmnet-render").map((e) => e.duration),
+})"""
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[SwarmnetProcess]]:
+    started: list[SwarmnetProcess] = []
+    yield started
+    for process in reversed(started):
+        process.stop()
+
+
+def save_screenshot(page: Any, tmp_path: Path, name: str) -> None:
+    shot = tmp_path / name
+    page.screenshot(path=str(shot))
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shot, ARTIFACTS / name)
+    print(f"screenshot: {shot} (and {ARTIFACTS / name})")
+
+
+def get_json(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        document: dict[str, Any] = json.loads(response.read())
+        return document
+
+
+@pytest.mark.multiprocess
+def test_real_swarm_peers_appear_and_update(browser: Any, processes: list[SwarmnetProcess], tmp_path: Path) -> None:
+    def start(name: str, *args: str) -> SwarmnetProcess:
+        processes.append(SwarmnetProcess(name, list(args), tmp_path))
+        return processes[-1]
+
+    bootstrap = start("dht", "dht", "--host-maddrs", LOOPBACK, "--identity", str(tmp_path / "dht.pem"))
+    address = bootstrap.next_line(60)
+    monitor = start(
+        "monitor", "monitor", "--initial-peers", address, "--swarm", "web", "--port", "0",
+        "--interval", "0.5", "--stale", "4", "--drop", "12",
+    )  # fmt: skip
+    url = monitor.next_line(60).removeprefix("serving ")
+    assert url.startswith("http://127.0.0.1:"), url
+    names = ("alpha", "beta")
+    peers = [
+        start(
+            name, "peer", "--initial-peers", address, "--host-maddrs", LOOPBACK, "--swarm", "web",
+            "--identity", str(tmp_path / f"{name}.pem"), "--ttl", "6", "--heartbeat", "1",
+            "--benchmark-seconds", "0.05", "--telemetry-period", "1", "--roles", "volunteer",
+        )
+        for name in names
+    ]  # fmt: skip
+    ids = {peer.next_line(60).removeprefix("ready ") for peer in peers}
+
+    page = browser.new_page(viewport={"width": 1400, "height": 800})
+    page.goto(url)
+    rows = "#peers tbody tr[data-peer-id]"
+    page.wait_for_function(
+        """(ids) => ids.every((id) => {
+             const row = document.querySelector(`#peers tbody tr[data-peer-id="${id}"]`);
+             return row && !row.textContent.includes("no telemetry");
+           })""",
+        arg=sorted(ids),
+        timeout=45_000,
+    )
+    assert {row.get_attribute("data-peer-id") for row in page.query_selector_all(rows)} == ids
+    assert page.text_content("#total-peers") == "2"
+    first = float(page.get_attribute("#updated", "data-time") or 0)
+    page.wait_for_function(
+        "(first) => Number(document.querySelector('#updated').dataset.time) > first", arg=first, timeout=10_000
+    )
+    page.wait_for_timeout(1500)  # let a second round of telemetry land before the picture
+    save_screenshot(page, tmp_path, "screenshot.png")
+
+    snapshot = get_json(url + "api/swarm")
+    assert {p["peer_id"] for p in snapshot["peers"]} == ids
+    assert all(p["telemetry"] and p["status"] == "live" for p in snapshot["peers"])
+    with urllib.request.urlopen(url + "metrics", timeout=10) as response:
+        assert b"swarmnet_peers 2\n" in response.read()
+    page.close()
+    monitor.signal(signal.SIGTERM)
+    assert monitor.wait(20) == 0, monitor.log_tail()
+
+
+HOSTILE = simulated_peer_id(10_000)
+
+
+def hostile_peer(now: float) -> TelemetryEntry:
+    """A peer whose strings are HTML: the page must show them as text."""
+    hostile = TelemetryReport(role='<b id="xss">x</b>', run="<img src=x id=xss>", state="<i>", software_version="<s>")
+    return TelemetryEntry(HOSTILE, hostile, now, now + 30)
+
+
+def test_200_simulated_peers_render(browser: Any, tmp_path: Path) -> None:
+    state = MonitorState("simulated", stale_s=30, drop_s=120)
+    now = time.time()
+    for tick in range(3):
+        state.ingest(simulated_entries(200, now + tick, tick=tick), now + tick)
+    stop = threading.Event()
+
+    def keep_publishing() -> None:  # new reports every second, as a live swarm would send
+        tick = 3
+        while not stop.wait(1.0):
+            state.ingest(simulated_entries(200, time.time(), tick=tick), time.time())
+            tick += 1
+
+    feeder = threading.Thread(target=keep_publishing, daemon=True)
+    with MonitorServer(state, port=0) as server:
+        feeder.start()
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            started = time.perf_counter()
+            page.goto(server.url)
+            page.wait_for_function("() => document.querySelectorAll('#peers tbody tr[data-peer-id]').length === 200")
+            shown = time.perf_counter() - started
+            timings = page.evaluate(TIMINGS_JS)
+            page.wait_for_function("() => Number(document.body.dataset.renders) >= 2", timeout=10_000)
+            assert page.text_content("#total-peers") == "200"
+            assert len(page.query_selector_all("#runs .run")) == 3
+            save_screenshot(page, tmp_path, "simulated-200.png")
+            state.ingest([hostile_peer(time.time())], time.time())
+            page.wait_for_selector(f'tr[data-peer-id="{HOSTILE}"]', timeout=10_000)
+            assert page.query_selector("#xss") is None, "a peer's strings reached the page as HTML"
+            page.close()
+        finally:
+            stop.set()
+            feeder.join(5)
+    paint = timings["paint"]
+    first_paint, contentful = paint.get("first-paint", -1.0), paint.get("first-contentful-paint", -1.0)
+    print(
+        f"200 peers: first-paint {first_paint:.0f} ms, first-contentful-paint {contentful:.0f} ms, "
+        f"first full render {timings['firstRender']:.0f} ms (slowest render {max(timings['renderMs']):.1f} ms), "
+        f"200 rows visible {shown * 1e3:.0f} ms after goto"
+    )
+    assert "first-contentful-paint" in paint
