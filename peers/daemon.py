@@ -1,5 +1,6 @@
 """The volunteer peer daemon's lifecycle: start the transport, probe, announce, heartbeat, leave.
 
+Every peer also publishes telemetry (``swarmnet.telemetry``) for the monitor while it runs.
 Roles that do work plug in here: with a ``trainer`` config the peer trains (``trainer_role.py``)
 until it is stopped or reaches its step budget, then leaves. Other roles (pipeline stage, expert,
 server) arrive in later versions; without a working role a peer joins, stays listed, and leaves.
@@ -16,10 +17,12 @@ from pathlib import Path
 
 from swarmnet.errors import ConfigError, RemoteFault, TransportError
 from swarmnet.identity import Identity
-from swarmnet.membership import MembershipConfig, PeerInfo, Swarm
+from swarmnet.membership import DeviceInfo, MembershipConfig, PeerInfo, Swarm
 from swarmnet.peers.link_probe import LinkProbeConfig, measure_upload_mbps, serve_link_probe
 from swarmnet.peers.probe import probe_resources
+from swarmnet.peers.telemetry import PeerTelemetry
 from swarmnet.peers.trainer_role import TrainerRoleConfig, TrainerSummary, run_trainer
+from swarmnet.telemetry import TelemetryConfig, TelemetryPublisher
 from swarmnet.transport.base import Transport
 from swarmnet.transport.hivemind_transport import HivemindConfig, HivemindTransport
 
@@ -44,6 +47,7 @@ class DaemonConfig:
     membership: MembershipConfig = field(default_factory=MembershipConfig)
     network: HivemindConfig = field(default_factory=HivemindConfig)
     trainer: TrainerRoleConfig | None = None  # set: this peer trains (role "trainer")
+    telemetry: TelemetryConfig | None = field(default_factory=TelemetryConfig)  # None: publish no telemetry
 
     def validate(self) -> None:
         """Raise ``ConfigError`` for values the daemon cannot run with."""
@@ -60,6 +64,8 @@ class DaemonConfig:
         self.network.validate()
         if self.trainer is not None:
             self.trainer.validate()
+        if self.telemetry is not None:
+            self.telemetry.validate()
 
 
 @dataclass(frozen=True)
@@ -97,23 +103,45 @@ async def run_daemon(
         logger.info("peer %s joined swarm %r as %s", identity.peer_id, config.membership.swarm, ",".join(config.roles))
         if on_ready is not None:
             on_ready(ReadyInfo(identity.peer_id, addresses))
+        telemetry = _telemetry(config, report.device, transport, info.started_at)
+        publisher = None
+        if config.telemetry is not None:
+            publisher = TelemetryPublisher(transport, identity, config.telemetry, telemetry.report)
+            await publisher.start()
         measuring = None
         if config.bandwidth_mbps is None:
-            measuring = asyncio.create_task(_keep_link_measured(swarm, transport, config), name="swarmnet-link")
+            measuring = asyncio.create_task(
+                _keep_link_measured(swarm, transport, config, telemetry), name="swarmnet-link"
+            )
         try:
             if config.trainer is None:
                 await stop.wait()
                 return None
-            return await run_trainer(transport, identity, config.trainer, stop)
+            return await run_trainer(transport, identity, config.trainer, stop, telemetry)
         finally:
             if measuring is not None:
                 measuring.cancel()
                 await asyncio.gather(measuring, return_exceptions=True)
             logger.info("leaving swarm %r", config.membership.swarm)
+            if publisher is not None:
+                await asyncio.shield(publisher.stop())
             await asyncio.shield(swarm.leave())
 
 
-async def _keep_link_measured(swarm: Swarm, transport: Transport, config: DaemonConfig) -> None:
+def _telemetry(config: DaemonConfig, device: DeviceInfo, transport: Transport, started_at: float) -> PeerTelemetry:
+    trainer = config.trainer
+    role = "trainer" if trainer is not None else ",".join(config.roles)
+    telemetry = PeerTelemetry(
+        role=role, run=trainer.run if trainer is not None else "", device=device, clock=transport.clock,
+        started_at=started_at,
+    )  # fmt: skip
+    telemetry.link_mbps = config.bandwidth_mbps
+    return telemetry
+
+
+async def _keep_link_measured(
+    swarm: Swarm, transport: Transport, config: DaemonConfig, telemetry: PeerTelemetry
+) -> None:
     """Measure upload bandwidth against a random live peer; again every so often."""
     while True:
         others = await swarm.peers(include_self=False)
@@ -127,6 +155,7 @@ async def _keep_link_measured(swarm: Swarm, transport: Transport, config: Daemon
             else:
                 logger.info("measured upload bandwidth: %.1f Mbit/s (to %s)", mbps, target)
                 await swarm.update(bandwidth_mbps=round(mbps, 1), bandwidth_source="measured")
+                telemetry.link_mbps = round(mbps, 1)
                 delay = config.link_remeasure_interval
         await asyncio.sleep(delay)
 

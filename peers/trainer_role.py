@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,12 @@ import torch
 
 from swarmnet.averaging import AveragingConfig, MatchmakingConfig
 from swarmnet.data import DataConfig, TextData
-from swarmnet.diloco import DiLoCoConfig, Replica, SwarmTrainer, TrainerConfig
+from swarmnet.diloco import DiLoCoConfig, Progress, Replica, SwarmTrainer, TrainerConfig
 from swarmnet.diloco.checkpoint import CheckpointConfig
 from swarmnet.errors import ConfigError
 from swarmnet.identity import Identity
 from swarmnet.models import GPT, preset
+from swarmnet.peers.telemetry import PeerTelemetry
 from swarmnet.peers.trainer_checkpoints import restore, save
 from swarmnet.peers.trainer_progress import ProgressDisplay, ProgressMode
 from swarmnet.transport.base import Transport
@@ -97,9 +99,13 @@ class TrainerSummary:
 
 
 async def run_trainer(
-    transport: Transport, identity: Identity, config: TrainerRoleConfig, stop: asyncio.Event
+    transport: Transport,
+    identity: Identity,
+    config: TrainerRoleConfig,
+    stop: asyncio.Event,
+    telemetry: PeerTelemetry | None = None,
 ) -> TrainerSummary:
-    """Train until ``stop`` or ``max_steps``; returns (and writes) the summary."""
+    """Train until ``stop`` or ``max_steps``; returns (and writes) the summary. ``telemetry`` sees every event."""
     config.validate()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
@@ -113,9 +119,13 @@ async def run_trainer(
     validation = data.validation_batches()
     val_before = await asyncio.to_thread(replica.evaluate, validation)
     display = ProgressDisplay(config.progress, total=config.max_steps)
+    on_progress: Callable[[Progress], None] = display.update
+    if telemetry is not None:
+        telemetry.samples_per_step = config.batch_size
+        on_progress = _both(display.update, telemetry.observe)
     trainer = SwarmTrainer(
         transport, identity, replica, data.sampler(shard, config.shards), _trainer_config(config),
-        validation=validation, on_progress=display.update, on_sync=_checkpointer(config),
+        validation=validation, on_progress=on_progress, on_sync=_checkpointer(config),
     )  # fmt: skip
     logger.info(
         "trainer %s: %s (%d parameters), shard %d/%d, H=%d, codec %s, fragments %d",
@@ -127,6 +137,8 @@ async def run_trainer(
         await trainer.run(stop)
     finally:
         display.close()
+        if telemetry is not None:
+            telemetry.state = "idle"
     if config.checkpoint is not None and replica.rounds % config.checkpoint.every_rounds:
         await asyncio.to_thread(save, replica, config.checkpoint)  # the last sync's state was not saved yet
     summary = await _summarize(trainer, identity, config, val_before, validation)
@@ -141,6 +153,14 @@ def _trainer_config(config: TrainerRoleConfig) -> TrainerConfig:
         run=config.run, schema=config.schema(), max_steps=config.max_steps, eval_every=config.eval_every,
         averaging=AveragingConfig(run=config.run, matchmaking=matchmaking),
     )  # fmt: skip
+
+
+def _both(first: Callable[[Progress], None], second: Callable[[Progress], None]) -> Callable[[Progress], None]:
+    def both(progress: Progress) -> None:
+        first(progress)
+        second(progress)
+
+    return both
 
 
 def _checkpointer(config: TrainerRoleConfig) -> Any:

@@ -19,7 +19,7 @@ from tests.support import apoll_until
 pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(180)]
 
 TELEMETRY = TelemetryConfig(swarm="trainers", period=0.5, ttl=6.0)
-STEPS = 40
+STEPS = 400  # more than the test waits for: it stops the trainers itself
 
 
 def trainer_daemon(tmp_path: Path, index: int, initial_peers: tuple[str, ...] = ()) -> DaemonConfig:
@@ -60,12 +60,12 @@ async def _scenario(tmp_path: Path) -> None:
         assert report.averaging[-1].codec == "int4"
         assert report.raw_bytes > report.bytes_sent > 0  # int4 on the wire against dense fp32
 
-        summaries = await asyncio.wait_for(asyncio.gather(first, second), 150)
-        assert all(s is not None and s.steps == STEPS for s in summaries)
+        stop.set()  # SIGTERM's path: each trainer finishes its exchange in flight, then both leave
+        await asyncio.wait_for(asyncio.gather(first, second), 90)
 
         async def both_left() -> bool:
             entries = await reader.read()
-            return len(entries) == 2 and all(e.report.state == "left" and e.report.step == STEPS for e in entries)
+            return len(entries) == 2 and all(e.report.state == "left" and e.report.step > 0 for e in entries)
 
         await apoll_until(both_left, timeout=10, interval=0.3, what="both trainers' departures")
     finally:
