@@ -58,9 +58,10 @@ class RoundEngine:
             self.accountant.load_state_dict(dict(state.accountant))
         self.changed = asyncio.Condition()
         self._stopping = False
-        # The last round's aggregate (known to the coordinator anyway): it steers the next secure
-        # subset. Not persisted: after a restart one round draws its subset at random.
-        self._last_mean: torch.Tensor | None = None
+        # What each coordinate's aggregate was when last sent (known to the coordinator anyway): it
+        # steers the next secure subset. The first secure round sends every coordinate, so every
+        # score starts informed; not persisted, so a restart repeats that dense round once.
+        self._scores: torch.Tensor | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def done(self) -> bool:
@@ -124,8 +125,10 @@ class RoundEngine:
             length=length,
         )
         if settings.secure_aggregation:
-            round_.indices = informed_subset(length, self.config.secagg.density, config.secagg_seed, self._last_mean)
-            if self._last_mean is not None and round_.indices.numel() < length:
+            if self._scores is None:
+                config.secagg_density = 1.0  # the dense first round: clients send all, scores get filled
+            round_.indices = informed_subset(length, config.secagg_density, config.secagg_seed, self._scores)
+            if round_.indices.numel() < length:
                 config.secagg_indices = indices_to_bytes(round_.indices)
             context = secagg_context(self.config.run, number, round_.nonce)
             round_.secagg = SecAggRound(selected, config.secagg_threshold, context, int(round_.indices.numel()))
@@ -219,7 +222,7 @@ class RoundEngine:
                     accountant=state.accountant,
                 )
                 contributors, loss = result.contributors, result.train_loss
-                self._last_mean = result.mean
+                self._remember(round_, result.mean)
                 self._spend_privacy(len(round_.selected))
         record = RoundRecord(
             round=round_.number,
@@ -247,6 +250,15 @@ class RoundEngine:
         self.state, round_.finished, self.round, self.phase = state, True, None, "waiting"
         await self.notify()
         return record
+
+    def _remember(self, round_: OpenRound, mean: torch.Tensor) -> None:
+        """Update the secure-subset scores with the coordinates this round sent."""
+        if round_.indices is None:
+            return
+        if self._scores is None or self._scores.numel() != mean.numel():
+            self._scores = mean.abs()
+        else:
+            self._scores[round_.indices] = mean[round_.indices].abs()
 
     def _spend_privacy(self, participants: int) -> None:
         privacy = self.config.privacy

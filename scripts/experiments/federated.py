@@ -171,6 +171,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--overhead-rounds", type=int, default=5)
     parser.add_argument("--overhead-lr", type=float, default=2e-2, help="LoRA on the random digits MLP needs more")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the client threads share the cores)")
+    parser.add_argument("--merge", action="store_true", help="keep the runs already in --json (replaced by name)")
     for field, default in asdict(Settings()).items():
         parser.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default)
     return parser.parse_args(argv)
@@ -194,11 +195,13 @@ def _run_all(args: argparse.Namespace, settings: Settings, out: Path, workdir: P
     task = make_task(settings.task, clients=settings.clients, alpha=settings.alpha, batch_size=settings.batch_size,
                      max_length=settings.max_length, seed=settings.seed)  # fmt: skip
     report: dict[str, Any] = {"settings": asdict(settings), "runs": [], "overhead": []}
+    if args.merge and out.exists():
+        report = {**json.loads(out.read_text()), "settings": asdict(settings)}
     started = time.monotonic()
     for method in [m.strip() for m in args.configs.split(",") if m.strip()]:
         if method not in METHODS:
             raise SystemExit(f"unknown configuration {method!r}; expected {METHODS}")
-        report["runs"].append(run_config(task, settings, method, method, workdir))
+        report["runs"] = _replaced(report["runs"], run_config(task, settings, method, method, workdir))
         _write(report, out, started)
     if args.overhead_clients:
         fast = replace(
@@ -209,9 +212,16 @@ def _run_all(args: argparse.Namespace, settings: Settings, out: Path, workdir: P
         )
         for method in ("compressed", "secagg"):
             name = f"{method}_{fast.clients}"
-            report["overhead"].append(run_config(digits, fast, name, method, workdir))
+            report["overhead"] = _replaced(report["overhead"], run_config(digits, fast, name, method, workdir))
             _write(report, out, started)
     return report
+
+
+def _replaced(runs: list[dict[str, Any]], result: dict[str, Any]) -> list[dict[str, Any]]:
+    """``runs`` with ``result`` in place of the one of the same name (appended if new)."""
+    if all(r["name"] != result["name"] for r in runs):
+        return [*runs, result]
+    return [result if r["name"] == result["name"] else r for r in runs]
 
 
 def _write(report: dict[str, Any], out: Path, started: float) -> None:

@@ -44,9 +44,9 @@ def subset(length: int, density: float, seed: int) -> torch.Tensor:
 def informed_subset(
     length: int, density: float, seed: int, scores: torch.Tensor | None, explore: float = 0.5
 ) -> torch.Tensor:
-    """A subset led by what mattered last round: the top ``(1 - explore)`` share by ``scores`` (the
-    magnitude of the previous aggregate, which the coordinator knows anyway), the rest drawn at
-    random from the other coordinates so every coordinate keeps a chance. ``scores=None``: ``subset``."""
+    """A subset led by what mattered: the top ``(1 - explore)`` share by ``scores`` (the magnitude of
+    each coordinate's aggregate when it was last sent, which the coordinator knows anyway), the rest
+    drawn at random from the other coordinates so every one keeps a chance. ``scores=None``: ``subset``."""
     if scores is None or scores.numel() != length:
         return subset(length, density, seed)
     count = max(1, round(length * density)) if length else 0
