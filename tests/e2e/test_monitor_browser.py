@@ -22,7 +22,7 @@ from swarmnet.coordinator.monitor.server import MonitorServer
 from swarmnet.coordinator.monitor.simulate import simulated_entries, simulated_peer_id
 from swarmnet.coordinator.monitor.state import MonitorState
 from swarmnet.telemetry import TelemetryEntry, TelemetryReport
-from tests.support import SwarmnetProcess
+from tests.support import SwarmnetProcess, poll_until
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 
@@ -92,6 +92,7 @@ def test_real_swarm_peers_appear_and_update(browser: Any, processes: list[Swarmn
     url = monitor.next_line(60).removeprefix("serving ")
     assert url.startswith("http://127.0.0.1:"), url
     names = ("alpha", "beta")
+    appeared: list[float] = []  # seconds from a peer's "ready" line to its row in /api/swarm
     peers = [
         start(
             name, "peer", "--initial-peers", address, "--host-maddrs", LOOPBACK, "--swarm", "web",
@@ -100,7 +101,19 @@ def test_real_swarm_peers_appear_and_update(browser: Any, processes: list[Swarmn
         )
         for name in names
     ]  # fmt: skip
-    ids = {peer.next_line(60).removeprefix("ready ") for peer in peers}
+    ids: set[str] = set()
+    order: list[str] = []  # peer ids in the order of ``peers``
+    for peer in peers:
+        peer_id = peer.next_line(60).removeprefix("ready ")
+        ids.add(peer_id)
+        order.append(peer_id)
+        joined = time.monotonic()
+        poll_until(
+            lambda pid=peer_id: pid in {p["peer_id"] for p in get_json(url + "api/swarm")["peers"]},
+            timeout=30,
+            what=f"peer {peer_id} in /api/swarm",
+        )
+        appeared.append(time.monotonic() - joined)
 
     page = browser.new_page(viewport={"width": 1400, "height": 800})
     page.goto(url)
@@ -128,6 +141,21 @@ def test_real_swarm_peers_appear_and_update(browser: Any, processes: list[Swarmn
     with urllib.request.urlopen(url + "metrics", timeout=10) as response:
         assert b"swarmnet_peers 2\n" in response.read()
     page.close()
+    victim = peers[0]
+    victim_id = order[0]
+    expires_at = next(p["expires_at"] for p in get_json(url + "api/swarm")["peers"] if p["peer_id"] == victim_id)
+    victim.process.kill()  # SIGKILL: no farewell record, only expiry (or --drop) removes it
+    killed = time.monotonic()
+    poll_until(
+        lambda: victim_id not in {p["peer_id"] for p in get_json(url + "api/swarm")["peers"]},
+        timeout=45,
+        what="the killed peer to be dropped",
+    )
+    dropped = time.monotonic() - killed
+    listed_after = ", ".join(f"{a:.1f}" for a in appeared)
+    left = expires_at - time.time() + dropped  # how long its last record still had to live at the kill
+    print(f"peers listed {listed_after} s after ready; a SIGKILLed peer dropped {dropped:.1f} s after the kill "
+          f"(its last record had {left:.1f} s to live)")  # fmt: skip
     monitor.signal(signal.SIGTERM)
     assert monitor.wait(20) == 0, monitor.log_tail()
 
