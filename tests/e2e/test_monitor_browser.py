@@ -6,6 +6,7 @@ Drives the system Chromium (``/usr/bin/chromium``, from apt) through Python play
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import signal
@@ -108,11 +109,7 @@ def test_real_swarm_peers_appear_and_update(browser: Any, processes: list[Swarmn
         ids.add(peer_id)
         order.append(peer_id)
         joined = time.monotonic()
-        poll_until(
-            lambda pid=peer_id: pid in {p["peer_id"] for p in get_json(url + "api/swarm")["peers"]},
-            timeout=30,
-            what=f"peer {peer_id} in /api/swarm",
-        )
+        poll_until(functools.partial(_listed, url, peer_id), timeout=30, what=f"peer {peer_id} in /api/swarm")
         appeared.append(time.monotonic() - joined)
 
     page = browser.new_page(viewport={"width": 1400, "height": 800})
@@ -147,7 +144,7 @@ def test_real_swarm_peers_appear_and_update(browser: Any, processes: list[Swarmn
     victim.process.kill()  # SIGKILL: no farewell record, only expiry (or --drop) removes it
     killed = time.monotonic()
     poll_until(
-        lambda: victim_id not in {p["peer_id"] for p in get_json(url + "api/swarm")["peers"]},
+        lambda: not _listed(url, victim_id),
         timeout=45,
         what="the killed peer to be dropped",
     )
@@ -158,6 +155,10 @@ def test_real_swarm_peers_appear_and_update(browser: Any, processes: list[Swarmn
           f"(its last record had {left:.1f} s to live)")  # fmt: skip
     monitor.signal(signal.SIGTERM)
     assert monitor.wait(20) == 0, monitor.log_tail()
+
+
+def _listed(url: str, peer_id: str) -> bool:
+    return peer_id in {p["peer_id"] for p in get_json(url + "api/swarm")["peers"]}
 
 
 HOSTILE = simulated_peer_id(10_000)
