@@ -21,7 +21,7 @@ from swarmnet.coordinator.config import CoordinatorConfig
 from swarmnet.coordinator.open_round import OpenRound
 from swarmnet.coordinator.strategies import ClientUpdate, ServerState, aggregate_updates, server_step
 from swarmnet.federated.privacy import clip_update, gaussian_noise
-from swarmnet.federated.secure_update import decode_sum, field_config
+from swarmnet.federated.secure_update import decode_sum, field_config, secure_weight
 
 __all__ = ["Aggregated", "aggregate_round", "secure_weight"]
 
@@ -35,11 +35,6 @@ class Aggregated:
     contributors: tuple[str, ...]
     train_loss: float
     mean: torch.Tensor  # the aggregate before the server optimizer (what the round's updates say)
-
-
-def secure_weight(samples: int, samples_cap: int) -> float:
-    """A client's weight inside secure aggregation: ``samples / samples_cap``, at most 1; 1 when uniform."""
-    return 1.0 if samples_cap <= 0 else min(samples, samples_cap) / samples_cap
 
 
 def aggregate_round(

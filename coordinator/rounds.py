@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 
 import grpc
-import numpy as np
 import torch
 
 from swarmnet.coordinator.aggregation import aggregate_round
@@ -352,13 +351,3 @@ class RoundEngine:
         if round_.finished:
             raise Rejected(grpc.StatusCode.ABORTED, f"round {round_.number} failed during phase {phase}")
         raise Rejected(grpc.StatusCode.DEADLINE_EXCEEDED, f"phase {phase} did not end in time")
-
-    def indices(self) -> torch.Tensor | None:
-        """The open round's secure-aggregation subset (for tests and status)."""
-        return None if self.round is None else self.round.indices
-
-    def masked_of(self, client_id: str) -> np.ndarray | None:
-        """What the coordinator holds of ``client_id``'s masked update (tests check it reveals nothing)."""
-        if self.round is None or self.round.secagg is None:
-            return None
-        return self.round.secagg.masked.get(client_id)

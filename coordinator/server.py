@@ -24,14 +24,12 @@ from swarmnet.coordinator.rounds import RoundEngine
 from swarmnet.coordinator.service import CoordinatorServicer
 from swarmnet.coordinator.store import CoordinatorState, CoordinatorStore
 from swarmnet.errors import ConfigError
+from swarmnet.federated.connection import GRPC_OPTIONS
 from swarmnet.federated.vector import AdapterSchema
 
-__all__ = ["BackgroundCoordinator", "CoordinatorServer", "GRPC_OPTIONS", "initial_state"]
+__all__ = ["BackgroundCoordinator", "CoordinatorServer", "initial_state"]
 
 logger = logging.getLogger(__name__)
-
-# Chunks are 1 MiB by default; the limit leaves room for clients that pick larger ones.
-GRPC_OPTIONS = [("grpc.max_receive_message_length", 8 << 20), ("grpc.max_send_message_length", 8 << 20)]
 
 
 def initial_state(store: CoordinatorStore, initial: Mapping[str, torch.Tensor] | None) -> CoordinatorState:

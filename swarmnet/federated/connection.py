@@ -19,9 +19,10 @@ from swarmnet.federated.signing import PROTOCOL_VERSION, SESSION_METADATA, regis
 from swarmnet.federated.vector import AdapterSchema
 from swarmnet.identity import Identity
 
-__all__ = ["Connection", "GlobalAdapter", "TlsSettings"]
+__all__ = ["GRPC_OPTIONS", "Connection", "GlobalAdapter", "TlsSettings"]
 
-_CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
+# Chunks are 1 MiB by default; both ends allow 8 MiB messages so larger chunk choices still pass.
+GRPC_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.max_receive_message_length", 8 << 20),
     ("grpc.max_send_message_length", 8 << 20),
 ]
@@ -55,10 +56,10 @@ class Connection:
         self.identity = identity
         self.chunk_bytes = chunk_bytes
         if tls is None:
-            self._channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+            self._channel = grpc.insecure_channel(address, options=GRPC_OPTIONS)
         else:
             credentials = grpc.ssl_channel_credentials(root_certificates=tls.root_cert.read_bytes())
-            options = list(_CHANNEL_OPTIONS)
+            options = list(GRPC_OPTIONS)
             if tls.server_name:
                 options.append(("grpc.ssl_target_name_override", tls.server_name))
             self._channel = grpc.secure_channel(address, credentials, options=options)

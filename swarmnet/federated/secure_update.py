@@ -27,9 +27,15 @@ __all__ = [
     "indices_from_bytes",
     "indices_to_bytes",
     "informed_subset",
+    "secure_weight",
     "subset",
     "to_wire",
 ]
+
+
+def secure_weight(samples: int, samples_cap: int) -> float:
+    """A client's weight inside secure aggregation: ``samples / samples_cap``, at most 1; 1 when uniform."""
+    return 1.0 if samples_cap <= 0 else min(samples, samples_cap) / samples_cap
 
 
 def subset(length: int, density: float, seed: int) -> torch.Tensor:

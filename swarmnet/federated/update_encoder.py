@@ -19,7 +19,7 @@ from swarmnet.coordinator.proto import federated_pb2 as pb
 from swarmnet.errors import ProtocolError
 from swarmnet.federated.privacy import clip_update
 from swarmnet.federated.secagg.field import dequantize
-from swarmnet.federated.secure_update import encode_values, field_config, indices_from_bytes, subset
+from swarmnet.federated.secure_update import encode_values, field_config, indices_from_bytes, secure_weight, subset
 
 __all__ = ["SecureValues", "UpdateEncoder", "codec_for"]
 
@@ -65,7 +65,7 @@ class UpdateEncoder:
 
     def encode_secure(self, delta: torch.Tensor, config: pb.RoundConfig, samples: int) -> SecureValues:
         """Field words of ``weight * (delta + residual)`` on the round's subset; the rest stays in the residual."""
-        weight = 1.0 if config.samples_cap <= 0 else min(samples, config.samples_cap) / config.samples_cap
+        weight = secure_weight(samples, config.samples_cap)
         if config.secagg_indices:
             try:
                 indices = indices_from_bytes(config.secagg_indices, delta.numel())

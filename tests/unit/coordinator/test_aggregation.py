@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from swarmnet.coordinator.aggregation import aggregate_round, secure_weight
+from swarmnet.coordinator.aggregation import aggregate_round
 from swarmnet.coordinator.config import CoordinatorConfig
 from swarmnet.coordinator.open_round import OpenRound, Submission
 from swarmnet.coordinator.proto import federated_pb2 as pb
 from swarmnet.coordinator.strategies import ServerState
 from swarmnet.federated.privacy import PrivacyConfig
+from swarmnet.federated.secure_update import secure_weight
 
 LENGTH = 50
 
