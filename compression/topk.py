@@ -51,7 +51,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from swarmnet.compression.base import Codec, check_section_sizes, flat_float
+from swarmnet.compression.base import NON_FINITE, Codec, all_finite, check_section_sizes, flat_float, unpack_matching
 from swarmnet.compression.bitpack import MAX_WIDTH, bit_width, pack_indices, packed_size, unpack_indices
 from swarmnet.compression.wire import CodecId, Header, pack, unpack
 from swarmnet.errors import CodecError
@@ -372,6 +372,37 @@ class TopKCodec(Codec):
         else:
             out[torch.from_numpy(indices)] = torch.from_numpy(values).to(header.dtype)
         return out.reshape(header.shape)
+
+    def decode_into(
+        self, payload: bytes | bytearray | memoryview, out: torch.Tensor, *, require_finite: bool = False
+    ) -> None:
+        """``out[...] = decode(payload)``: every check first, then zero and scatter (no full-size temporary).
+
+        Only the sent values can be non-finite, so ``require_finite`` looks at those alone.
+        """
+        if not (out.is_contiguous() and out.device.type == "cpu" and out.dtype in (torch.float32, torch.float64)):
+            super().decode_into(payload, out, require_finite=require_finite)
+            return
+        indices, source = self._checked(payload, out, require_finite)
+        flat = out.detach().view(-1).numpy()
+        flat.fill(0)
+        flat[indices] = source.numpy()
+
+    def validate(self, payload: bytes | bytearray | memoryview, numel: int) -> None:
+        """Parse and check everything, including the sent values' finiteness; nothing of ``numel`` size is made."""
+        self._checked(payload, torch.empty(numel, device="meta"), True)
+
+    def _checked(
+        self, payload: bytes | bytearray | memoryview, out: torch.Tensor, require_finite: bool
+    ) -> tuple[npt.NDArray[np.int64], torch.Tensor]:
+        """(indices, values as ``decode`` gives them, cast to ``out``'s dtype) of a payload for ``out``."""
+        header, sections = unpack_matching(self, payload, out)
+        indices, values = _parse(header, sections)
+        # decode() rounds the values to the payload's dtype (an fp16 payload can overflow there).
+        source = torch.from_numpy(values).to(header.dtype).to(out.dtype)
+        if require_finite and not all_finite(source):
+            raise CodecError(NON_FINITE)
+        return indices, source
 
     def decode_accumulate(
         self, payload: bytes | bytearray | memoryview, out: torch.Tensor, alpha: float = 1.0

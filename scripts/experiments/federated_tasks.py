@@ -75,11 +75,15 @@ def _kjv(clients: int, alpha: float, batch_size: int, max_length: int, seed: int
 
     dataset: TextSet = kjv_books(seed=seed)
     train, test, shards = _splits(dataset, clients, alpha, seed)
-    base, tokenizer = minilm_classifier(len(dataset.label_names))
+    base, tokenizer = minilm_classifier(len(dataset.label_names), dropout=0.0)
     config = lora_config(lora_target_modules(base))
 
     def make_model() -> nn.Module:
-        model, _ = minilm_classifier(len(dataset.label_names))
+        # Dropout off and the head seeded: every configuration starts from the same weights and a
+        # run repeats exactly, so the dense-vs-compressed gap measures the compression alone.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model, _ = minilm_classifier(len(dataset.label_names), dropout=0.0)
         return _lora(model, config, seed)
 
     loaders = []

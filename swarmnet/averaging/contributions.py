@@ -9,6 +9,8 @@ residual, which holds exactly what compression dropped from that.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from swarmnet.averaging.vectors import Feedback, Range, encode_chunk
@@ -44,6 +46,15 @@ class Contributions:
 
     def own_values(self, pass_no: int, chunks: list[Range]) -> list[torch.Tensor]:
         """Our exact contribution to our own chunks (copies: the range is overwritten by its result)."""
+        if not chunks:
+            return []
+        lo, hi = chunks[0][0], chunks[-1][1]
+        if pass_no == 0 and self.feedback is not None and _tiles(chunks):
+            # One range (the first pass's): one buffer, sliced per chunk, instead of a copy per chunk.
+            whole = torch.add(self.flat[lo:hi], self.feedback.sent[lo:hi])
+            self.feedback.sent[lo:hi].zero_()  # our own part is used exactly: nothing is lost
+            self._own_first = (lo, whole)
+            return [whole[a - lo : b - lo] for a, b in chunks]
         values = []
         for a, b in chunks:
             if self.feedback is None:
@@ -51,9 +62,9 @@ class Contributions:
                 continue
             residual = self.feedback.sent[a:b]
             values.append(self.flat[a:b] + residual if pass_no == 0 else self._recovered_values(a, b).clone())
-            residual.zero_()  # our own part is used exactly: nothing is lost
-        if pass_no == 0 and values:
-            self._own_first = (chunks[0][0], torch.cat(values))
+            residual.zero_()
+        if pass_no == 0 and self.feedback is not None:
+            self._own_first = (lo, torch.cat(values))
         return values
 
     def recover(self, orphans: list[Range]) -> None:
@@ -79,3 +90,8 @@ class Contributions:
             if lo <= a and b <= lo + values.numel():
                 return values[a - lo : b - lo]
         raise AssertionError(f"no recovered contribution covers [{a}, {b})")  # ranges are sub-ranges of orphans
+
+
+def _tiles(chunks: list[Range]) -> bool:
+    """Whether consecutive chunks meet end to start, covering one range without gaps."""
+    return all(b == c for (_, b), (c, _) in itertools.pairwise(chunks))

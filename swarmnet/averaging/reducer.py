@@ -38,6 +38,7 @@ class RangeReducer:
         self._values: dict[tuple[int, int], torch.Tensor] = {}  # own contribution; every one for robust rules
         self._sums = [torch.zeros(b - a) for a, b in chunks] if self._streaming else []
         self._members: list[set[int]] = [set() for _ in chunks]  # who chunk j holds (in its sum, for the mean)
+        self._divided: dict[int, float] = {}  # chunk -> the total weight its sum was divided by, in place
 
     @property
     def accepted(self) -> set[int]:
@@ -64,6 +65,8 @@ class RangeReducer:
         """
         if member in self._refused:
             return "refused earlier in this pass"
+        if j in self._divided:
+            self._rebuild(j, self._members[j])  # its result was taken (divided in place): a sum again
         if self._weights.setdefault(member, weight) != weight:
             return self._refuse(member, f"weight {weight} differs from its earlier {self._weights[member]}")
         a, b = self._chunks[j]
@@ -91,14 +94,22 @@ class RangeReducer:
         return None
 
     def result(self, j: int, contributors: set[int]) -> torch.Tensor:
-        """The aggregate of chunk ``j`` over ``contributors`` (each held for that chunk), float32."""
+        """The aggregate of chunk ``j`` over ``contributors`` (each held for that chunk), float32.
+
+        For the mean this is chunk ``j``'s own buffer, divided in place (no full-size temporary): read
+        it before anything else is added to that chunk.
+        """
         order = sorted(contributors)
         weights = torch.tensor([self._weights[i] for i in order], dtype=torch.float32)
         if not self._streaming:
             return aggregate(torch.stack([self._values[i, j] for i in order]), weights, self._aggregation)
         if self._members[j] != contributors:
             self._rebuild(j, contributors)
-        return self._sums[j] / float(weights.sum())
+        total = float(weights.sum())
+        if j not in self._divided:
+            self._divided[j] = total
+            self._sums[j].div_(total)
+        return self._sums[j]
 
     def _refuse(self, member: int, reason: str) -> str:
         self._refused.add(member)
@@ -112,6 +123,7 @@ class RangeReducer:
         self._members[j] = set(members)
         if not self._streaming:
             return
+        self._divided.pop(j, None)
         total = self._sums[j].zero_()
         for member in sorted(members):
             weight = self._weights[member]

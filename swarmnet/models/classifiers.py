@@ -81,8 +81,17 @@ def minilm_path() -> Path:
     return path
 
 
-def minilm_classifier(num_labels: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """all-MiniLM-L6-v2 with a new ``num_labels``-way head, and its tokenizer, from local files only."""
+def minilm_classifier(
+    num_labels: int, *, dropout: float | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """all-MiniLM-L6-v2 with a new ``num_labels``-way head, and its tokenizer, from local files only.
+
+    ``dropout`` replaces the checkpoint's dropout rates (hidden, attention and head; 0.1 each in
+    the checkpoint) when given. Federated experiments pass 0.0: dropout masks come from torch's
+    process-wide generator, which client threads share, so with dropout two identical runs differ.
+    """
+    if dropout is not None and not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"dropout must be in [0, 1): {dropout}")
     path = minilm_path()
     # Belt and braces: local_files_only already forbids the hub; offline mode also silences its probes.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -91,7 +100,13 @@ def minilm_classifier(num_labels: int) -> tuple[PreTrainedModel, PreTrainedToken
     except ImportError as error:
         raise ConfigError(f"transformers is not installed: {MINILM_INSTALL}") from error
     tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=num_labels, local_files_only=True)
+    rates: dict[str, float] = {}
+    if dropout is not None:
+        names = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout")
+        rates = dict.fromkeys(names, dropout)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(path), num_labels=num_labels, local_files_only=True, **rates
+    )
     return model, tokenizer
 
 

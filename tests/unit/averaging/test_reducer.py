@@ -59,3 +59,17 @@ def test_result_over_a_subset_rebuilds_the_sums_exactly() -> None:
         assert reducer.add_payloads(i, 1.0, _payloads("fp16", row)) is None
     assert torch.equal(reducer.result(1, {0, 2}), torch.full((2000,), 1.0))
     assert torch.equal(reducer.result(0, {0, 1, 2, 3}), torch.full((3000,), 1.5))
+
+
+def test_a_result_taken_twice_is_the_same_and_a_late_chunk_rebuilds_the_sum_first() -> None:
+    rows = [torch.full((5000,), float(i + 1)) for i in range(3)]
+    reducer = RangeReducer(get_codec("none"), CHUNKS, AggregationConfig())
+    reducer.add_values(0, 1.0, [rows[0][a:b].clone() for a, b in CHUNKS])
+    assert reducer.add_payloads(1, 1.0, _payloads("none", rows[1])) is None
+    first = reducer.result(0, {0, 1}).clone()
+    assert torch.equal(first, torch.full((3000,), 1.5))
+    assert torch.equal(reducer.result(0, {0, 1}), first)  # divided in place once, not twice
+    # A contribution after the result was taken: the chunk is a sum again, then gains it.
+    assert reducer.add_chunk(2, 1.0, 0, _payloads("none", rows[2])[0]) is None
+    assert torch.equal(reducer.result(0, {0, 1, 2}), torch.full((3000,), 2.0))
+    assert torch.equal(reducer.result(0, {0, 1}), first)  # a subset rebuilds from what was sent

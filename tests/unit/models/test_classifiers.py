@@ -138,3 +138,21 @@ def test_minilm_loads_offline_trains_head_and_adapters_and_round_trips() -> None
         assert not torch.allclose(model(**batch).logits, other(**batch).logits)
         peft.set_peft_model_state_dict(other, state)
         torch.testing.assert_close(model(**batch).logits, other(**batch).logits)
+
+
+@needs_minilm
+def test_minilm_dropout_override_turns_every_dropout_off_and_rejects_bad_rates() -> None:
+    from swarmnet.models.classifiers import minilm_classifier
+
+    default, _ = minilm_classifier(num_labels=2)
+    assert {m.p for m in default.modules() if isinstance(m, torch.nn.Dropout)} == {0.1}  # the checkpoint's
+    quiet, _ = minilm_classifier(num_labels=2, dropout=0.0)
+    rates = [m.p for m in quiet.modules() if isinstance(m, torch.nn.Dropout)]
+    assert rates
+    assert set(rates) == {0.0}
+    quiet.train()  # in training mode, no dropout means two forward passes agree exactly
+    ids = torch.tensor([[101, 1999, 1996, 2927, 102]])
+    with torch.no_grad():
+        torch.testing.assert_close(quiet(input_ids=ids).logits, quiet(input_ids=ids).logits, rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="dropout"):
+        minilm_classifier(num_labels=2, dropout=1.0)
