@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from swarmnet.compression import codec_names
 from swarmnet.coordinator.strategies import StrategyConfig
 from swarmnet.errors import ConfigError
 from swarmnet.federated.privacy import PrivacyConfig
@@ -84,6 +85,8 @@ class RoundSettings:
             raise ConfigError("local_steps must be >= 1 and rounds >= 0")
         if not 0.0 < self.topk_ratio <= 1.0:
             raise ConfigError(f"topk_ratio must be in (0, 1], got {self.topk_ratio}")
+        if self.codec != "topk" and self.codec not in codec_names():
+            raise ConfigError(f"unknown codec {self.codec!r}: topk or one of {', '.join(codec_names())}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,7 +8,8 @@ clients, all rounds, as the coordinator received them) and the mean round time (
 first poll to the last one's reply). Configurations:
 
 * ``dense``: FedAvg of full fp32 LoRA deltas (what FlowerTune and FedML clients send);
-* ``compressed``: top-k (``--topk-ratio``) with int8 values and client-side error feedback;
+* ``compressed``: ``--codec`` with client-side error feedback: top-k (``--topk-ratio``) with int8
+  values, or any registered codec (``sign1bit``: one bit per value and a scale per block);
 * ``secagg``: secure aggregation (pairwise masks, dropout-tolerant) of a shared random
   ``--secagg-density`` subset in a 16-bit field, error feedback on the client.
 
@@ -60,6 +61,7 @@ class Settings:
     max_length: int = 32
     lr: float = 5e-3
     alpha: float = 0.5  # Dirichlet concentration of the label split: lower is more skewed
+    codec: str = "topk"  # the compressed configuration's: "topk" (at topk_ratio, int8 values) or a registered codec
     topk_ratio: float = 0.05
     secagg_density: float = 0.1
     secagg_clip: float = 0.2  # per-coordinate range of the field encoding (the EF residual can exceed one delta)
@@ -77,7 +79,7 @@ def coordinator_config(settings: Settings, method: str, state_dir: Path, clients
         rounds=settings.rounds,
         local_steps=settings.local_steps,
         learning_rate=settings.lr,
-        codec="none" if method == "dense" else "topk",
+        codec={"dense": "none", "secagg": "topk"}.get(method, settings.codec),  # secagg's subset is top-k shaped
         topk_ratio=settings.topk_ratio,
         secure_aggregation=method == "secagg",
     )

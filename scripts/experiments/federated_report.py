@@ -49,8 +49,8 @@ def markdown(report: dict[str, Any]) -> str:
         "# Federated LoRA: dense vs compressed vs secure aggregation",
         "",
         f"task {s['task']}, {s['clients']} non-IID clients (Dirichlet alpha {s['alpha']}), {s['rounds']} rounds of "
-        f"{s['local_steps']} local steps (batch {s['batch_size']}, lr {s['lr']}); top-k ratio {s['topk_ratio']} "
-        f"(int8 values, error feedback); secure aggregation of a {s['secagg_density']} subset in a 16-bit field "
+        f"{s['local_steps']} local steps (batch {s['batch_size']}, lr {s['lr']}); compressed: {_codec(s)} "
+        f"with error feedback; secure aggregation of a {s['secagg_density']} subset in a 16-bit field "
         f"(clip {s['secagg_clip']}). Whole run {report.get('elapsed_s', 0):.0f} s.",
         "",
         *head,
@@ -62,6 +62,11 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", "## Targets", ""]
         lines += [f"- {'holds' if t['holds'] else 'FAILS'}: {t['target']} ({t['detail']})" for t in report["targets"]]
     return "\n".join(lines) + "\n"
+
+
+def _codec(settings: dict[str, Any]) -> str:
+    codec = settings.get("codec", "topk")
+    return f"top-k ratio {settings['topk_ratio']} (int8 values)" if codec == "topk" else codec
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
