@@ -1,11 +1,25 @@
-"""The federated experiment's targets, markdown table and plot."""
+"""The federated experiment's targets, markdown table and plot; and a summary over seeds.
+
+.venv/bin/python -m scripts.experiments.federated_report seed0.json seed1.json seed2.json
+"""
 
 from __future__ import annotations
 
+import json
+import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["markdown", "plot", "targets"]
+__all__ = ["markdown", "plot", "seed_summary", "tail_accuracy", "targets"]
+
+TAIL = 5  # evaluations averaged for the smoothed final accuracy: single rounds swing by several points
+
+
+def tail_accuracy(run: dict[str, Any]) -> float:
+    """Mean held-out accuracy over the last ``TAIL`` rounds."""
+    curve = run["accuracy_curve"][1:] or run["accuracy_curve"]
+    return statistics.mean(curve[-TAIL:])
 
 
 def _by_method(runs: list[dict[str, Any]], method: str) -> dict[str, Any] | None:
@@ -35,7 +49,8 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
 def _row(run: dict[str, Any], dense_bytes: float | None) -> str:
     ratio = f"{dense_bytes / run['uplink_bytes']:.1f}x" if dense_bytes else "-"
     cells = [run["name"], run["method"], run["task"], run["clients"], run["rounds"], f"{run['final_accuracy']:.3f}",
-             f"{run['uplink_bytes'] / 1e6:.2f}", ratio, f"{run['round_seconds']:.1f}"]  # fmt: skip
+             f"{tail_accuracy(run):.3f}", f"{run['uplink_bytes'] / 1e6:.2f}", ratio,
+             f"{run['round_seconds']:.1f}"]  # fmt: skip
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
@@ -43,8 +58,8 @@ def markdown(report: dict[str, Any]) -> str:
     """Settings, the table of runs and overhead runs, and the targets."""
     s = report["settings"]
     dense = _by_method(report["runs"], "dense")
-    head = ["| name | method | task | clients | rounds | final accuracy | uplink MB | fewer bytes than dense "
-            "| s / round |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    head = ["| name | method | task | clients | rounds | final accuracy | last-5 mean | uplink MB "
+            "| fewer bytes than dense | s / round |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     lines = [
         "# Federated LoRA: dense vs compressed vs secure aggregation",
         "",
@@ -90,3 +105,27 @@ def plot(report: dict[str, Any], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def seed_summary(reports: list[dict[str, Any]]) -> str:
+    """Per seed and on average: compressed minus dense, final and last-5 accuracy, in points."""
+    lines = ["| seed | dense final | compressed final | gap | dense last-5 | compressed last-5 | gap |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    finals, tails = [], []
+    for report in reports:
+        dense, compressed = _by_method(report["runs"], "dense"), _by_method(report["runs"], "compressed")
+        if not (dense and compressed):
+            raise ValueError(f"seed {report['settings']['seed']}: needs a dense and a compressed run")
+        final = 100 * (compressed["final_accuracy"] - dense["final_accuracy"])
+        tail = 100 * (tail_accuracy(compressed) - tail_accuracy(dense))
+        finals.append(final)
+        tails.append(tail)
+        lines.append(f"| {report['settings']['seed']} | {dense['final_accuracy']:.3f} | "
+                     f"{compressed['final_accuracy']:.3f} | {final:+.1f} | {tail_accuracy(dense):.3f} | "
+                     f"{tail_accuracy(compressed):.3f} | {tail:+.1f} |")  # fmt: skip
+    lines.append(f"| mean | | | {statistics.mean(finals):+.1f} | | | {statistics.mean(tails):+.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(seed_summary([json.loads(Path(path).read_text()) for path in sys.argv[1:]]), end="")

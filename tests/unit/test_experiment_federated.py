@@ -35,3 +35,25 @@ def test_experiment_writes_the_documented_layout(tmp_path: Path) -> None:
     assert {t["target"] for t in report["targets"]} >= {">= 20x fewer uplink bytes than dense"}
     assert out.with_suffix(".md").read_text().startswith("# Federated LoRA")
     assert out.with_suffix(".png").stat().st_size > 0
+
+
+def _report(seed: int, dense: list[float], compressed: list[float]) -> dict[str, object]:
+    runs = [
+        {"method": m, "final_accuracy": c[-1], "accuracy_curve": c}
+        for m, c in (("dense", dense), ("compressed", compressed))
+    ]
+    return {"settings": {"seed": seed}, "runs": runs}
+
+
+def test_seed_summary_gives_final_and_last5_gaps_per_seed_and_their_mean() -> None:
+    from scripts.experiments.federated_report import seed_summary, tail_accuracy
+
+    flat, rising = [0.1] + [0.5] * 6, [0.1, 0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert tail_accuracy({"accuracy_curve": rising}) == pytest.approx(0.6)  # rounds 2-6, not the initial 0.1
+    lines = seed_summary([_report(0, flat, rising), _report(1, rising, flat)]).splitlines()
+    assert lines[2].split("|")[4].strip() == "+50.0"  # seed 0: final 1.0 vs 0.5
+    assert lines[2].split("|")[7].strip() == "+10.0"  # last-5 mean 0.6 vs 0.5
+    assert lines[3].split("|")[4].strip() == "-50.0"
+    assert lines[-1].split("|")[4].strip() == "+0.0"  # the mean of +50 and -50
+    with pytest.raises(ValueError, match="seed 2"):
+        seed_summary([{"settings": {"seed": 2}, "runs": []}])
