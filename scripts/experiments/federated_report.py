@@ -18,7 +18,7 @@ TAIL = 5  # evaluations averaged for the smoothed final accuracy: single rounds 
 
 def tail_accuracy(run: dict[str, Any]) -> float:
     """Mean held-out accuracy over the last ``TAIL`` rounds."""
-    curve = run["accuracy_curve"][1:] or run["accuracy_curve"]
+    curve: list[float] = run["accuracy_curve"][1:] or run["accuracy_curve"]
     return statistics.mean(curve[-TAIL:])
 
 
