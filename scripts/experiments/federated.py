@@ -94,7 +94,8 @@ def coordinator_config(settings: Settings, method: str, state_dir: Path, clients
 
 def run_config(task: Task, settings: Settings, name: str, method: str, workdir: Path) -> dict[str, Any]:
     """Run one configuration for ``settings.rounds`` rounds; return its result entry."""
-    models = [task.make_model() for _ in task.loaders]
+    loaders = task.make_loaders()
+    models = [task.make_model() for _ in loaders]
     evaluator = LocalTrainer(task.make_model(), [None])
     initial = evaluator.schema.unflatten(evaluator.vector())
     config = coordinator_config(settings, method, workdir / name, len(models))
@@ -102,7 +103,7 @@ def run_config(task: Task, settings: Settings, name: str, method: str, workdir: 
     with BackgroundCoordinator(config, initial) as coordinator:
         clients = [
             FederatedClient(model, loader, ClientConfig(address=coordinator.address, poll_s=5.0, seed=i), samples=n)
-            for i, (model, loader, n) in enumerate(zip(models, task.loaders, task.sizes, strict=True))
+            for i, (model, loader, n) in enumerate(zip(models, loaders, task.sizes, strict=True))
         ]
         try:
             for number in range(1, settings.rounds + 1):

@@ -27,7 +27,9 @@ class Task:
 
     name: str
     make_model: Callable[[], nn.Module]  # a fresh model with LoRA applied (identical every call)
-    loaders: list[Any]  # one per client
+    # One fresh loader per client, at its first epoch: every configuration trains on the same batches
+    # in the same order, whatever ran before it in this process.
+    make_loaders: Callable[[], list[Any]]
     sizes: list[int]  # examples per client (FedAvg weights)
     evaluate: Callable[[nn.Module], float]  # accuracy on the held-out split
     step: StepFn = default_step
@@ -86,12 +88,14 @@ def _kjv(clients: int, alpha: float, batch_size: int, max_length: int, seed: int
             model, _ = minilm_classifier(len(dataset.label_names), dropout=0.0)
         return _lora(model, config, seed)
 
-    loaders = []
+    batches = []  # tokenized once; each configuration gets its own epoch counters over them
     for index, shard in enumerate(shards):
         part = train.subset(shard)
-        loaders.append(
-            Shuffled(text_batches(tokenizer, part.inputs, part.labels, batch_size, max_length, seed + index))
-        )
+        batches.append(text_batches(tokenizer, part.inputs, part.labels, batch_size, max_length, seed + index))
+
+    def loaders() -> list[Any]:
+        return [Shuffled(b) for b in batches]
+
     evaluation = text_batches(tokenizer, test.inputs, test.labels, 64, max_length, seed)
 
     def evaluate(model: nn.Module) -> float:
@@ -112,7 +116,9 @@ def _digits(clients: int, alpha: float, batch_size: int, seed: int) -> Task:
     def make_model() -> nn.Module:
         return _lora(digits_mlp(seed=seed), config, seed)
 
-    loaders = [_feature_batches(train.subset(s), batch_size, seed + i) for i, s in enumerate(shards)]
+    def loaders() -> list[Any]:  # a new generator per loader: the same shuffles for every configuration
+        return [_feature_batches(train.subset(s), batch_size, seed + i) for i, s in enumerate(shards)]
+
     features, labels = test.inputs, test.label_tensor()
 
     def evaluate(model: nn.Module) -> float:

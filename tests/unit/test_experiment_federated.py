@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from scripts.experiments import federated
 
@@ -57,3 +58,18 @@ def test_seed_summary_gives_final_and_last5_gaps_per_seed_and_their_mean() -> No
     assert lines[-1].split("|")[4].strip() == "+0.0"  # the mean of +50 and -50
     with pytest.raises(ValueError, match="seed 2"):
         seed_summary([{"settings": {"seed": 2}, "runs": []}])
+
+
+def test_every_configuration_gets_fresh_loaders_with_the_same_batches() -> None:
+    from scripts.experiments.federated_tasks import make_task
+
+    task = make_task("digits", clients=3, alpha=0.5, batch_size=8, max_length=0, seed=1)
+    used = task.make_loaders()
+    first_batches = [next(iter(loader)) for loader in used]
+    for loader in used:  # the configuration that ran first consumes further epochs
+        list(loader)
+    assert not (next(iter(used[0]))[1] == first_batches[0][1]).all()  # a used loader has moved on
+    for (features, labels), fresh in zip(first_batches, task.make_loaders(), strict=True):
+        again_features, again_labels = next(iter(fresh))
+        assert torch.equal(features, again_features)
+        assert torch.equal(labels, again_labels)
