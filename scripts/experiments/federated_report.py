@@ -34,7 +34,7 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         drop = (dense["final_accuracy"] - compressed["final_accuracy"]) * 100
         ratio = dense["uplink_bytes"] / max(compressed["uplink_bytes"], 1)
         out.append({"target": "compressed within 1 point of dense accuracy", "holds": drop <= 1.0,
-                    "detail": f"{drop:+.1f} points"})  # fmt: skip
+                    "detail": f"compressed - dense: {-drop:+.1f} points"})  # fmt: skip
         out.append({"target": ">= 20x fewer uplink bytes than dense", "holds": ratio >= 20,
                     "detail": f"{ratio:.1f}x"})  # fmt: skip
     plain = next((r for r in report.get("overhead", []) if r["method"] == "compressed"), None)
