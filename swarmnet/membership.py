@@ -160,18 +160,13 @@ class Swarm:
         """Live peers of the swarm whose records verify, sorted by peer id."""
         key = self.config.key
         now = self._transport.clock.time()
-        members = []
-        for subkey, stored in (await self._transport.get(key)).items():
-            record = self._verifier.verify_or_none(stored.value, PeerInfo, key=key, subkey=subkey, now=now)
-            if record is None:
-                continue
-            if record.peer_id != subkey:
-                # A validly signed record, but for someone else's slot: only the owner speaks for it.
-                logger.debug("record by %s in slot %s ignored", record.peer_id, subkey)
-                continue
-            if record.payload.state != "online" or (not include_self and record.peer_id == self._identity.peer_id):
-                continue
-            members.append(Member(record.peer_id, record.payload, record.timestamp, record.expires_at))
+        stored = {subkey: value.value for subkey, value in (await self._transport.get(key)).items()}
+        records, _ = self._verifier.owned(stored, PeerInfo, key=key, now=now)
+        members = [
+            Member(r.peer_id, r.payload, r.timestamp, r.expires_at)
+            for r in records
+            if r.payload.state == "online" and (include_self or r.peer_id != self._identity.peer_id)
+        ]
         return sorted(members, key=lambda m: m.peer_id)
 
     def statistics(self) -> MembershipStatistics:

@@ -198,6 +198,24 @@ class RecordVerifier:
             logger.debug("rejected record at %s/%s: %s", key, subkey, e.reason)
             return None
 
+    def owned(
+        self, values: Mapping[str | None, object], payload_type: type[P], *, key: str, now: float
+    ) -> tuple[list[Record[P]], int]:
+        """The records of ``key``'s slots (subkey -> raw value) that verify and were signed by the slot's
+        owner, and how many genuine records sat in another peer's slot: only a slot's owner speaks for it."""
+        records: list[Record[P]] = []
+        foreign = 0
+        for subkey, raw in values.items():
+            record = self.verify_or_none(raw, payload_type, key=key, subkey=subkey, now=now)
+            if record is None:
+                continue
+            if record.peer_id != subkey:  # forgeries were refused already; this one is just misplaced
+                foreign += 1
+                logger.debug("record by %s in slot %s of %s ignored", record.peer_id, subkey, key)
+                continue
+            records.append(record)
+        return records, foreign
+
     def _check_header(
         self,
         record: Record[P],

@@ -44,6 +44,25 @@ async def apoll_until(
         await asyncio.sleep(interval)
 
 
+async def with_dht_pair(check: Callable[..., Awaitable[None]], *, client_mode: bool = False) -> None:
+    """Start alice (serving the DHT) and bob (bootstrapped from her; ``client_mode`` as given), each with
+    its own DHT process and p2p daemon, run ``check(alice, alice_id, bob, bob_id)``, then shut both down."""
+    from swarmnet.identity import Identity
+    from swarmnet.transport.hivemind_transport import HivemindConfig, HivemindTransport
+
+    alice_id, bob_id = Identity.generate(), Identity.generate()
+    alice = await HivemindTransport.create(alice_id)
+    try:
+        initial = tuple(await alice.visible_addresses())
+        bob = await HivemindTransport.create(bob_id, HivemindConfig(initial_peers=initial, client_mode=client_mode))
+        try:
+            await check(alice, alice_id, bob, bob_id)
+        finally:
+            await bob.shutdown()
+    finally:
+        await alice.shutdown()
+
+
 class SwarmnetProcess:
     """A ``python -m swarmnet ...`` child with its stdout lines queued and stderr in a log file."""
 

@@ -38,7 +38,7 @@ class RangeReducer:
         self._values: dict[tuple[int, int], torch.Tensor] = {}  # own contribution; every one for robust rules
         self._sums = [torch.zeros(b - a) for a, b in chunks] if self._streaming else []
         self._members: list[set[int]] = [set() for _ in chunks]  # who chunk j holds (in its sum, for the mean)
-        self._divided: dict[int, float] = {}  # chunk -> the total weight its sum was divided by, in place
+        self._divided: set[int] = set()  # chunks whose sum was divided in place by their total weight
 
     @property
     def accepted(self) -> set[int]:
@@ -105,10 +105,9 @@ class RangeReducer:
             return aggregate(torch.stack([self._values[i, j] for i in order]), weights, self._aggregation)
         if self._members[j] != contributors:
             self._rebuild(j, contributors)
-        total = float(weights.sum())
         if j not in self._divided:
-            self._divided[j] = total
-            self._sums[j].div_(total)
+            self._divided.add(j)
+            self._sums[j].div_(float(weights.sum()))
         return self._sums[j]
 
     def _refuse(self, member: int, reason: str) -> str:
@@ -123,7 +122,7 @@ class RangeReducer:
         self._members[j] = set(members)
         if not self._streaming:
             return
-        self._divided.pop(j, None)
+        self._divided.discard(j)
         total = self._sums[j].zero_()
         for member in sorted(members):
             weight = self._weights[member]

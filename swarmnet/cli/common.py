@@ -10,9 +10,10 @@ import os
 import signal
 import sys
 
-from swarmnet.errors import ConfigError
+from swarmnet.errors import ConfigError, StartupError
+from swarmnet.identity import Identity
 from swarmnet.telemetry import TelemetryConfig
-from swarmnet.transport.hivemind_transport import HivemindConfig
+from swarmnet.transport.hivemind_transport import HivemindConfig, HivemindTransport
 
 __all__ = [
     "ExitCode",
@@ -21,10 +22,13 @@ __all__ = [
     "configure_logging",
     "install_stop_signals",
     "network_config",
+    "start_transport",
     "telemetry_config",
 ]
 
 LOGLEVEL_ENV = "SWARMNET_LOGLEVEL"
+
+logger = logging.getLogger(__name__)
 
 
 class ExitCode(enum.IntEnum):
@@ -89,6 +93,19 @@ def network_config(args: argparse.Namespace, *, client_mode: bool | None = None)
         announce_maddrs=tuple(args.announce_maddrs),
         client_mode=args.client_mode if client_mode is None else client_mode,
     )
+
+
+async def start_transport(identity: Identity, config: HivemindConfig, *, failure: str) -> HivemindTransport | ExitCode:
+    """Start the transport; on a bad config or an unreachable network log why (``failure``: what could not be
+    done) and return the exit code instead."""
+    try:
+        return await HivemindTransport.create(identity, config)
+    except ConfigError as e:
+        logger.error("%s", e)
+        return ExitCode.USAGE
+    except StartupError as e:
+        logger.error("%s: %s", failure, e)
+        return ExitCode.NETWORK
 
 
 def add_telemetry_flag(parser: argparse.ArgumentParser) -> None:

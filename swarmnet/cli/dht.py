@@ -8,10 +8,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from swarmnet.cli.common import ExitCode, add_network_flags, configure_logging, install_stop_signals, network_config
-from swarmnet.errors import ConfigError, IdentityError, StartupError
+from swarmnet.cli.common import (
+    ExitCode,
+    add_network_flags,
+    configure_logging,
+    install_stop_signals,
+    network_config,
+    start_transport,
+)
+from swarmnet.errors import IdentityError
 from swarmnet.identity import Identity
-from swarmnet.transport.hivemind_transport import HivemindTransport
 
 __all__ = ["add_parser", "run"]
 
@@ -58,14 +64,9 @@ async def _serve(args: argparse.Namespace) -> int:
     except IdentityError as e:
         logger.error("%s", e)
         return ExitCode.IDENTITY
-    try:
-        transport = await HivemindTransport.create(identity, network_config(args))
-    except ConfigError as e:
-        logger.error("%s", e)
-        return ExitCode.USAGE
-    except StartupError as e:
-        logger.error("could not start the DHT node: %s", e)
-        return ExitCode.NETWORK
+    transport = await start_transport(identity, network_config(args), failure="could not start the DHT node")
+    if isinstance(transport, ExitCode):
+        return transport
     async with transport:
         for address in await transport.visible_addresses():
             print(address, flush=True)

@@ -7,15 +7,21 @@ import asyncio
 import logging
 from typing import Any
 
-from swarmnet.cli.common import ExitCode, add_network_flags, configure_logging, install_stop_signals, network_config
+from swarmnet.cli.common import (
+    ExitCode,
+    add_network_flags,
+    configure_logging,
+    install_stop_signals,
+    network_config,
+    start_transport,
+)
 from swarmnet.coordinator.monitor.poller import TelemetryPoller
 from swarmnet.coordinator.monitor.server import MonitorServer
 from swarmnet.coordinator.monitor.state import MonitorState
-from swarmnet.errors import ConfigError, StartupError
+from swarmnet.errors import ConfigError
 from swarmnet.identity import Identity
 from swarmnet.membership import MembershipConfig, Swarm
 from swarmnet.telemetry.record import TelemetryConfig
-from swarmnet.transport.hivemind_transport import HivemindTransport
 
 __all__ = ["add_parser", "run"]
 
@@ -73,14 +79,11 @@ async def _monitor(args: argparse.Namespace, state: MonitorState, telemetry: Tel
     stop = asyncio.Event()
     install_stop_signals(stop)
     identity = Identity.generate()  # throwaway: the monitor reads, it never publishes
-    try:
-        transport = await HivemindTransport.create(identity, network_config(args, client_mode=True))
-    except ConfigError as e:
-        logger.error("%s", e)
-        return ExitCode.USAGE
-    except StartupError as e:
-        logger.error("could not reach the swarm: %s", e)
-        return ExitCode.NETWORK
+    transport = await start_transport(
+        identity, network_config(args, client_mode=True), failure="could not reach the swarm"
+    )
+    if isinstance(transport, ExitCode):
+        return transport
     async with transport:
         try:
             server = MonitorServer(state, host=args.host, port=args.port, clock=transport.clock.time)

@@ -17,11 +17,10 @@ from swarmnet.cli.common import (
     configure_logging,
     install_stop_signals,
     network_config,
+    start_transport,
 )
-from swarmnet.errors import ConfigError, StartupError
 from swarmnet.identity import Identity
 from swarmnet.membership import Member, MembershipConfig, Swarm
-from swarmnet.transport.hivemind_transport import HivemindTransport
 
 __all__ = ["add_parser", "member_to_json", "render_table", "run"]
 
@@ -63,14 +62,11 @@ async def _status(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     install_stop_signals(stop)
     identity = Identity.generate()  # a throwaway identity: status never announces itself
-    try:
-        transport = await HivemindTransport.create(identity, network_config(args, client_mode=True))
-    except ConfigError as e:
-        logger.error("%s", e)
-        return ExitCode.USAGE
-    except StartupError as e:
-        logger.error("could not reach the swarm: %s", e)
-        return ExitCode.NETWORK
+    transport = await start_transport(
+        identity, network_config(args, client_mode=True), failure="could not reach the swarm"
+    )
+    if isinstance(transport, ExitCode):
+        return transport
     async with transport:
         swarm = Swarm(transport, identity, MembershipConfig(swarm=args.swarm))
         while not stop.is_set():

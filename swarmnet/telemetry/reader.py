@@ -43,17 +43,10 @@ class TelemetryReader:
         """Verified reports, one per peer, sorted by peer id; departed peers' ``state="left"`` ones included."""
         key = self.config.key
         now = self._transport.clock.time()
-        entries = []
-        for subkey, stored in (await self._transport.get(key)).items():
-            record = self._verifier.verify_or_none(stored.value, TelemetryReport, key=key, subkey=subkey, now=now)
-            if record is None:
-                continue
-            if record.peer_id != subkey:
-                # Genuine, but only a slot's owner speaks for it (verify_or_none already caught forgeries).
-                self._foreign["slot"] += 1
-                logger.debug("telemetry by %s in slot %s ignored", record.peer_id, subkey)
-                continue
-            entries.append(TelemetryEntry(record.peer_id, record.payload, record.timestamp, record.expires_at))
+        stored = {subkey: value.value for subkey, value in (await self._transport.get(key)).items()}
+        records, foreign = self._verifier.owned(stored, TelemetryReport, key=key, now=now)
+        self._foreign["slot"] += foreign
+        entries = [TelemetryEntry(r.peer_id, r.payload, r.timestamp, r.expires_at) for r in records]
         return sorted(entries, key=lambda entry: entry.peer_id)
 
     def rejections(self) -> dict[str, int]:

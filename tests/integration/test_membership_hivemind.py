@@ -9,26 +9,12 @@ import pytest
 from swarmnet.identity import Identity
 from swarmnet.membership import MembershipConfig, PeerInfo, Swarm
 from swarmnet.records import sign_record
-from swarmnet.transport.hivemind_transport import HivemindConfig, HivemindTransport
+from swarmnet.transport.hivemind_transport import HivemindTransport
+from tests.support import with_dht_pair
 
 pytestmark = pytest.mark.multiprocess
 
 CONFIG = MembershipConfig(swarm="real", ttl=8.0, heartbeat_interval=1.0)
-
-
-async def _scenario() -> None:
-    alice_id, bob_id = Identity.generate(), Identity.generate()
-    alice = await HivemindTransport.create(alice_id)
-    try:
-        bob = await HivemindTransport.create(
-            bob_id, HivemindConfig(initial_peers=tuple(await alice.visible_addresses()))
-        )
-        try:
-            await _check(alice, alice_id, bob, bob_id)
-        finally:
-            await bob.shutdown()
-    finally:
-        await alice.shutdown()
 
 
 async def _check(alice: HivemindTransport, alice_id: Identity, bob: HivemindTransport, bob_id: Identity) -> None:
@@ -54,4 +40,4 @@ async def _check(alice: HivemindTransport, alice_id: Identity, bob: HivemindTran
 
 
 def test_join_list_refuse_forgery_and_leave_over_the_real_dht() -> None:
-    asyncio.run(_scenario())
+    asyncio.run(with_dht_pair(_check))

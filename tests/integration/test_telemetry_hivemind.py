@@ -9,27 +9,12 @@ import pytest
 from swarmnet.identity import Identity
 from swarmnet.records import sign_record
 from swarmnet.telemetry import TelemetryConfig, TelemetryPublisher, TelemetryReader, TelemetryReport
-from swarmnet.transport.hivemind_transport import HivemindConfig, HivemindTransport
-from tests.support import apoll_until
+from swarmnet.transport.hivemind_transport import HivemindTransport
+from tests.support import apoll_until, with_dht_pair
 
 pytestmark = pytest.mark.multiprocess
 
 CONFIG = TelemetryConfig(swarm="real", period=1.0, ttl=8.0, leave_linger=4.0)
-
-
-async def _scenario() -> None:
-    alice_id, bob_id = Identity.generate(), Identity.generate()
-    alice = await HivemindTransport.create(alice_id)
-    try:
-        bob = await HivemindTransport.create(
-            bob_id, HivemindConfig(initial_peers=tuple(await alice.visible_addresses()), client_mode=True)
-        )
-        try:
-            await _check(alice, alice_id, bob, bob_id)
-        finally:
-            await bob.shutdown()
-    finally:
-        await alice.shutdown()
 
 
 async def _check(alice: HivemindTransport, alice_id: Identity, bob: HivemindTransport, bob_id: Identity) -> None:
@@ -66,4 +51,4 @@ async def _check(alice: HivemindTransport, alice_id: Identity, bob: HivemindTran
 
 
 def test_publish_read_and_leave_over_the_real_dht() -> None:
-    asyncio.run(_scenario())
+    asyncio.run(with_dht_pair(_check, client_mode=True))
