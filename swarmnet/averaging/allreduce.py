@@ -88,7 +88,7 @@ class GroupRound:
         self._feedback, self._config, self._throughput = feedback, config, throughput
         self._ratio = codec.estimated_ratio(max(1, flat.numel()))
         self._contributions = Contributions(codec, flat, feedback)
-        self._part_sends: dict[tuple[int, int], asyncio.Future[None]] = {}  # (pass, reducer) -> our part's send
+        self._parts: dict[tuple[int, int], Outbox] = {}  # (pass, reducer) -> our part for it, which paces results
         self._chunk = config.chunk_size(self._ratio)
         max_chunks = len(chunk_bounds([(0, flat.numel())], self._chunk)) + len(group.members)
         self.inbox = Inbox(config.deadlines, max_chunks)
@@ -162,8 +162,12 @@ class GroupRound:
         loop = asyncio.get_running_loop()
         started = loop.time()
         mine = chunk_bounds(assignment.get(self.me, []), self._chunk)
+        if self.me in senders:
+            for r, spans in assignment.items():
+                if r != self.me:
+                    self._parts[pass_no, r] = Outbox(len(chunk_bounds(spans, self._chunk)))
         encoded = loop.create_future()
-        sends = asyncio.ensure_future(self._send_parts(pass_no, assignment, senders, encoded))
+        sends = asyncio.ensure_future(self._send_parts(pass_no, assignment, encoded))
         reducer = RangeReducer(self.codec, mine, self._config.aggregation) if mine else None
         payloads: list[bytes] = []
         tags: list[set[int]] = []
@@ -217,8 +221,10 @@ class GroupRound:
         received_before, started = self.inbox.bytes_received, asyncio.get_running_loop().time()
         waiting = asyncio.ensure_future(self._link.wait(arrivals, deadline, floor))
         outboxes = {r: Outbox(len(mine)) for r in self._others()}
+        for r, box in outboxes.items():
+            box.paced_by = self._parts.get((pass_no, r))
         sending = asyncio.ensure_future(
-            _together([self._send_results(pass_no, r, box, deadline) for r, box in outboxes.items()])
+            _together([self._link.send_outbox(r, box, deadline) for r, box in outboxes.items()])
         )
         payloads, tags = [], []
         changed = self.inbox.changed("part", pass_no)
@@ -271,31 +277,29 @@ class GroupRound:
                 self._feedback.reduced[a:b].zero_()
 
     async def _send_parts(
-        self, pass_no: int, assignment: dict[int, list[Range]], senders: set[int], encoded: asyncio.Future[None]
+        self, pass_no: int, assignment: dict[int, list[Range]], encoded: asyncio.Future[None]
     ) -> None:
         """Encode our part for each other reducer in turn order and send it at once, while the next encodes."""
+        boxes = {r: box for (p, r), box in self._parts.items() if p == pass_no}
         sends = []
         try:
-            if self.me in senders:
-                for reducer, spans in sorted(assignment.items(), key=lambda item: self._turn(item[0])):
-                    if reducer != self.me:
-                        chunks = chunk_bounds(spans, self._chunk)
-                        payloads = await off_loop(self._contributions.encode, pass_no, reducer, chunks)
-                        send = asyncio.ensure_future(self._link.send_all(reducer, "part", pass_no, payloads))
-                        self._part_sends[pass_no, reducer] = send
-                        sends.append(send)
+            for reducer, spans in sorted(assignment.items(), key=lambda item: self._turn(item[0])):
+                if reducer in boxes:
+                    chunks = chunk_bounds(spans, self._chunk)
+                    payloads = await off_loop(self._contributions.encode, pass_no, reducer, chunks)
+                    self._link.fill(boxes[reducer], "part", pass_no, payloads)
+                    sends.append(asyncio.ensure_future(self._send_part(reducer, boxes.pop(reducer))))
         finally:
             encoded.set_result(None)
+            for box in boxes.values():  # never filled (encoding failed): results to its peer must not wait
+                box.release()
         await _together(sends)
 
-    async def _send_results(self, pass_no: int, target: int, outbox: Outbox, patience: float) -> None:
-        """Stream our results to ``target`` once our part for it is through: on each link parts go first,
-        so a peer that started late is not starved of the uplink its parts need by its own results."""
-        part = self._part_sends.get((pass_no, target))
-        if part is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(part)
-        await self._link.send_outbox(target, outbox, patience)
+    async def _send_part(self, reducer: int, box: Outbox) -> None:
+        try:
+            await self._link.send_outbox(reducer, box)
+        finally:
+            box.release()
 
     async def _collect_results(
         self, pass_no: int, assignment: dict[int, list[Range]], reporters: set[int], contributors: set[int]

@@ -56,14 +56,20 @@ class GroupLink:
         self, target: int, kind: Kind, pass_no: int, payloads: list[bytes], contributors: Collection[int] = ()
     ) -> None:
         """Send a chunked message over one stream."""
-        headers = [
-            DataHeader(
-                group_id=self.group.group_id, kind=kind, pass_no=pass_no, chunk=i, chunks=len(payloads),
-                weight=self.weight, contributors=tuple(sorted(contributors)),
-            )
-            for i in range(len(payloads))
-        ]  # fmt: skip
-        await self.send_outbox(target, Outbox(len(payloads), list(zip(headers, payloads, strict=True))))
+        outbox = Outbox(len(payloads))
+        self.fill(outbox, kind, pass_no, payloads, contributors)
+        await self.send_outbox(target, outbox)
+
+    def fill(
+        self, outbox: Outbox, kind: Kind, pass_no: int, payloads: list[bytes], contributors: Collection[int] = ()
+    ) -> None:
+        """Append ``payloads`` to ``outbox`` as the chunks of one message from us."""
+        for payload in payloads:
+            header = DataHeader(
+                group_id=self.group.group_id, kind=kind, pass_no=pass_no, chunk=len(outbox.items),
+                chunks=outbox.count, weight=self.weight, contributors=tuple(sorted(contributors)),
+            )  # fmt: skip
+            outbox.append(header, payload)
 
     async def send_outbox(self, target: int, outbox: Outbox, patience: float = 0.0) -> None:
         """Stream an outbox's chunks over one stream (a stream's flow-control window grows once, not per
