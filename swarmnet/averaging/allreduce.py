@@ -279,20 +279,26 @@ class GroupRound:
     async def _send_parts(
         self, pass_no: int, assignment: dict[int, list[Range]], encoded: asyncio.Future[None]
     ) -> None:
-        """Encode our part for each other reducer in turn order and send it at once, while the next encodes."""
+        """Stream our part to every other reducer at once, encoding chunk by chunk across them (in turn
+        order): every reducer gets its first chunks from everyone early and starts reducing, instead
+        of waiting for the senders that encode its part last."""
         boxes = {r: box for (p, r), box in self._parts.items() if p == pass_no}
-        sends = []
+        order = sorted(boxes, key=self._turn)
+        chunks = {r: chunk_bounds(assignment[r], self._chunk) for r in order}
+        sends = [asyncio.ensure_future(self._send_part(r, boxes[r])) for r in order]
         try:
-            for reducer, spans in sorted(assignment.items(), key=lambda item: self._turn(item[0])):
-                if reducer in boxes:
-                    chunks = chunk_bounds(spans, self._chunk)
-                    payloads = await off_loop(self._contributions.encode, pass_no, reducer, chunks)
-                    self._link.fill(boxes[reducer], "part", pass_no, payloads)
-                    sends.append(asyncio.ensure_future(self._send_part(reducer, boxes.pop(reducer))))
+            for k in range(max((len(c) for c in chunks.values()), default=0)):
+                # Even to a reducer that failed meanwhile: recovery rebuilds our contribution to its range
+                # from the whole part as encoded (the error feedback residual was updated for all of it).
+                batch = [(r, chunks[r][k]) for r in order if k < len(chunks[r])]
+                payloads = await off_loop(self._contributions.encode_batch, pass_no, batch)
+                for (r, _), payload in zip(batch, payloads, strict=True):
+                    self._link.fill(boxes[r], "part", pass_no, [payload])
         finally:
             encoded.set_result(None)
-            for box in boxes.values():  # never filled (encoding failed): results to its peer must not wait
-                box.release()
+            for box in boxes.values():  # encoding stopped early: results to its peer must not wait for it
+                if len(box.items) < box.count:
+                    box.release()
         await _together(sends)
 
     async def _send_part(self, reducer: int, box: Outbox) -> None:

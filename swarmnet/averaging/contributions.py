@@ -28,11 +28,17 @@ class Contributions:
         self._own_first: tuple[int, torch.Tensor] | None = None  # our exact contribution to our own range
         self._recovered: list[tuple[int, torch.Tensor]] = []
 
-    def encode(self, pass_no: int, reducer: int, chunks: list[Range]) -> list[bytes]:
-        """Our payloads for ``reducer``'s chunks (kept from the first pass, for recovery)."""
-        payloads = [self.encode_part(pass_no, a, b) for a, b in chunks]
-        if pass_no == 0 and self.feedback is not None:
-            self._first_parts[reducer] = (chunks, payloads)
+    def encode_batch(self, pass_no: int, batch: list[tuple[int, Range]]) -> list[bytes]:
+        """Our payloads for the next chunk of each reducer in ``batch``, in order (with error feedback,
+        the first pass's are kept for recovery: each reducer's chunks must come in order)."""
+        payloads = []
+        for reducer, (a, b) in batch:
+            payload = self.encode_part(pass_no, a, b)
+            if pass_no == 0 and self.feedback is not None:
+                chunks, sent = self._first_parts.setdefault(reducer, ([], []))
+                chunks.append((a, b))
+                sent.append(payload)
+            payloads.append(payload)
         return payloads
 
     def encode_part(self, pass_no: int, a: int, b: int) -> bytes:
