@@ -191,13 +191,15 @@ class GroupRound:
         self._phase(pass_no, "tally", started)
         started = loop.time()
         await encoded  # nothing may overwrite a range while our part of it is still being encoded
+        own_ok = reducer is not None and all(tag == contributors for tag in tags)
+        # Our own result is decoded while the others' still arrive: it is ready now, theirs may not be.
+        keeping = asyncio.ensure_future(off_loop(self._keep_own_result, mine, payloads)) if own_ok else None
         missing, mismatched = await self._collect_results(pass_no, assignment, reporters, contributors)
-        if reducer is not None:
-            if all(tag == contributors for tag in tags):
-                await off_loop(self._keep_own_result, mine, payloads)
-            else:
-                mismatched.add(self.me)
-                self._discard_own_result(mine)
+        if keeping is not None:
+            await keeping
+        if reducer is not None and not own_ok:
+            mismatched.add(self.me)
+            self._discard_own_result(mine)
         if results is not None:
             await _finish(results, self._throughput.timeout(0))
         self._phase(pass_no, "all_gather", started)
