@@ -163,6 +163,12 @@ class ScaledBlocksCodec(Codec):
         """``acc += weight * decoded`` by the family's kernel (``acc``: contiguous fp32)."""
 
     @classmethod
+    def _decode_into(cls, out: torch.Tensor, values: torch.Tensor, scales: torch.Tensor, block: int) -> None:
+        """``out[...] = decoded`` (``out``: contiguous fp32): zero, then accumulate; a family may do better."""
+        out.zero_()
+        cls._accumulate(out, values, scales, block, 1.0)
+
+    @classmethod
     def decode_sections(cls, header: Header, sections: list[memoryview]) -> torch.Tensor:
         """Check every section size, then rebuild ``value * scale`` in the original dtype and shape."""
         block, scales, values = cls._validated(header, sections)
@@ -204,8 +210,7 @@ class ScaledBlocksCodec(Codec):
         block, scales, values = self._validated(header, sections)  # every check before out is touched
         if require_finite and not _bounded(scales, self.level_bound):
             raise CodecError(NON_FINITE)
-        out.zero_()
-        self._accumulate(out, values, scales, block, 1.0)
+        self._decode_into(out, values, scales, block)
 
     def validate(self, payload: bytes | bytearray | memoryview, numel: int) -> None:
         """Check the framing and the scales (which decide finiteness, see ``decode_into``); nothing decoded."""

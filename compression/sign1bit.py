@@ -18,7 +18,7 @@ from swarmnet.compression.blockwise import (
     zeros,
 )
 from swarmnet.compression.wire import CodecId, Header, pack
-from swarmnet.kernels.sign import ef_sign_encode, sign_decode_accumulate
+from swarmnet.kernels.sign import ef_sign_encode, sign_decode_accumulate, sign_decode_into
 
 __all__ = ["Sign1BitCodec"]
 
@@ -102,6 +102,11 @@ class Sign1BitCodec(ScaledBlocksCodec):
         decoded = zeros(acc.numel())
         sign_decode_accumulate(decoded, values, scales, block)
         acc.view(-1).add_(decoded, alpha=weight)
+
+    @classmethod
+    def _decode_into(cls, out: torch.Tensor, values: torch.Tensor, scales: torch.Tensor, block: int) -> None:
+        """Signs looked up straight into ``out`` and scaled, without zeroing and re-reading it first."""
+        sign_decode_into(out, values, scales, block)
 
     def estimated_ratio(self, numel: int, dtype: torch.dtype = torch.float32) -> float:
         """Exact for ``numel > 0``: section bytes over raw bytes (the wire header is not counted)."""

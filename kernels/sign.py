@@ -52,6 +52,8 @@ __all__ = [
     "sign_decode_accumulate",
     "sign_decode_accumulate_cpu",
     "sign_decode_accumulate_reference",
+    "sign_decode_into",
+    "sign_decode_into_cpu",
 ]
 
 # Elements per region of the CPU path: 4 MB per fp32 buffer (grad, residual, one scratch) plus a byte per element
@@ -276,6 +278,37 @@ def sign_decode_accumulate_cpu(
             a_rows, _rows(signs, chunk_size), _columns(weighted[start // chunk_size :], a_rows), strict=True
         ):
             av.addcmul_(tv, wv)  # acc + (+-1 * w*s): the product is exact, so one rounding, as in the reference
+
+
+@torch.no_grad()
+def sign_decode_into_cpu(out: torch.Tensor, packed_bits: torch.Tensor, scales: torch.Tensor, chunk_size: int) -> None:
+    """``out[...] = decode(packed_bits, scales)`` on the CPU without reading ``out``: the signs are looked up
+    straight into it and each chunk is scaled in place, twice as fast as zeroing it and accumulating
+    (measured 4.8 ms against 9.7 ms for 6.25M elements). ``+-1 * scale`` is exact, so the values are those of
+    every other decode, except that a zero scale gives ``-0.0`` where the bit is 0 (as the reference does)."""
+    check_decode(out, packed_bits, scales, chunk_size)
+    n, flat = out.numel(), out.view(-1)
+    _, work, index = _scratch(n, chunk_size)
+    for start, stop in _regions(n, chunk_size):
+        region, packed = flat[start:stop], packed_bits[start // 8 : -(-stop // 8)]
+        if (stop - start) % 8:  # the last region ends inside a byte: its signs go through the scratch buffer
+            region.copy_(_lookup_signs(packed, index, work)[: stop - start])
+        else:
+            _lookup_signs(packed, index, region)
+        rows = _rows(region, chunk_size)
+        for rv, sv in zip(rows, _columns(scales[start // chunk_size :], rows), strict=True):
+            rv.mul_(sv)
+
+
+def sign_decode_into(out: torch.Tensor, packed_bits: torch.Tensor, scales: torch.Tensor, chunk_size: int) -> None:
+    """``out[...] = decode(packed_bits, scales)``: the CPU path writes it directly, other devices zero ``out``
+    and accumulate. Same arguments and errors as ``sign_decode_accumulate`` (``acc`` is ``out``)."""
+    if out.device.type == "cpu" and packed_bits.device.type == "cpu" and scales.device.type == "cpu":
+        sign_decode_into_cpu(out, packed_bits, scales, chunk_size)
+        return
+    check_decode(out, packed_bits, scales, chunk_size)
+    out.zero_()
+    sign_decode_accumulate(out, packed_bits, scales, chunk_size)
 
 
 # --- dispatch ------------------------------------------------------------------------------------------------

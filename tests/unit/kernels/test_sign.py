@@ -20,6 +20,7 @@ from swarmnet.kernels.sign import (
     ef_sign_encode_reference,
     sign_decode_accumulate,
     sign_decode_accumulate_reference,
+    sign_decode_into,
 )
 
 needs_triton = pytest.mark.skipif(not triton_available(), reason="the triton package is not installed")
@@ -92,6 +93,21 @@ def _check_decode(backend: str, n: int, chunk: int, seed: int, device: str = "cp
         assert torch.equal(out.cpu(), ref)
 
 
+def _check_decode_into(n: int, chunk: int, seed: int) -> None:
+    """``sign_decode_into`` writes exactly the decoded values, whatever ``out`` held (NaN here)."""
+    gen = torch.Generator().manual_seed(seed)
+    bits = torch.randint(0, 256, (-(-n // 8),), dtype=torch.uint8, generator=gen)
+    scales = torch.rand(-(-n // chunk), generator=gen) * 3
+    scales[::3] = 0.0  # a zero scale decodes to zeros
+    out = torch.full((n,), float("nan"))
+    sign_decode_into(out, bits, scales, chunk)
+    expected = _decode_numpy(bits.numpy(), scales.numpy(), n, chunk)
+    assert np.array_equal(out.numpy(), expected)
+    zeroed = torch.zeros(n)
+    sign_decode_accumulate(zeroed, bits, scales, chunk)  # the slower way it replaces: same values
+    assert torch.equal(out, zeroed)
+
+
 @pytest.fixture
 def small_regions(monkeypatch: pytest.MonkeyPatch) -> None:
     """Regions of 64 elements, so that small tensors cross many region boundaries."""
@@ -142,6 +158,29 @@ def test_cpu_decode_accumulate_across_regions(chunk: int, small_regions: None) -
 @pytest.mark.parametrize("chunk", [8, 13, 4096])
 def test_cpu_decode_accumulate_large(chunk: int) -> None:
     _check_decode("cpu", 1_100_003, chunk, seed=chunk)
+
+
+@pytest.mark.parametrize("chunk", CHUNKS)
+@pytest.mark.parametrize("n", SIZES)
+def test_cpu_decode_into_writes_the_decoded_values(n: int, chunk: int) -> None:
+    _check_decode_into(n, chunk, seed=n * 13 + chunk)
+
+
+@pytest.mark.parametrize("chunk", [5, 8, 4096])
+def test_cpu_decode_into_across_regions(chunk: int, small_regions: None) -> None:
+    for n in (63, 64, 65, 1000):
+        _check_decode_into(n, chunk, seed=n + chunk)
+
+
+def test_cpu_decode_into_large() -> None:
+    _check_decode_into(1_100_003, 4096, seed=3)
+
+
+def test_decode_into_checks_sizes_before_writing() -> None:
+    out = torch.full((16,), 7.0)
+    with pytest.raises(ValueError, match="packed bytes"):
+        sign_decode_into(out, torch.zeros(3, dtype=torch.uint8), torch.ones(2), 8)
+    assert bool((out == 7.0).all())
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpu", pytest.param("triton", marks=needs_triton)])
