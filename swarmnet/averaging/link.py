@@ -20,7 +20,7 @@ from swarmnet.averaging.group import Group
 from swarmnet.averaging.inbox import Inbox
 from swarmnet.averaging.messages import DataHeader, Kind, Reply, decode_message, encode_message, method_name
 from swarmnet.averaging.outbox import Outbox
-from swarmnet.errors import SwarmnetError, TransportError
+from swarmnet.errors import RequestTimeout, SwarmnetError, TransportError
 from swarmnet.transport.base import Transport
 
 __all__ = ["GroupLink"]
@@ -124,18 +124,35 @@ class GroupLink:
         message = encode_message(header, payload)
         peer = self.group.members[target]
         timeout = self._throughput.timeout(len(message) * max(1, len(self.group.members) - 1))
-        try:
-            raw = await self._transport.call_unary(peer, self._method, message, timeout=timeout)
-            self.bytes_sent[target] += len(message)
-            reply, _ = decode_message(raw, Reply)
-        except TransportError as e:
-            self.fail(target, e)
-            return False
-        except SwarmnetError as e:
-            reply = Reply(ok=False, reason=f"{type(e).__name__}: {e}")
+        for attempt in range(_ATTEMPTS):
+            try:
+                raw = await self._transport.call_unary(peer, self._method, message, timeout=timeout)
+                self.bytes_sent[target] += len(message)
+                reply, _ = decode_message(raw, Reply)
+                break
+            except RequestTimeout as e:
+                # On links full of our bulk data a small message can wait seconds behind it. A peer whose
+                # data kept arriving meanwhile is alive: ask again (receivers ignore a repeated message).
+                if attempt + 1 < _ATTEMPTS and self._heard_within(target, timeout):
+                    logger.info("round %s: %s slow to answer our %s; asking again", self.group.round_id, peer,
+                                header.kind)  # fmt: skip
+                    continue
+                self.fail(target, e)
+                return False
+            except TransportError as e:
+                self.fail(target, e)
+                return False
+            except SwarmnetError as e:
+                reply = Reply(ok=False, reason=f"{type(e).__name__}: {e}")
+                break
         if not reply.ok:
             logger.warning("round %s: %s refused our %s: %s", self.group.round_id, peer, header.kind, reply.reason)
         return reply.ok
+
+    def _heard_within(self, target: int, seconds: float) -> bool:
+        """Whether a chunk from ``target`` arrived in the last ``seconds``."""
+        last = self.inbox.last_heard.get(target, -math.inf)
+        return asyncio.get_running_loop().time() - last <= seconds
 
     async def wait(self, arrivals: Arrivals, timeout: float, floor: float = 0.0) -> set[int]:
         """``arrivals.wait``, while probing the peers still pending: a dead one is dropped at once."""

@@ -69,6 +69,8 @@ class _Seeking:
     last_run: list[str] = field(default_factory=list)  # our run as our previous poll saw it
     settling: bool = False  # we lead a ready run that our last poll saw change: look again soon
     watched: tuple[str, float] | None = None  # the leader we wait for, and since when it is ready
+    join: tuple[str, GroupJoin, float] | None = None  # our join record: DHT key, payload, expiry
+    announced_at: float = 0.0  # loop time of our latest store of it
 
 
 class Matchmaker:
@@ -107,7 +109,9 @@ class Matchmaker:
         start = loop.time()
         try:
             dht_key = f"swarmnet/v{PROTOCOL_VERSION}/avg/{run}/{round_id}/{schema}"
-            expires_at = await self._announce(dht_key, GroupJoin(bandwidth_mbps=bandwidth_mbps))
+            join = GroupJoin(bandwidth_mbps=bandwidth_mbps)
+            expires_at = await self._announce(dht_key, join)
+            state.join, state.announced_at = (dht_key, join, expires_at), loop.time()
             while loop.time() - start < self.config.timeout and not state.committed.done():
                 if state.reserved_by is not None and loop.time() > state.reserved_until:
                     logger.info("leader %s never committed; free again", state.reserved_by)
@@ -141,11 +145,25 @@ class Matchmaker:
                 logger.warning("could not store our join record under %s; others may not see it", dht_key)
         return expires_at
 
-    async def _candidates(self, dht_key: str) -> tuple[dict[str, float], set[str]]:
-        """The peers still looking (with their bandwidths, us included) and those already grouped."""
+    async def _announce_again(self, state: _Seeking) -> None:
+        """Store our join record again: it is not in the DHT (the store failed, or the record was lost),
+        and without it nobody counts us, so a group that needs us would never form. At most once a
+        second, with the same expiry."""
+        loop = asyncio.get_running_loop()
+        if state.join is None or loop.time() - state.announced_at < 1.0:
+            return
+        dht_key, join, expires_at = state.join
+        logger.info("our join record under %s is not in the DHT; storing it again", dht_key)
+        state.announced_at = loop.time()
+        await self._announce(dht_key, join, expires_at)
+
+    async def _candidates(self, dht_key: str) -> tuple[dict[str, float], set[str], bool]:
+        """The peers still looking (with their bandwidths, us included), those already grouped, and
+        whether our own record was among what the DHT returned."""
         now = self._transport.clock.time()
         found, grouped = {self._identity.peer_id: self._own_bandwidth}, set()
-        for subkey, stored in (await self._transport.get(dht_key)).items():
+        records = await self._transport.get(dht_key)
+        for subkey, stored in records.items():
             record = self._verified(dht_key, subkey, stored.value, now)
             if record is None or record.peer_id != subkey or record.expires_at <= now:
                 continue
@@ -153,7 +171,7 @@ class Matchmaker:
                 grouped.add(subkey)
             else:
                 found[subkey] = record.payload.bandwidth_mbps
-        return found, grouped
+        return found, grouped, self._identity.peer_id in records
 
     def _verified(self, dht_key: str, subkey: str | None, value: bytes, now: float) -> Record[GroupJoin] | None:
         """Verify a join record once: we poll the same records many times while waiting."""
@@ -166,7 +184,9 @@ class Matchmaker:
         return self._verified_cache[cache_key]
 
     async def _maybe_lead(self, state: _Seeking, dht_key: str, elapsed: float) -> Group | None:
-        candidates, grouped = await self._candidates(dht_key)
+        candidates, grouped, visible = await self._candidates(dht_key)
+        if not visible:
+            await self._announce_again(state)
         mine = self._my_run(state, candidates, grouped)
         settled = self._settled(state, mine, elapsed)
         full = len(mine) >= self.config.target_group_size

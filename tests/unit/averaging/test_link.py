@@ -1,0 +1,67 @@
+"""GroupLink's unary sends: a slow answer from a peer that is still sending to us is not its death."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from swarmnet.averaging.config import DeadlineConfig
+from swarmnet.averaging.deadlines import ThroughputModel
+from swarmnet.averaging.group import Group
+from swarmnet.averaging.inbox import Inbox
+from swarmnet.averaging.link import GroupLink
+from swarmnet.averaging.messages import DataHeader, Reply, encode_message
+from swarmnet.errors import RequestTimeout
+
+GROUP_ID = "ab" * 8
+
+
+class _SlowOnce:
+    """A transport whose first unary call times out; later ones are answered."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def call_unary(self, peer: str, method: str, message: bytes, *, timeout: float | None = None) -> bytes:
+        self.calls += 1
+        if self.calls == 1:
+            raise RequestTimeout(f"no response within {timeout}s")
+        return encode_message(Reply(ok=True))
+
+
+def _link(transport: Any) -> tuple[GroupLink, Inbox, dict[int, str]]:
+    group = Group(GROUP_ID, "t", 0, ("a", "b"), (100.0, 100.0))
+    inbox = Inbox(DeadlineConfig(), max_chunks=8)
+    failed: dict[int, str] = {}
+    throughput = ThroughputModel(DeadlineConfig())
+    link = GroupLink(
+        transport, group, inbox, failed, weight=1.0, throughput=throughput, largest_chunk=1024, probe_interval=0.5
+    )
+    return link, inbox, failed
+
+
+def _tally() -> DataHeader:
+    return DataHeader(group_id=GROUP_ID, kind="tally", contributors=(0, 1))
+
+
+def test_a_timed_out_message_to_a_peer_we_just_heard_from_is_sent_again() -> None:
+    async def scenario() -> None:
+        transport = _SlowOnce()
+        link, inbox, failed = _link(transport)
+        inbox.put(1, DataHeader(group_id=GROUP_ID, kind="part", chunk=0, chunks=2), memoryview(b"x"))
+        assert await link.send(1, _tally(), b"")
+        assert transport.calls == 2
+        assert failed == {}
+
+    asyncio.run(scenario())
+
+
+def test_a_timed_out_message_to_a_silent_peer_marks_it_failed() -> None:
+    async def scenario() -> None:
+        transport = _SlowOnce()
+        link, _, failed = _link(transport)
+        assert not await link.send(1, _tally(), b"")
+        assert transport.calls == 1
+        assert "RequestTimeout" in failed[1]
+
+    asyncio.run(scenario())
