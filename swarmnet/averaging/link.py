@@ -168,10 +168,9 @@ class GroupLink:
         # A peer that died after we last talked to it would otherwise be waited for until the deadline.
         ping = DataHeader(group_id=self.group.group_id, kind="ping")
         interval = self._probe_interval
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(interval)
             for target in sorted(arrivals.pending):
                 # A peer whose data is still streaming in is alive: pinging it would only add load.
-                if loop.time() - self.inbox.last_heard.get(target, -math.inf) > interval:
+                if not self._heard_within(target, interval):
                     await self.send(target, ping, b"")

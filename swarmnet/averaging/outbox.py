@@ -13,7 +13,7 @@ class Outbox:
     """``count`` chunks, appended in order; a sender streams each as soon as it exists.
 
     A pipelined reducer reduces chunk ``j`` of its range while later parts still arrive, and the
-    all-gather of chunk ``j`` starts at once; an outbox filled up front is a plain chunked message.
+    all-gather of chunk ``j`` starts at once; an outbox filled before it streams is a plain chunked message.
 
     An outbox may be ``paced`` by another one to the same peer: its chunk ``j`` is handed out only
     once the other has handed out the same fraction of its own chunks (or was ``released``). A
@@ -24,9 +24,9 @@ class Outbox:
     each connection instead of letting a backlog of results crowd them out.
     """
 
-    def __init__(self, count: int, items: list[tuple[DataHeader, bytes]] | None = None) -> None:
+    def __init__(self, count: int) -> None:
         self.count = count
-        self.items: list[tuple[DataHeader, bytes]] = list(items or [])
+        self.items: list[tuple[DataHeader, bytes]] = []
         self.handed_out = 0  # chunks ``get`` returned so far (the highest index plus one)
         self.paced_by: Outbox | None = None
         self._released = False
