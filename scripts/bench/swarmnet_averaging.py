@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import signal
 import statistics
@@ -257,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     args.add_argument("role", choices=["peer"])
     args.add_argument("spec", type=json.loads)
     parsed = args.parse_args(argv)
+    # SWARMNET_BENCH_LOG=INFO shows every failure and retry in the peers' logs (kept with a failed run's error).
+    level = os.environ.get("SWARMNET_BENCH_LOG", "WARNING")
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s")
     spec = PeerSpec(**{**parsed.spec, "codecs": tuple(parsed.spec["codecs"])})
     asyncio.run(run_peer(spec))
     return 0

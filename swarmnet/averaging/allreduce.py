@@ -134,7 +134,8 @@ class GroupRound:
             self.report.consistent = recovered == contributors
         self.report.unaveraged_elements = sum(hi - lo for lo, hi in orphans) if orphans else 0
         if self.report.unaveraged_elements:
-            logger.warning("round %s: %d elements keep their local values", self.group.round_id, len(orphans))
+            logger.warning("round %s: %d elements keep their local values", self.group.round_id,
+                           self.report.unaveraged_elements)  # fmt: skip
         return self.report
 
     def _sparse_allgather(self) -> bool:
@@ -233,9 +234,13 @@ class GroupRound:
         for j, (a, b) in enumerate(mine):
             while True:
                 changed.clear()
-                given_up = arrivals.failed | (expected - set(arrivals.arrived) if waiting.done() else set())
+                self._refuse_miscounted(pass_no, expected, len(mine), reducer)
+                for sender in reducer.refused:
+                    arrivals.fail(sender)  # nothing more of it counts: neither wait for it nor reduce it
+                given_up = arrivals.failed | reducer.refused
                 present = {s: c for s in expected - given_up if (c := self.inbox.chunk("part", pass_no, s, j))}
-                if expected <= present.keys() | given_up:
+                # Once the wait is over (all in, or the deadline), whoever lacks chunk j is left out of it.
+                if expected <= present.keys() | given_up or waiting.done():
                     break
                 await _until_set(changed, waiting)
             payload, tag = await off_loop(self._reduce_chunk, j, a, b, reducer, present)
@@ -250,6 +255,14 @@ class GroupRound:
             self.inbox.bytes_received - received_before, asyncio.get_running_loop().time() - started
         )
         return payloads, tags, sending
+
+    def _refuse_miscounted(self, pass_no: int, senders: set[int], count: int, reducer: RangeReducer) -> None:
+        """Refuse senders whose part claims another number of chunks than our range has: a shorter one
+        would complete without a chunk we wait for, a longer one never."""
+        for sender in senders - reducer.refused:
+            declared = self.inbox.declared_chunks("part", pass_no, sender)
+            if declared is not None and declared != count:
+                self._reject(sender, reducer.refuse(sender, f"sent a part of {declared} chunks, expected {count}"))
 
     def _reduce_chunk(
         self, j: int, a: int, b: int, reducer: RangeReducer, present: dict[int, tuple[float, memoryview]]

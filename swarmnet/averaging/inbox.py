@@ -76,6 +76,11 @@ class Inbox:
             return None
         return message.weight, message.payloads[index]
 
+    def declared_chunks(self, kind: str, pass_no: int, sender: int) -> int | None:
+        """How many chunks ``sender``'s message of a slot says it has (once its first chunk is in)."""
+        message = self._messages.get((kind, pass_no), {}).get(sender)
+        return None if message is None else message.chunks
+
     def put(self, sender: int, header: DataHeader, payload: memoryview) -> None:
         """Store one chunk; ``ProtocolError`` if it contradicts what the sender sent before."""
         if header.chunks > self._max_chunks or header.chunk >= header.chunks:

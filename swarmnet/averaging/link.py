@@ -158,7 +158,13 @@ class GroupLink:
         """``arrivals.wait``, while probing the peers still pending: a dead one is dropped at once."""
         prober = asyncio.ensure_future(self._probe(arrivals))
         try:
-            return await arrivals.wait(timeout, floor)
+            arrived = await arrivals.wait(timeout, floor)
+            if late := arrivals.pending:
+                # Cut off as stragglers or at the deadline: say so, or a smaller group looks unexplained.
+                logger.info("round %s: stopped waiting for %s after %.1f s", self.group.round_id,
+                            ", ".join(self.group.members[i] for i in sorted(late)),
+                            asyncio.get_running_loop().time() - arrivals.start)  # fmt: skip
+            return arrived
         finally:
             prober.cancel()
             with contextlib.suppress(asyncio.CancelledError):

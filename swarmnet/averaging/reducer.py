@@ -45,6 +45,15 @@ class RangeReducer:
         """Members whose every chunk was accepted so far and who were never refused."""
         return {m for m in self._weights if m not in self._refused and all(m in s for s in self._members)}
 
+    @property
+    def refused(self) -> set[int]:
+        """Members refused in this pass (each for every chunk)."""
+        return set(self._refused)
+
+    def refuse(self, member: int, reason: str) -> str:
+        """Refuse ``member`` for every chunk (a fault found outside its payloads); returns ``reason``."""
+        return self._refuse(member, reason)
+
     def members(self, j: int) -> set[int]:
         """Members whose contribution to chunk ``j`` is held."""
         return set(self._members[j])

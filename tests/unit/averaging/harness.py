@@ -54,11 +54,12 @@ async def average(
     return list(await asyncio.gather(*steps))
 
 
-Tamper = Callable[[DataHeader, memoryview], bytes | None]
+Tamper = Callable[[DataHeader, memoryview], bytes | tuple[DataHeader, bytes] | None]
 
 
 def intercept(peer: Peer, tamper: Tamper) -> None:
-    """Pass every data message ``peer`` sends through ``tamper``: it returns a new payload, or None to keep it.
+    """Pass every data message ``peer`` sends through ``tamper``: it returns a new payload, a new header and
+    payload, or None to keep the message.
 
     ``tamper`` may also raise (e.g. after killing the peer) to stop the send.
     """
@@ -67,9 +68,7 @@ def intercept(peer: Peer, tamper: Tamper) -> None:
     async def call_unary(target: str, method: str, request: bytes, *, timeout: float | None = None) -> bytes:
         if method.endswith(".data"):
             header, payload = decode_message(request, DataHeader)
-            replacement = tamper(header, payload)
-            if replacement is not None:
-                request = encode_message(header, replacement)
+            request = _rewritten(request, header, tamper(header, payload))
         return await original(target, method, request, timeout=timeout)
 
     original_stream = peer.transport.call_stream
@@ -77,8 +76,7 @@ def intercept(peer: Peer, tamper: Tamper) -> None:
     async def tampered(requests: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
         async for request in requests:
             header, payload = decode_message(request, DataHeader)
-            replacement = tamper(header, payload)
-            yield request if replacement is None else encode_message(header, replacement)
+            yield _rewritten(request, header, tamper(header, payload))
 
     def call_stream(
         target: str, method: str, requests: AsyncIterable[bytes], *, timeout: float | None = None
@@ -87,6 +85,14 @@ def intercept(peer: Peer, tamper: Tamper) -> None:
 
     peer.transport.call_unary = call_unary  # type: ignore[method-assign,assignment]
     peer.transport.call_stream = call_stream  # type: ignore[method-assign,assignment]
+
+
+def _rewritten(request: bytes, header: DataHeader, replacement: bytes | tuple[DataHeader, bytes] | None) -> bytes:
+    if replacement is None:
+        return request
+    if isinstance(replacement, tuple):
+        return encode_message(*replacement)
+    return encode_message(header, replacement)
 
 
 def kill_when(network: MemoryNetwork, peer: Peer, condition: Callable[[DataHeader], bool]) -> None:

@@ -247,3 +247,38 @@ def test_a_sender_refused_midway_through_its_part_leaves_the_exact_average_of_th
         assert_exact_average_of([inputs[i] for i in honest], [originals[i] for i in honest])
 
     run_virtual(main())
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("count", ["fewer", "one", "more"])
+def test_a_part_declaring_the_wrong_chunk_count_is_rejected(count: str) -> None:
+    """A part whose header claims another number of chunks than the reducer's range has: refused at once
+    and named (before this was checked, a shorter part left the reducer waiting forever for a chunk
+    that could never come, and a longer one held it until the deadline)."""
+
+    async def main() -> None:
+        peers = await make_peers(MemoryNetwork(), 4, replace(FAST, chunk_bytes=4096))
+        inputs = random_inputs(4, [(6000,), (20, 100)], seed=16)
+        originals = [[t.clone() for t in tensors] for tensors in inputs]
+        liar = peers[1]
+        changes: dict[str, Callable[[int], int]] = {"fewer": lambda n: n - 1, "one": lambda n: 1,
+                                                    "more": lambda n: n + 1}  # fmt: skip
+        change = changes[count]
+
+        def miscount(header: DataHeader, payload: memoryview) -> tuple[DataHeader, bytes] | None:
+            if header.kind != "part":
+                return None
+            return header.model_copy(update={"chunks": change(header.chunks)}), bytes(payload)
+
+        intercept(liar, miscount)
+        outcomes = await average(peers, inputs)
+        honest = [i for i, p in enumerate(peers) if p is not liar]
+        for i in honest:
+            assert outcomes[i].succeeded, outcomes[i]
+            assert set(outcomes[i].contributors) == {peers[j].peer_id for j in honest}
+            assert outcomes[i].seconds < 2 * FAST.deadlines.minimum + FAST.matchmaking.min_wait + 1.0
+        reasons = [outcomes[i].rejected.get(liar.peer_id, "") for i in honest]
+        assert any("chunks" in reason for reason in reasons), reasons
+        assert_exact_average_of([inputs[i] for i in honest], [originals[i] for i in honest])
+
+    run_virtual(main())
