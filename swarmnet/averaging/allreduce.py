@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from swarmnet.averaging.amend import amend, amended_payloads
 from swarmnet.averaging.config import AveragingConfig
 from swarmnet.averaging.contributions import Contributions
 from swarmnet.averaging.deadlines import ThroughputModel
@@ -63,6 +64,7 @@ class RoundReport:
     failed: dict[int, str] = field(default_factory=dict)
     phase_seconds: dict[str, float] = field(default_factory=dict)
     recovered_elements: int = 0
+    amended_elements: int = 0
     unaveraged_elements: int = 0
     consistent: bool = True
     mode: str = "reduce"
@@ -118,7 +120,10 @@ class GroupRound:
         self.report.contributors = contributors
         redo = (set(assignment) - reporters) | missing | mismatched
         orphans = [span for r, spans in assignment.items() if r in redo for span in spans]
-        survivors = sorted(reporters - missing)
+        # A reducer whose range is redone is no survivor, whether its result went missing or came over
+        # the wrong contributors: members disagree about which of the two it was (a result one of them
+        # got in time, another cut off), but not about its being redone, so they split alike.
+        survivors = sorted(reporters - redo) or sorted(reporters - missing)
         if orphans and survivors:
             # Reducers that died took their parts with them: the survivors reduce those again.
             logger.info("round %s: re-reducing %d orphaned ranges", self.group.round_id, len(orphans))
@@ -192,6 +197,9 @@ class GroupRound:
         self._phase(pass_no, "tally", started)
         started = loop.time()
         await encoded  # nothing may overwrite a range while our part of it is still being encoded
+        amending = None
+        if reducer is not None and contributors and any(tag != contributors for tag in tags):
+            amending = await self._amend(pass_no, mine, reducer, payloads, tags, contributors)
         own_ok = reducer is not None and all(tag == contributors for tag in tags)
         # Our own result is decoded while the others' still arrive: it is ready now, theirs may not be.
         keeping = asyncio.ensure_future(off_loop(self._keep_own_result, mine, payloads)) if own_ok else None
@@ -201,8 +209,9 @@ class GroupRound:
         if reducer is not None and not own_ok:
             mismatched.add(self.me)
             self._discard_own_result(mine)
-        if results is not None:
-            await _finish(results, self._throughput.timeout(0))
+        for sending in (results, amending):
+            if sending is not None:
+                await _finish(sending, self._throughput.timeout(0))
         self._phase(pass_no, "all_gather", started)
         self.inbox.drop("part", pass_no)
         return contributors, reporters, missing, mismatched
@@ -279,6 +288,23 @@ class GroupRound:
         residual = self._feedback.reduced[a:b] if self._feedback is not None else None
         return encode_chunk(self.codec, reducer.result(j, tag), residual, fresh=False), tag
 
+    async def _amend(
+        self,
+        pass_no: int,
+        mine: list[Range],
+        reducer: RangeReducer,
+        payloads: list[bytes],
+        tags: list[set[int]],
+        contributors: set[int],
+    ) -> asyncio.Future[None]:
+        """Re-reduce our result chunks that are over other contributors and start sending the amendment."""
+        residual = self._feedback.reduced if self._feedback is not None else None
+        amendment = await off_loop(amend, self.codec, reducer, mine, payloads, tags, contributors, residual)
+        amended = sum(b - a for (a, b), patch in zip(mine, amendment, strict=True) if patch)
+        logger.info("round %s: amending %d elements of our result", self.group.round_id, amended)
+        sends = [self._link.send_all(r, "amend", pass_no, amendment, contributors) for r in self._others()]
+        return asyncio.ensure_future(_together(sends))
+
     def _keep_own_result(self, mine: list[Range], payloads: list[bytes]) -> None:
         """Our range becomes what everyone else decodes from our result."""
         for (a, b), payload in zip(mine, payloads, strict=True):
@@ -333,10 +359,20 @@ class GroupRound:
             if reducer in reporters:
                 verdicts[reducer] = self._apply_result(pass_no, assignment[reducer], reducer, contributors)
 
-        inbound = 4 * self._ratio * sum(hi - lo for r in reporters - {self.me} for lo, hi in assignment[r])
-        await self._receive("result", pass_no, reporters - {self.me}, inbound, apply)
-        self.inbox.drop("result", pass_no)
+        def size(reducers: set[int]) -> float:
+            return 4 * self._ratio * sum(hi - lo for r in reducers for lo, hi in assignment[r])
+
+        await self._receive("result", pass_no, reporters - {self.me}, size(reporters - {self.me}), apply)
         mismatched = {r for r, verdict in verdicts.items() if verdict == "mismatched"}
+        if mismatched:  # their reducers amend what they streamed, once they know the contributors too
+
+            def patch(reducer: int) -> None:
+                verdicts[reducer] = self._apply_amendment(pass_no, assignment[reducer], reducer, contributors)
+
+            await self._receive("amend", pass_no, mismatched, size(mismatched), patch)
+            mismatched = {r for r, verdict in verdicts.items() if verdict == "mismatched"}
+        self.inbox.drop("result", pass_no)
+        self.inbox.drop("amend", pass_no)
         missing = reporters - {self.me} - {r for r, verdict in verdicts.items() if verdict == "applied"} - mismatched
         for reducer in missing:
             if reducer not in self.report.failed:
@@ -360,6 +396,27 @@ class GroupRound:
             return "bad"
         if any(set(message.tags[j]) != contributors for j in range(len(chunks))):
             return "mismatched"
+        return self._decode_result(payloads, chunks)
+
+    def _apply_amendment(self, pass_no: int, spans: list[Range], reducer: int, contributors: set[int]) -> str:
+        """Decode a reducer's streamed result with its amendment laid over it; "applied" or "mismatched"."""
+        chunks = chunk_bounds(spans, self._chunk)
+        result, amendment = self.inbox.get("result", pass_no, reducer), self.inbox.get("amend", pass_no, reducer)
+        payloads = amended_payloads(result, amendment, contributors) if result and amendment else None
+        try:
+            if payloads is None:
+                raise CodecError("it does not make the result one over the contributors")
+            for payload, (a, b) in zip(payloads, chunks, strict=True):
+                self.codec.validate(payload, b - a)
+        except CodecError as e:
+            logger.warning("amendment of reducer %s unusable: %s", self.group.members[reducer], e)
+            return "mismatched"
+        self.report.amended_elements += sum(
+            b - a for (a, b), patch in zip(chunks, amendment.ordered() if amendment else [], strict=True) if patch
+        )
+        return self._decode_result(payloads, chunks)
+
+    def _decode_result(self, payloads: Sequence[memoryview], chunks: list[Range]) -> str:
         for payload, (a, b) in zip(payloads, chunks, strict=True):
             self.codec.decode_into(payload, self.flat[a:b])
         return "applied"

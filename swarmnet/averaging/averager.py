@@ -158,7 +158,8 @@ class Averager:
             bytes_received={members[i]: n for i, n in round_.bytes_received.items()} if round_ else {},
             phase_seconds={"matchmaking": matchmaking, **report.phase_seconds}, codec=self.config.codec,
             mode=report.mode, aggregation=self.config.aggregation.rule,
-            recovered_elements=report.recovered_elements, unaveraged_elements=report.unaveraged_elements,
+            recovered_elements=report.recovered_elements, amended_elements=report.amended_elements,
+            unaveraged_elements=report.unaveraged_elements,
             consistent=report.consistent,
         )  # fmt: skip
 

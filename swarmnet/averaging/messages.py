@@ -20,7 +20,7 @@ MAGIC = b"SWA1"
 _PREFIX = struct.Struct("<4sI")
 MAX_HEADER_BYTES = 256 * 1024  # a commit lists every member; 256 KiB is ~2,500 peer ids
 MAX_GROUP = 2048
-Kind = Literal["part", "tally", "result", "gather", "ping"]
+Kind = Literal["part", "tally", "result", "amend", "gather", "ping"]
 _GROUP_ID = Field(min_length=8, max_length=64, pattern=r"^[0-9a-f]+$")
 
 
@@ -59,6 +59,7 @@ class DataHeader(_Message):
     ``part``: a sender's slice of the reducer's range (chunk ``chunk`` of ``chunks``), with its weight.
     ``tally``: a reducer's list of accepted contributors (member indices) for this pass.
     ``result``: a reducer's aggregate of its range (chunk of chunks), over ``contributors``.
+    ``amend``: a reducer's re-reduced result chunks (empty where the streamed one stands), over ``contributors``.
     ``gather``: a sender's whole sparse vector (all-gather mode), with its weight.
     ``ping``: are you still there? (answered, never stored)
     """

@@ -33,6 +33,7 @@ class Outcome:
     mode: str = "reduce"  # "reduce" (reduce-scatter + all-gather) or "allgather" (sparse all-gather)
     aggregation: str = "mean"
     recovered_elements: int = 0  # elements of failed reducers' parts re-reduced by the survivors
+    amended_elements: int = 0  # elements whose streamed result was over other contributors, re-reduced by its reducer
     unaveraged_elements: int = 0  # elements left at the local value because no result arrived
     consistent: bool = True  # False if a failure during recovery let members' contributor sets differ
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
 from dataclasses import replace
 
 import pytest
 import torch
 
 from swarmnet.averaging import AggregationConfig
-from swarmnet.averaging.messages import DataHeader, encode_message, method_name
+from swarmnet.averaging.group import partition
+from swarmnet.averaging.messages import DataHeader, decode_message, encode_message, method_name
 from swarmnet.clock import run_virtual
 from swarmnet.compression import get_codec
 from swarmnet.errors import RemotePeerError
@@ -216,8 +217,9 @@ def test_plain_mean_is_not_robust() -> None:
 
 def test_a_sender_refused_midway_through_its_part_leaves_the_exact_average_of_the_others() -> None:
     """Reducers pipeline chunk by chunk: chunk 0 is reduced with the liar's valid first chunk, then its
-    NaN second chunk gets it refused. Every result over it is over the wrong contributors, so those
-    ranges are reduced again, and the honest peers end with the exact average of the three of them."""
+    NaN second chunk gets it refused. Every streamed chunk 0 is over the wrong contributors, so each
+    reducer amends it from the parts it holds (no recovery pass, nobody resends a part), and the
+    honest peers end with the exact average of the three of them."""
 
     async def main() -> None:
         network = MemoryNetwork()
@@ -242,7 +244,13 @@ def test_a_sender_refused_midway_through_its_part_leaves_the_exact_average_of_th
             assert outcomes[i].consistent, outcomes[i]
             assert set(outcomes[i].contributors) == {peers[j].peer_id for j in honest}
             assert liar.peer_id in outcomes[i].rejected
-            assert outcomes[i].recovered_elements == 8000  # every range had been reduced over the liar's chunk 0
+            assert outcomes[i].recovered_elements == 0
+            # Amended: chunk 0 (4096 bytes, 1024 elements) of every other honest reducer's range, and all
+            # of the liar's (it reduced its own range over itself).
+            ranges = dict(zip(outcomes[i].members, partition(8000, [1.0] * 4), strict=True))
+            sizes = {peer: hi - lo for peer, (lo, hi) in ranges.items()}
+            others = [p.peer_id for j, p in enumerate(peers) if j != i and p is not liar]
+            assert outcomes[i].amended_elements == sum(min(1024, sizes[p]) for p in others) + sizes[liar.peer_id]
             assert outcomes[i].unaveraged_elements == 0
         assert_exact_average_of([inputs[i] for i in honest], [originals[i] for i in honest])
 
@@ -279,6 +287,50 @@ def test_a_part_declaring_the_wrong_chunk_count_is_rejected(count: str) -> None:
             assert outcomes[i].seconds < 2 * FAST.deadlines.minimum + FAST.matchmaking.min_wait + 1.0
         reasons = [outcomes[i].rejected.get(liar.peer_id, "") for i in honest]
         assert any("chunks" in reason for reason in reasons), reasons
+        assert_exact_average_of([inputs[i] for i in honest], [originals[i] for i in honest])
+
+    run_virtual(main())
+
+
+def test_a_straggler_cut_off_midway_is_amended_out() -> None:
+    """A peer whose stream slows to a crawl after its first part chunk is cut off as a straggler. Chunk 0
+    of every other range was already reduced (and streamed) over it, so each honest reducer amends that
+    chunk from the parts it holds, with no part sent twice. Only the straggler's own range, whose
+    results crawl with its parts, is reduced again by the others: all three end with their exact average."""
+
+    async def main() -> None:
+        peers = await make_peers(MemoryNetwork(), 4, replace(FAST, chunk_bytes=4096))
+        inputs = random_inputs(4, [(6000,), (20, 100)], seed=17)
+        originals = [[t.clone() for t in tensors] for tensors in inputs]
+        slow = peers[3]
+        original = slow.transport.call_stream
+
+        async def crawling(requests: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+            async for request in requests:
+                header, _ = decode_message(request, DataHeader)
+                if header.kind == "part" and header.chunk > 0:
+                    await asyncio.sleep(60.0)  # virtual seconds: far past any straggler cutoff
+                yield request
+
+        def call_stream(
+            target: str, method: str, requests: AsyncIterable[bytes], *, timeout: float | None = None
+        ) -> AsyncGenerator[bytes, None]:
+            return original(target, method, crawling(requests), timeout=timeout)
+
+        slow.transport.call_stream = call_stream  # type: ignore[method-assign,assignment]
+        outcomes = await average(peers, inputs)
+        honest = [0, 1, 2]
+        for i in honest:
+            outcome = outcomes[i]
+            assert outcome.succeeded, outcome
+            assert set(outcome.contributors) == {peers[j].peer_id for j in honest}
+            ranges = dict(zip(outcome.members, partition(8000, [1.0] * 4), strict=True))
+            sizes = {peer: hi - lo for peer, (lo, hi) in ranges.items()}
+            others = [peers[j].peer_id for j in honest if j != i]
+            assert outcome.amended_elements == sum(min(1024, sizes[p]) for p in others), outcome
+            assert outcome.recovered_elements == sizes[slow.peer_id], outcome
+            assert outcome.unaveraged_elements == 0, outcome
+            assert outcome.consistent, outcome
         assert_exact_average_of([inputs[i] for i in honest], [originals[i] for i in honest])
 
     run_virtual(main())
