@@ -21,29 +21,29 @@ vectors; no reducer-side compression).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 
-from swarmnet.averaging.amend import amend, amended_payloads
+from swarmnet.averaging.amend import amend
+from swarmnet.averaging.background import finish, together, until_set
 from swarmnet.averaging.config import AveragingConfig
 from swarmnet.averaging.contributions import Contributions
 from swarmnet.averaging.deadlines import ThroughputModel
-from swarmnet.averaging.group import Group, partition
+from swarmnet.averaging.group import Group, partition, split_spans
 from swarmnet.averaging.inbox import Inbox
 from swarmnet.averaging.link import GroupLink
 from swarmnet.averaging.messages import DataHeader, Kind
 from swarmnet.averaging.outbox import Outbox
 from swarmnet.averaging.reducer import RangeReducer
+from swarmnet.averaging.results import ResultWriter
 from swarmnet.averaging.vectors import Feedback, Range, chunk_bounds, encode_chunk
 from swarmnet.clock import off_loop
 from swarmnet.compression import Codec
-from swarmnet.errors import CodecError
 from swarmnet.transport.base import Transport
 
 __all__ = ["GroupRound", "RoundReport"]
@@ -94,6 +94,7 @@ class GroupRound:
         self._chunk = config.chunk_size(self._ratio)
         max_chunks = len(chunk_bounds([(0, flat.numel())], self._chunk)) + len(group.members)
         self.inbox = Inbox(config.deadlines, max_chunks)
+        self._results = ResultWriter(codec, flat, self.inbox, self._chunk, group.members)
         self.report = RoundReport()
         self._link = GroupLink(
             transport, group, self.inbox, self.report.failed, weight=weight, throughput=throughput,
@@ -127,7 +128,7 @@ class GroupRound:
         if orphans and survivors:
             # Reducers that died took their parts with them: the survivors reduce those again.
             logger.info("round %s: re-reducing %d orphaned ranges", self.group.round_id, len(orphans))
-            again = _split(orphans, survivors)
+            again = split_spans(orphans, survivors)
             started = asyncio.get_running_loop().time()
             if self.me in contributors:
                 await off_loop(self._contributions.recover, orphans)
@@ -187,7 +188,7 @@ class GroupRound:
         started = loop.time()
         accepted = reducer.accepted if reducer is not None else set()
         tallies = await self._tally(pass_no, sorted(accepted) if mine else None, set(assignment), biggest=assignment)
-        await _finish(sends, self._throughput.timeout(0))
+        await finish(sends, self._throughput.timeout(0))
         reporters = set(tallies) | ({self.me} if mine else set())
         contributors = set(senders) & (reporters | (senders - set(assignment)))
         for tally in tallies.values():
@@ -202,7 +203,7 @@ class GroupRound:
             amending = await self._amend(pass_no, mine, reducer, payloads, tags, contributors)
         own_ok = reducer is not None and all(tag == contributors for tag in tags)
         # Our own result is decoded while the others' still arrive: it is ready now, theirs may not be.
-        keeping = asyncio.ensure_future(off_loop(self._keep_own_result, mine, payloads)) if own_ok else None
+        keeping = asyncio.ensure_future(off_loop(self._results.keep_own, mine, payloads)) if own_ok else None
         missing, mismatched = await self._collect_results(pass_no, assignment, reporters, contributors)
         if keeping is not None:
             await keeping
@@ -211,7 +212,7 @@ class GroupRound:
             self._discard_own_result(mine)
         for sending in (results, amending):
             if sending is not None:
-                await _finish(sending, self._throughput.timeout(0))
+                await finish(sending, self._throughput.timeout(0))
         self._phase(pass_no, "all_gather", started)
         self.inbox.drop("part", pass_no)
         return contributors, reporters, missing, mismatched
@@ -236,7 +237,7 @@ class GroupRound:
         for r, box in outboxes.items():
             box.paced_by = self._parts.get((pass_no, r))
         sending = asyncio.ensure_future(
-            _together([self._link.send_outbox(r, box, deadline) for r, box in outboxes.items()])
+            together([self._link.send_outbox(r, box, deadline) for r, box in outboxes.items()])
         )
         payloads, tags = [], []
         changed = self.inbox.changed("part", pass_no)
@@ -251,7 +252,7 @@ class GroupRound:
                 # Once the wait is over (all in, or the deadline), whoever lacks chunk j is left out of it.
                 if expected <= present.keys() | given_up or waiting.done():
                     break
-                await _until_set(changed, waiting)
+                await until_set(changed, waiting)
             payload, tag = await off_loop(self._reduce_chunk, j, a, b, reducer, present)
             header = DataHeader(group_id=self.group.group_id, kind="result", pass_no=pass_no, chunk=j,
                                 chunks=len(mine), weight=self.weight, contributors=tuple(sorted(tag)))  # fmt: skip
@@ -303,12 +304,7 @@ class GroupRound:
         amended = sum(b - a for (a, b), patch in zip(mine, amendment, strict=True) if patch)
         logger.info("round %s: amending %d elements of our result", self.group.round_id, amended)
         sends = [self._link.send_all(r, "amend", pass_no, amendment, contributors) for r in self._others()]
-        return asyncio.ensure_future(_together(sends))
-
-    def _keep_own_result(self, mine: list[Range], payloads: list[bytes]) -> None:
-        """Our range becomes what everyone else decodes from our result."""
-        for (a, b), payload in zip(mine, payloads, strict=True):
-            self.codec.decode_into(payload, self.flat[a:b])
+        return asyncio.ensure_future(together(sends))
 
     def _discard_own_result(self, mine: list[Range]) -> None:
         """Our result is over the wrong contributors: our range is reduced again, and the error our
@@ -340,7 +336,7 @@ class GroupRound:
             for box in boxes.values():  # encoding stopped early: results to its peer must not wait for it
                 if len(box.items) < box.count:
                     box.release()
-        await _together(sends)
+        await together(sends)
 
     async def _send_part(self, reducer: int, box: Outbox) -> None:
         try:
@@ -357,7 +353,7 @@ class GroupRound:
 
         def apply(reducer: int) -> None:
             if reducer in reporters:
-                verdicts[reducer] = self._apply_result(pass_no, assignment[reducer], reducer, contributors)
+                verdicts[reducer] = self._results.apply_result(pass_no, assignment[reducer], reducer, contributors)
 
         def size(reducers: set[int]) -> float:
             return 4 * self._ratio * sum(hi - lo for r in reducers for lo, hi in assignment[r])
@@ -367,59 +363,19 @@ class GroupRound:
         if mismatched:  # their reducers amend what they streamed, once they know the contributors too
 
             def patch(reducer: int) -> None:
-                verdicts[reducer] = self._apply_amendment(pass_no, assignment[reducer], reducer, contributors)
+                verdicts[reducer] = self._results.apply_amendment(pass_no, assignment[reducer], reducer, contributors)
 
             await self._receive("amend", pass_no, mismatched, size(mismatched), patch)
             mismatched = {r for r, verdict in verdicts.items() if verdict == "mismatched"}
         self.inbox.drop("result", pass_no)
         self.inbox.drop("amend", pass_no)
+        self.report.amended_elements = self._results.amended_elements
         missing = reporters - {self.me} - {r for r, verdict in verdicts.items() if verdict == "applied"} - mismatched
         for reducer in missing:
             if reducer not in self.report.failed:
                 logger.warning("round %s: no usable result from reducer %s", self.group.round_id,
                                self.group.members[reducer])  # fmt: skip
         return missing, mismatched
-
-    def _apply_result(self, pass_no: int, spans: list[Range], reducer: int, contributors: set[int]) -> str:
-        """Decode one reducer's result into ``flat``, after checking every chunk of it (a bad one must
-        leave our own values untouched); "applied", "mismatched" (over other contributors) or "bad"."""
-        chunks = chunk_bounds(spans, self._chunk)
-        message = self.inbox.get("result", pass_no, reducer)
-        try:
-            if message is None or message.chunks != len(chunks):
-                raise CodecError("no result" if message is None else f"{message.chunks} chunks, not {len(chunks)}")
-            payloads = message.ordered()
-            for payload, (a, b) in zip(payloads, chunks, strict=True):
-                self.codec.validate(payload, b - a)
-        except CodecError as e:
-            logger.warning("result of reducer %s unusable: %s", self.group.members[reducer], e)
-            return "bad"
-        if any(set(message.tags[j]) != contributors for j in range(len(chunks))):
-            return "mismatched"
-        return self._decode_result(payloads, chunks)
-
-    def _apply_amendment(self, pass_no: int, spans: list[Range], reducer: int, contributors: set[int]) -> str:
-        """Decode a reducer's streamed result with its amendment laid over it; "applied" or "mismatched"."""
-        chunks = chunk_bounds(spans, self._chunk)
-        result, amendment = self.inbox.get("result", pass_no, reducer), self.inbox.get("amend", pass_no, reducer)
-        payloads = amended_payloads(result, amendment, contributors) if result and amendment else None
-        try:
-            if payloads is None:
-                raise CodecError("it does not make the result one over the contributors")
-            for payload, (a, b) in zip(payloads, chunks, strict=True):
-                self.codec.validate(payload, b - a)
-        except CodecError as e:
-            logger.warning("amendment of reducer %s unusable: %s", self.group.members[reducer], e)
-            return "mismatched"
-        self.report.amended_elements += sum(
-            b - a for (a, b), patch in zip(chunks, amendment.ordered() if amendment else [], strict=True) if patch
-        )
-        return self._decode_result(payloads, chunks)
-
-    def _decode_result(self, payloads: Sequence[memoryview], chunks: list[Range]) -> str:
-        for payload, (a, b) in zip(payloads, chunks, strict=True):
-            self.codec.decode_into(payload, self.flat[a:b])
-        return "applied"
 
     # -- sparse all-gather mode ----------------------------------------------------------------
 
@@ -429,7 +385,7 @@ class GroupRound:
         chunks = chunk_bounds([(0, self.flat.numel())], self._chunk)
         payloads = await off_loop(lambda: [self._contributions.encode_part(0, a, b) for a, b in chunks])
         sends = asyncio.ensure_future(
-            _together([self._link.send_all(r, "gather", 0, payloads) for r in self._others()])
+            together([self._link.send_all(r, "gather", 0, payloads) for r in self._others()])
         )
         reducer = RangeReducer(self.codec, chunks, self._config.aggregation)
         reducer.add_payloads(self.me, self.weight, payloads)  # the exact sparse values the others get
@@ -439,7 +395,7 @@ class GroupRound:
         self._phase(0, "all_gather", started)
         started = loop.time()
         tallies = await self._tally(0, sorted(reducer.accepted), members, biggest=None)
-        await _finish(sends, self._throughput.timeout(0))
+        await finish(sends, self._throughput.timeout(0))
         contributors = reducer.accepted & (set(tallies) | {self.me})
         for tally in tallies.values():
             contributors &= set(tally)
@@ -508,7 +464,7 @@ class GroupRound:
         spans = [sum(hi - lo for lo, hi in s) for s in biggest.values()] if biggest else [self.flat.numel()]
         inbound = len(self.group.members) * 4 * self._ratio * max(spans, default=0)
         arrived = await self._link.wait(arrivals, *self._wait_for(inbound))
-        await _finish(sending, self._throughput.timeout(0))
+        await finish(sending, self._throughput.timeout(0))
         tallies = {}
         for reducer in arrived:
             message = self.inbox.get("tally", pass_no, reducer)
@@ -532,41 +488,3 @@ class GroupRound:
     def _phase(self, pass_no: int, name: str, started: float) -> None:
         key = name if pass_no == 0 else f"recovery_{name}"
         self.report.phase_seconds[key] = asyncio.get_running_loop().time() - started
-
-
-def _split(spans: list[Range], reducers: list[int]) -> dict[int, list[Range]]:
-    """Split every span evenly among ``reducers``."""
-    assignment: dict[int, list[Range]] = {r: [] for r in reducers}
-    for lo, hi in spans:
-        cuts = [lo + (hi - lo) * k // len(reducers) for k in range(len(reducers) + 1)]
-        for reducer, a, b in zip(reducers, cuts[:-1], cuts[1:], strict=True):
-            if b > a:
-                assignment[reducer].append((a, b))
-    return {r: s for r, s in assignment.items() if s}
-
-
-async def _together(sends: Sequence[Awaitable[None]]) -> None:
-    """Run sends concurrently (measured faster than one after another: CPU and links overlap).
-
-    A send that fails unexpectedly is logged; it never stops the others or the round.
-    """
-    for result in await asyncio.gather(*sends, return_exceptions=True):
-        if isinstance(result, Exception):
-            logger.warning("a send failed unexpectedly: %r", result)
-
-
-async def _until_set(event: asyncio.Event, other: asyncio.Future[Any]) -> None:
-    """Wait until ``event`` is set or ``other`` is done."""
-    waiter = asyncio.ensure_future(event.wait())
-    try:
-        await asyncio.wait([waiter, other], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await waiter
-
-
-async def _finish(sending: asyncio.Future[Any], timeout: float) -> None:
-    """Wait for background sends; give up (cancelling them) after ``timeout``: they are best effort."""
-    with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-        await asyncio.wait_for(sending, timeout)

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Group", "partition", "schema_id"]
+from swarmnet.averaging.vectors import Range
+
+__all__ = ["Group", "partition", "schema_id", "split_spans"]
 
 _ALIGN = 256  # part boundaries on multiples of this: codecs work in blocks, and sizes stay tidy
 
@@ -55,3 +57,14 @@ def partition(numel: int, bandwidths: Sequence[float]) -> list[tuple[int, int]]:
         bounds.append(min(max(cut, bounds[-1]), numel))
     bounds.append(numel)
     return list(itertools.pairwise(bounds))
+
+
+def split_spans(spans: list[Range], reducers: list[int]) -> dict[int, list[Range]]:
+    """Split every span evenly among ``reducers``."""
+    assignment: dict[int, list[Range]] = {r: [] for r in reducers}
+    for lo, hi in spans:
+        cuts = [lo + (hi - lo) * k // len(reducers) for k in range(len(reducers) + 1)]
+        for reducer, a, b in zip(reducers, cuts[:-1], cuts[1:], strict=True):
+            if b > a:
+                assignment[reducer].append((a, b))
+    return {r: s for r, s in assignment.items() if s}

@@ -1,0 +1,77 @@
+"""Reducers' results, as they reach a member: checked whole, then decoded into its vector (or left out)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+
+from swarmnet.averaging.amend import amended_payloads
+from swarmnet.averaging.inbox import Inbox
+from swarmnet.averaging.vectors import Range, chunk_bounds
+from swarmnet.compression import Codec
+from swarmnet.errors import CodecError
+
+__all__ = ["ResultWriter"]
+
+logger = logging.getLogger(__name__)
+
+
+class ResultWriter:
+    """Writes reducers' results from ``inbox`` into ``flat``: a result is used only if every chunk of it is
+    valid and over the round's contributors, so a bad or mismatched one leaves our own values untouched.
+
+    Each ``apply_*`` returns a verdict: "applied", "mismatched" (over other contributors) or "bad".
+    """
+
+    def __init__(self, codec: Codec, flat: torch.Tensor, inbox: Inbox, chunk: int, members: Sequence[str]) -> None:
+        self._codec, self._flat, self._inbox, self._chunk, self._members = codec, flat, inbox, chunk, members
+        self.amended_elements = 0  # elements taken from amendments, over every pass
+
+    def apply_result(self, pass_no: int, spans: list[Range], reducer: int, contributors: set[int]) -> str:
+        """Decode one reducer's streamed result."""
+        chunks = chunk_bounds(spans, self._chunk)
+        message = self._inbox.get("result", pass_no, reducer)
+        try:
+            if message is None or message.chunks != len(chunks):
+                raise CodecError("no result" if message is None else f"{message.chunks} chunks, not {len(chunks)}")
+            payloads = self._validated(message.ordered(), chunks)
+        except CodecError as e:
+            logger.warning("result of reducer %s unusable: %s", self._members[reducer], e)
+            return "bad"
+        if any(set(message.tags[j]) != contributors for j in range(len(chunks))):
+            return "mismatched"
+        return self._decode(payloads, chunks)
+
+    def apply_amendment(self, pass_no: int, spans: list[Range], reducer: int, contributors: set[int]) -> str:
+        """Decode a reducer's streamed result with its amendment laid over it."""
+        chunks = chunk_bounds(spans, self._chunk)
+        result, amendment = self._inbox.get("result", pass_no, reducer), self._inbox.get("amend", pass_no, reducer)
+        try:
+            payloads = amended_payloads(result, amendment, contributors) if result and amendment else None
+            if payloads is None:
+                raise CodecError("it does not make the result one over the contributors")
+            payloads = self._validated(payloads, chunks)
+        except CodecError as e:
+            logger.warning("amendment of reducer %s unusable: %s", self._members[reducer], e)
+            return "mismatched"
+        patches = amendment.ordered() if amendment is not None else []
+        self.amended_elements += sum(b - a for (a, b), patch in zip(chunks, patches, strict=True) if len(patch))
+        return self._decode(payloads, chunks)
+
+    def keep_own(self, mine: list[Range], payloads: Sequence[bytes]) -> None:
+        """Our range becomes what everyone else decodes from our result."""
+        self._decode(payloads, mine)
+
+    def _validated(self, payloads: list[memoryview], chunks: list[Range]) -> list[memoryview]:
+        if len(payloads) != len(chunks):
+            raise CodecError(f"{len(payloads)} chunks, not {len(chunks)}")
+        for payload, (a, b) in zip(payloads, chunks, strict=True):
+            self._codec.validate(payload, b - a)
+        return payloads
+
+    def _decode(self, payloads: Sequence[memoryview | bytes], chunks: list[Range]) -> str:
+        for payload, (a, b) in zip(payloads, chunks, strict=True):
+            self._codec.decode_into(payload, self._flat[a:b])
+        return "applied"
