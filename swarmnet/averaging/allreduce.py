@@ -10,8 +10,12 @@ Reduce mode (butterfly, as in hivemind and 1-bit Adam's compressed all-reduce):
    same at every member as long as no further failure happens meanwhile;
 3. **all-gather**: each reducer aggregates its range over exactly those contributors (robust rule
    selectable), compresses it once (error feedback at the reducer) and sends the same bytes to all;
-4. **recovery**: ranges of reducers that died are split among the survivors and reduced again
-   (one more pass over the same contributors), so the result is still the average over them.
+4. **amendment**: a reducer streams each result chunk as soon as it is reduced, over whoever had
+   sent it; chunks that turn out over other contributors than the tally's (a straggler cut off, a
+   sender refused midway) are re-reduced from the parts it holds and sent again (``amend.py``);
+5. **recovery**: ranges of reducers that died (or whose results stayed unusable) are split among
+   the survivors and reduced again (one more pass over the same contributors), so the result is
+   still the average over them.
 
 Sparse all-gather mode (top-k codecs, when cheaper): every member sends its whole sparse vector to
 all others, then tally, then every member aggregates everything itself (exact sum of the sparse
