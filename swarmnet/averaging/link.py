@@ -51,6 +51,7 @@ class GroupLink:
         self._stream_method = method_name(group.run, "stream")
         self._largest, self._probe_interval = largest_chunk, probe_interval
         self.bytes_sent: Counter[int] = Counter()
+        self._last_ack: dict[int, float] = {}  # target -> loop time it last acknowledged a chunk of ours
 
     async def send_all(
         self, target: int, kind: Kind, pass_no: int, payloads: list[bytes], contributors: Collection[int] = ()
@@ -104,6 +105,7 @@ class GroupLink:
         try:
             async for raw in responses:
                 reply, _ = decode_message(raw, Reply)
+                self._last_ack[target] = asyncio.get_running_loop().time()
                 if not reply.ok:
                     logger.warning("round %s: %s refused a chunk: %s", self.group.round_id,
                                    self.group.members[target], reply.reason)  # fmt: skip
@@ -150,8 +152,12 @@ class GroupLink:
         return reply.ok
 
     def _heard_within(self, target: int, seconds: float) -> bool:
-        """Whether a chunk from ``target`` arrived in the last ``seconds``."""
-        last = self.inbox.last_heard.get(target, -math.inf)
+        """Whether ``target`` sent us a chunk, or acknowledged one of ours, in the last ``seconds``.
+
+        Acknowledgements count too: a member whose own data to us is done (or held back by its
+        reduction) may be silent for seconds while it still takes our results at full speed.
+        """
+        last = max(self.inbox.last_heard.get(target, -math.inf), self._last_ack.get(target, -math.inf))
         return asyncio.get_running_loop().time() - last <= seconds
 
     async def wait(self, arrivals: Arrivals, timeout: float, floor: float = 0.0) -> set[int]:

@@ -1,8 +1,10 @@
-"""GroupLink's unary sends: a slow answer from a peer that is still sending to us is not its death."""
+"""GroupLink's unary sends: a slow answer from a peer that is still sending to us, or still taking what we
+send, is not its death."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 from swarmnet.averaging.config import DeadlineConfig
@@ -28,6 +30,16 @@ class _SlowOnce:
             raise RequestTimeout(f"no response within {timeout}s")
         return encode_message(Reply(ok=True))
 
+    async def _acks(self, requests: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        async for _ in requests:
+            yield encode_message(Reply(ok=True))
+
+    def call_stream(
+        self, peer: str, method: str, requests: AsyncIterable[bytes], *, timeout: float | None = None
+    ) -> AsyncIterator[bytes]:
+        """Acknowledges every chunk at once."""
+        return self._acks(requests)
+
 
 def _link(transport: Any) -> tuple[GroupLink, Inbox, dict[int, str]]:
     group = Group(GROUP_ID, "t", 0, ("a", "b"), (100.0, 100.0))
@@ -49,6 +61,20 @@ def test_a_timed_out_message_to_a_peer_we_just_heard_from_is_sent_again() -> Non
         transport = _SlowOnce()
         link, inbox, failed = _link(transport)
         inbox.put(1, DataHeader(group_id=GROUP_ID, kind="part", chunk=0, chunks=2), memoryview(b"x"))
+        assert await link.send(1, _tally(), b"")
+        assert transport.calls == 2
+        assert failed == {}
+
+    asyncio.run(scenario())
+
+
+def test_a_peer_that_just_acknowledged_our_chunks_is_asked_again() -> None:
+    """It sent us nothing lately (its data to us is done), but it takes ours: it is alive."""
+
+    async def scenario() -> None:
+        transport = _SlowOnce()
+        link, _, failed = _link(transport)
+        await link.send_all(1, "result", 0, [b"r0", b"r1"])
         assert await link.send(1, _tally(), b"")
         assert transport.calls == 2
         assert failed == {}
