@@ -249,9 +249,10 @@ class GroupRound:
             while True:
                 changed.clear()
                 self._refuse_miscounted(pass_no, expected, len(mine), reducer)
-                for sender in reducer.refused:
+                refused = reducer.refused
+                for sender in refused:
                     arrivals.fail(sender)  # nothing more of it counts: neither wait for it nor reduce it
-                given_up = arrivals.failed | reducer.refused
+                given_up = arrivals.failed | refused
                 present = {s: c for s in expected - given_up if (c := self.inbox.chunk("part", pass_no, s, j))}
                 # Once the wait is over (all in, or the deadline), whoever lacks chunk j is left out of it.
                 if expected <= present.keys() | given_up or waiting.done():

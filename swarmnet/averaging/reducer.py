@@ -50,10 +50,6 @@ class RangeReducer:
         """Members refused in this pass (each for every chunk)."""
         return set(self._refused)
 
-    def refuse(self, member: int, reason: str) -> str:
-        """Refuse ``member`` for every chunk (a fault found outside its payloads); returns ``reason``."""
-        return self._refuse(member, reason)
-
     def members(self, j: int) -> set[int]:
         """Members whose contribution to chunk ``j`` is held."""
         return set(self._members[j])
@@ -77,7 +73,7 @@ class RangeReducer:
         if j in self._divided:
             self._rebuild(j, self._members[j])  # its result was taken (divided in place): a sum again
         if self._weights.setdefault(member, weight) != weight:
-            return self._refuse(member, f"weight {weight} differs from its earlier {self._weights[member]}")
+            return self.refuse(member, f"weight {weight} differs from its earlier {self._weights[member]}")
         a, b = self._chunks[j]
         try:
             if not self._streaming:
@@ -89,14 +85,14 @@ class RangeReducer:
                 self._payloads[member, j] = payload
         except CodecError as e:
             self._rebuild(j, self._members[j])  # the sum may hold part of the bad payload
-            return self._refuse(member, str(e))
+            return self.refuse(member, str(e))
         self._members[j].add(member)
         return None
 
     def add_payloads(self, member: int, weight: float, payloads: Sequence[Payload]) -> str | None:
         """Validate and add a member's payloads for every chunk; the reason if refused, else ``None``."""
         if len(payloads) != len(self._chunks):
-            return self._refuse(member, f"sent {len(payloads)} chunks, expected {len(self._chunks)}")
+            return self.refuse(member, f"sent {len(payloads)} chunks, expected {len(self._chunks)}")
         for j, payload in enumerate(payloads):
             if (reason := self.add_chunk(member, weight, j, payload)) is not None:
                 return reason
@@ -119,7 +115,8 @@ class RangeReducer:
             self._sums[j].div_(float(weights.sum()))
         return self._sums[j]
 
-    def _refuse(self, member: int, reason: str) -> str:
+    def refuse(self, member: int, reason: str) -> str:
+        """Refuse ``member`` for every chunk (its payload, or a fault found outside it); returns ``reason``."""
         self._refused.add(member)
         for j, held in enumerate(self._members):
             if member in held:

@@ -7,6 +7,8 @@ import asyncio
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
+import pytest
+
 from swarmnet.averaging.config import DeadlineConfig
 from swarmnet.averaging.deadlines import ThroughputModel
 from swarmnet.averaging.group import Group
@@ -56,25 +58,17 @@ def _tally() -> DataHeader:
     return DataHeader(group_id=GROUP_ID, kind="tally", contributors=(0, 1))
 
 
-def test_a_timed_out_message_to_a_peer_we_just_heard_from_is_sent_again() -> None:
+@pytest.mark.parametrize("heard", ["its chunk arrived", "it acknowledged ours"])
+def test_a_timed_out_message_to_a_peer_we_just_heard_from_is_sent_again(heard: str) -> None:
+    """Acknowledgements count: a peer whose data to us is done, but which takes ours, is alive."""
+
     async def scenario() -> None:
         transport = _SlowOnce()
         link, inbox, failed = _link(transport)
-        inbox.put(1, DataHeader(group_id=GROUP_ID, kind="part", chunk=0, chunks=2), memoryview(b"x"))
-        assert await link.send(1, _tally(), b"")
-        assert transport.calls == 2
-        assert failed == {}
-
-    asyncio.run(scenario())
-
-
-def test_a_peer_that_just_acknowledged_our_chunks_is_asked_again() -> None:
-    """It sent us nothing lately (its data to us is done), but it takes ours: it is alive."""
-
-    async def scenario() -> None:
-        transport = _SlowOnce()
-        link, _, failed = _link(transport)
-        await link.send_all(1, "result", 0, [b"r0", b"r1"])
+        if heard == "its chunk arrived":
+            inbox.put(1, DataHeader(group_id=GROUP_ID, kind="part", chunk=0, chunks=2), memoryview(b"x"))
+        else:
+            await link.send_all(1, "result", 0, [b"r0", b"r1"])
         assert await link.send(1, _tally(), b"")
         assert transport.calls == 2
         assert failed == {}
