@@ -26,9 +26,9 @@ import struct
 from abc import abstractmethod
 from typing import ClassVar
 
-import numpy as np
 import torch
 
+from swarmnet.buffers import zeros
 from swarmnet.compression.base import (
     NON_FINITE,
     Codec,
@@ -53,7 +53,6 @@ __all__ = [
     "pack_params",
     "read_block_size",
     "shares_memory",
-    "zeros",
 ]
 
 MAX_BLOCK = 1 << 24
@@ -63,18 +62,6 @@ _PARAMS = struct.Struct("<I")
 def n_blocks(numel: int, block: int) -> int:
     """Number of blocks (the last one possibly partial) covering ``numel`` elements."""
     return -(-numel // block)
-
-
-def zeros(numel: int) -> torch.Tensor:
-    """A zero-filled 1-D fp32 tensor whose memory numpy allocates.
-
-    numpy's zeroed allocation (calloc, with huge pages for large arrays) is about 3x faster than
-    ``torch.zeros`` for a fresh 100 MB buffer, page faults included. The tensor is an ordinary one, except that
-    its storage cannot be resized.
-    """
-    if not numel:
-        return torch.zeros(0)  # numpy gives empty arrays stride 0
-    return torch.from_numpy(np.zeros(numel, np.float32))
 
 
 def fp32_source(flat: torch.Tensor) -> torch.Tensor:

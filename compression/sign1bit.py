@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from swarmnet.buffers import zeros
 from swarmnet.compression.base import as_bytes, check_section_sizes, flat_float, section_tensor
 from swarmnet.compression.blockwise import (
     MAX_BLOCK,
@@ -15,7 +16,6 @@ from swarmnet.compression.blockwise import (
     pack_params,
     read_block_size,
     shares_memory,
-    zeros,
 )
 from swarmnet.compression.wire import CodecId, Header, pack
 from swarmnet.kernels.sign import ef_sign_encode, sign_decode_accumulate, sign_decode_into

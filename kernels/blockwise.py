@@ -35,10 +35,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
-import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from swarmnet.buffers import empty
 from swarmnet.errors import KernelError
 from swarmnet.kernels.dispatch import Dispatch, select_backend
 
@@ -188,14 +188,6 @@ def blockwise_dequantize_accumulate_reference(
 # ----------------------------------------------------------------------------------------------- CPU path
 
 
-def _empty(numel: int, dtype: torch.dtype) -> torch.Tensor:
-    """An uninitialised 1-D CPU tensor whose memory numpy allocates (numpy madvises huge pages for large
-    arrays and torch's allocator does not: ~15 ms instead of ~65 ms of page faults for 100 MB)."""
-    if not numel:
-        return torch.empty(0, dtype=dtype)  # numpy gives empty arrays stride 0, which view(dtype) refuses
-    return torch.from_numpy(np.empty(numel * dtype.itemsize, np.uint8)).view(dtype)
-
-
 def _regions(n: int, block_size: int, align: int) -> Iterator[tuple[int, int, int, int]]:
     """``(start, first_block, whole_rows, tail)`` of regions of about ``REGION_ELEMENTS`` elements: whole
     blocks, each region but the last a multiple of ``align`` elements (whole bytes of nibbles); the partial
@@ -259,8 +251,8 @@ def blockwise_quantize_cpu(
     src = x.reshape(-1)
     res = None if residual is None else residual.view(-1)
     n = src.numel()
-    scales = _empty(-(-n // block_size), torch.float32)
-    values = _empty(values_numel(n, bits), _VALUE_DTYPES[bits])
+    scales = empty(-(-n // block_size), torch.float32)
+    values = empty(values_numel(n, bits), _VALUE_DTYPES[bits])
     regions = list(_regions(n, block_size, 2 if bits == 4 else 1))
     if not regions:
         return values, scales

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
+from swarmnet.buffers import empty
 from swarmnet.errors import KernelError
 from swarmnet.kernels.dispatch import Dispatch, select_backend
 
@@ -190,14 +191,6 @@ def _columns(scales: torch.Tensor, parts: list[torch.Tensor]) -> list[torch.Tens
     return out
 
 
-def _empty(n: int, dtype: torch.dtype) -> torch.Tensor:
-    """An uninitialised 1-D CPU tensor allocated by numpy, which asks for transparent huge pages: page faults
-    on a fresh 100 MB torch buffer cost more than the kernel itself."""
-    if not n:
-        return torch.empty(0, dtype=dtype)  # numpy gives empty arrays stride 0, which view(dtype) refuses
-    return torch.from_numpy(np.empty(n * dtype.itemsize, np.uint8)).view(dtype)
-
-
 def _sign_table() -> torch.Tensor:
     """``(256, 8)`` fp32: row ``b`` holds the eight decoded signs (+1.0 or -1.0) of byte ``b``, MSB first."""
     bits = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.bool_)
@@ -220,7 +213,7 @@ def _lookup_signs(packed: torch.Tensor, index: torch.Tensor, out: torch.Tensor) 
 def _scratch(n: int, chunk_size: int) -> tuple[int, torch.Tensor, torch.Tensor]:
     """The longest region's size, an fp32 buffer for it rounded up to whole bytes, and int64 byte indices."""
     longest = max((stop - start for start, stop in _regions(n, chunk_size)), default=0)
-    return longest, torch.empty(-(-longest // 8) * 8), torch.empty(-(-longest // 8), dtype=torch.int64)
+    return longest, empty(-(-longest // 8) * 8), empty(-(-longest // 8), torch.int64)
 
 
 @torch.no_grad()
@@ -231,8 +224,8 @@ def ef_sign_encode_cpu(
     check_encode(grad, residual, chunk_size)
     n = grad.numel()
     g, r = grad.reshape(-1), residual.view(-1)
-    scales = _empty(-(-n // chunk_size), torch.float32)
-    packed = _empty(-(-n // 8), torch.uint8)
+    scales = empty(-(-n // chunk_size), torch.float32)
+    packed = empty(-(-n // 8), torch.uint8)
     longest, work, index = _scratch(n, chunk_size)
     positive = np.empty(longest, np.bool_)
     ones = torch.ones(min(chunk_size, _MV_MAX_CHUNK))

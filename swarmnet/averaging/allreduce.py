@@ -185,8 +185,7 @@ class GroupRound:
         results: asyncio.Future[None] | None = None
         if reducer is not None:
             if self.me in senders:
-                own = await off_loop(self._contributions.own_values, pass_no, mine)
-                reducer.add_values(self.me, self.weight, own)
+                await off_loop(self._add_own, pass_no, mine, reducer)
             payloads, tags, results = await self._reduce_streaming(pass_no, mine, reducer, senders)
         self._phase(pass_no, "reduce_scatter", started)
         started = loop.time()
@@ -271,6 +270,11 @@ class GroupRound:
         )
         return payloads, tags, sending
 
+    def _add_own(self, pass_no: int, mine: list[Range], reducer: RangeReducer) -> None:
+        """Our exact contribution to our own range, added to its sums in a worker thread (a full pass over
+        the range: on the event loop it would hold up every transfer meanwhile)."""
+        reducer.add_values(self.me, self.weight, self._contributions.own_values(pass_no, mine))
+
     def _refuse_miscounted(self, pass_no: int, senders: set[int], count: int, reducer: RangeReducer) -> None:
         """Refuse senders whose part claims another number of chunks than our range has: a shorter one
         would complete without a chunk we wait for, a longer one never."""
@@ -332,10 +336,11 @@ class GroupRound:
             for k in range(max((len(c) for c in chunks.values()), default=0)):
                 # Even to a reducer that failed meanwhile: recovery rebuilds our contribution to its range
                 # from the whole part as encoded (the error feedback residual was updated for all of it).
-                batch = [(r, chunks[r][k]) for r in order if k < len(chunks[r])]
-                payloads = await off_loop(self._contributions.encode_batch, pass_no, batch)
-                for (r, _), payload in zip(batch, payloads, strict=True):
-                    self._link.fill(boxes[r], "part", pass_no, [payload])
+                for r in order:
+                    if k < len(chunks[r]):
+                        # One chunk per hop to the worker: the first goes on the wire after one encode, not N-1.
+                        (payload,) = await off_loop(self._contributions.encode_batch, pass_no, [(r, chunks[r][k])])
+                        self._link.fill(boxes[r], "part", pass_no, [payload])
         finally:
             encoded.set_result(None)
             for box in boxes.values():  # encoding stopped early: results to its peer must not wait for it

@@ -14,6 +14,7 @@ import itertools
 import torch
 
 from swarmnet.averaging.vectors import Feedback, Range, encode_chunk
+from swarmnet.buffers import empty
 from swarmnet.compression import Codec
 
 __all__ = ["Contributions"]
@@ -57,7 +58,7 @@ class Contributions:
         lo, hi = chunks[0][0], chunks[-1][1]
         if pass_no == 0 and self.feedback is not None and _tiles(chunks):
             # One range (the first pass's): one buffer, sliced per chunk, instead of a copy per chunk.
-            whole = torch.add(self.flat[lo:hi], self.feedback.sent[lo:hi])
+            whole = torch.add(self.flat[lo:hi], self.feedback.sent[lo:hi], out=empty(hi - lo))
             self.feedback.sent[lo:hi].zero_()  # our own part is used exactly: nothing is lost
             self._own_first = (lo, whole)
             return [whole[a - lo : b - lo] for a, b in chunks]
@@ -86,7 +87,7 @@ class Contributions:
             lo, hi = chunks[0][0], chunks[-1][1]
             if (lo, hi) not in orphans:
                 continue
-            values = torch.empty(hi - lo)
+            values = empty(hi - lo)
             for (a, b), payload in zip(chunks, payloads, strict=True):
                 self.codec.decode_into(payload, values[a - lo : b - lo])
             self._recovered.append((lo, values.add_(self.feedback.sent[lo:hi])))

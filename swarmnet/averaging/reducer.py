@@ -17,6 +17,7 @@ import torch
 
 from swarmnet.averaging.robust import AggregationConfig, aggregate
 from swarmnet.averaging.vectors import Range, decode_chunk
+from swarmnet.buffers import zeros
 from swarmnet.compression import Codec
 from swarmnet.compression.base import NON_FINITE, all_finite
 from swarmnet.errors import CodecError
@@ -36,7 +37,7 @@ class RangeReducer:
         self._refused: set[int] = set()
         self._payloads: dict[tuple[int, int], Payload] = {}  # (member, chunk), to rebuild a sum without someone
         self._values: dict[tuple[int, int], torch.Tensor] = {}  # own contribution; every one for robust rules
-        self._sums = [torch.zeros(b - a) for a, b in chunks] if self._streaming else []
+        self._sums = [zeros(b - a) for a, b in chunks] if self._streaming else []
         self._members: list[set[int]] = [set() for _ in chunks]  # who chunk j holds (in its sum, for the mean)
         self._divided: set[int] = set()  # chunks whose sum was divided in place by their total weight
 

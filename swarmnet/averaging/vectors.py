@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from swarmnet.buffers import zeros
 from swarmnet.compression import Codec, decode
 from swarmnet.compression.base import NON_FINITE, all_finite
 from swarmnet.errors import CodecError
@@ -26,7 +27,7 @@ class Feedback:
     @classmethod
     def zeros(cls, numel: int) -> Feedback:
         """Fresh residuals for a vector of ``numel`` elements."""
-        return cls(torch.zeros(numel), torch.zeros(numel))
+        return cls(zeros(numel), zeros(numel))
 
 
 def flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
