@@ -52,6 +52,17 @@ def targets(report: dict[str, Any]) -> list[tuple[str, bool]]:
     return checks
 
 
+def _codecs(parser: argparse.ArgumentParser, names: str) -> list[str]:
+    """The codecs named on the command line (a JSON name such as ``sign1bit_ef`` stands for its codec);
+    an unknown one is a usage error now, not a peer that dies at startup after the testbed is up."""
+    by_config = {config: codec for codec, config in NAMES.items()}
+    codecs = [by_config.get(name, name) for name in names.split(",") if name]
+    unknown = [name for name in codecs if name not in CODECS]
+    if unknown or not codecs:
+        parser.error(f"--codecs: unknown {', '.join(unknown) or '(none given)'}; known: {', '.join(CODECS)}")
+    return codecs
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print a table and the targets; write JSON."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -61,14 +72,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mtu", type=int, default=9000, help="link MTU (1500: the internet's; see the README)")
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds per configuration (medians)")
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--codecs", default=",".join(CODECS))
+    parser.add_argument(
+        "--codecs", default=",".join(CODECS), help=f"comma-separated, of {', '.join(CODECS)} (or their JSON names)"
+    )
     parser.add_argument("--skip-hivemind", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
+    codecs = _codecs(parser, args.codecs)
     if (reason := testbed_unavailable()) is not None:
         print(f"testbed unavailable: {reason}", file=sys.stderr)
         return 1
-    codecs = args.codecs.split(",")
     configs: dict[str, dict[str, Any]] = {}
     # Jumbo frames need a tbf bucket of at least one frame: 160 kbit holds 20 KB.
     burst = max(TestbedConfig.burst_kbit, 160 if args.mtu > 1500 else 0)
