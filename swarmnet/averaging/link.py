@@ -51,7 +51,7 @@ class GroupLink:
         self._stream_method = method_name(group.run, "stream")
         self._largest, self._probe_interval = largest_chunk, probe_interval
         self.bytes_sent: Counter[int] = Counter()
-        self._last_ack: dict[int, float] = {}  # target -> loop time it last acknowledged a chunk of ours
+        self._last_ack: dict[int, float] = {}  # target -> loop time it last answered us (a chunk or a message)
 
     async def send_all(
         self, target: int, kind: Kind, pass_no: int, payloads: list[bytes], contributors: Collection[int] = ()
@@ -126,16 +126,25 @@ class GroupLink:
         message = encode_message(header, payload)
         peer = self.group.members[target]
         timeout = self._throughput.timeout(len(message) * max(1, len(self.group.members) - 1))
+        first_try = asyncio.get_running_loop().time()
         for attempt in range(_ATTEMPTS):
             try:
                 raw = await self._transport.call_unary(peer, self._method, message, timeout=timeout)
                 self.bytes_sent[target] += len(message)
+                self._last_ack[target] = asyncio.get_running_loop().time()
                 reply, _ = decode_message(raw, Reply)
                 break
             except RequestTimeout as e:
-                # On links full of our bulk data a small message can wait seconds behind it. A peer whose
-                # data kept arriving meanwhile is alive: ask again (receivers ignore a repeated message).
-                if attempt + 1 < _ATTEMPTS and self._heard_within(target, timeout):
+                if header.kind == "ping":
+                    # A ping is there to find a dead connection fast, which fails with a transport error; a slow
+                    # answer is a full link, not a death (the phase's own deadline bounds the wait for it).
+                    logger.info("round %s: %s slow to answer a ping", self.group.round_id, peer)
+                    return False
+                # On links full of bulk data a small message can wait seconds behind it, and so can its answer.
+                # A peer whose data or acknowledgements kept coming since we first asked (or just before) is
+                # alive: ask again (receivers ignore a repeated message).
+                heard_window = asyncio.get_running_loop().time() - first_try + timeout
+                if attempt + 1 < _ATTEMPTS and self._heard_within(target, heard_window):
                     logger.info("round %s: %s slow to answer our %s; asking again", self.group.round_id, peer,
                                 header.kind)  # fmt: skip
                     continue
@@ -152,7 +161,7 @@ class GroupLink:
         return reply.ok
 
     def _heard_within(self, target: int, seconds: float) -> bool:
-        """Whether ``target`` sent us a chunk, or acknowledged one of ours, in the last ``seconds``.
+        """Whether ``target`` sent us a chunk, acknowledged one of ours or answered a message in the last ``seconds``.
 
         Acknowledgements count too: a member whose own data to us is done (or held back by its
         reduction) may be silent for seconds while it still takes our results at full speed.

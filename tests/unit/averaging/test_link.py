@@ -21,14 +21,16 @@ GROUP_ID = "ab" * 8
 
 
 class _SlowOnce:
-    """A transport whose first unary call times out; later ones are answered."""
+    """A transport whose first unary call times out (after ``wait`` seconds); later ones are answered."""
 
-    def __init__(self) -> None:
+    def __init__(self, wait: float = 0.0) -> None:
         self.calls = 0
+        self.wait = wait
 
     async def call_unary(self, peer: str, method: str, message: bytes, *, timeout: float | None = None) -> bytes:
         self.calls += 1
         if self.calls == 1:
+            await asyncio.sleep(self.wait)
             raise RequestTimeout(f"no response within {timeout}s")
         return encode_message(Reply(ok=True))
 
@@ -43,11 +45,11 @@ class _SlowOnce:
         return self._acks(requests)
 
 
-def _link(transport: Any) -> tuple[GroupLink, Inbox, dict[int, str]]:
+def _link(transport: Any, deadlines: DeadlineConfig | None = None) -> tuple[GroupLink, Inbox, dict[int, str]]:
     group = Group(GROUP_ID, "t", 0, ("a", "b"), (100.0, 100.0))
     inbox = Inbox(DeadlineConfig(), max_chunks=8)
     failed: dict[int, str] = {}
-    throughput = ThroughputModel(DeadlineConfig())
+    throughput = ThroughputModel(deadlines or DeadlineConfig())
     link = GroupLink(
         transport, group, inbox, failed, weight=1.0, throughput=throughput, largest_chunk=1024, probe_interval=0.5
     )
@@ -83,5 +85,35 @@ def test_a_timed_out_message_to_a_silent_peer_marks_it_failed() -> None:
         assert not await link.send(1, _tally(), b"")
         assert transport.calls == 1
         assert "RequestTimeout" in failed[1]
+
+    asyncio.run(scenario())
+
+
+def test_a_peer_heard_from_just_before_a_slow_message_is_asked_again() -> None:
+    """The answer can wait behind the bulk data as long as the question did: a peer heard from just before we
+    asked is alive even when the timeout ran out with nothing heard since."""
+
+    async def scenario() -> None:
+        deadlines = DeadlineConfig(base=0.0, minimum=0.05)
+        transport = _SlowOnce(wait=deadlines.minimum)  # times out the way a real call does: after its timeout
+        link, inbox, failed = _link(transport, deadlines)
+        inbox.put(1, DataHeader(group_id=GROUP_ID, kind="part", chunk=0, chunks=2), memoryview(b"x"))
+        assert await link.send(1, _tally(), b"")
+        assert transport.calls == 2
+        assert failed == {}
+
+    asyncio.run(scenario())
+
+
+def test_a_ping_that_times_out_does_not_fail_the_peer() -> None:
+    """Pings find dead connections, which fail with a transport error; a slow answer is only a full link."""
+
+    async def scenario() -> None:
+        transport = _SlowOnce()
+        link, _, failed = _link(transport)
+        assert not await link.send(1, DataHeader(group_id=GROUP_ID, kind="ping"), b"")
+        assert transport.calls == 1
+        assert failed == {}
+        assert await link.send(1, DataHeader(group_id=GROUP_ID, kind="ping"), b"")  # answered the next time
 
     asyncio.run(scenario())
