@@ -339,7 +339,7 @@ class GroupRound:
                 for r in order:
                     if k < len(chunks[r]):
                         # One chunk per hop to the worker: the first goes on the wire after one encode, not N-1.
-                        (payload,) = await off_loop(self._contributions.encode_batch, pass_no, [(r, chunks[r][k])])
+                        payload = await off_loop(self._contributions.encode_next, pass_no, r, chunks[r][k])
                         self._link.fill(boxes[r], "part", pass_no, [payload])
         finally:
             encoded.set_result(None)

@@ -29,18 +29,16 @@ class Contributions:
         self._own_first: tuple[int, torch.Tensor] | None = None  # our exact contribution to our own range
         self._recovered: list[tuple[int, torch.Tensor]] = []
 
-    def encode_batch(self, pass_no: int, batch: list[tuple[int, Range]]) -> list[bytes]:
-        """Our payloads for the next chunk of each reducer in ``batch``, in order (with error feedback,
-        the first pass's are kept for recovery: each reducer's chunks must come in order)."""
-        payloads = []
-        for reducer, (a, b) in batch:
-            payload = self.encode_part(pass_no, a, b)
-            if pass_no == 0 and self.feedback is not None:
-                chunks, sent = self._first_parts.setdefault(reducer, ([], []))
-                chunks.append((a, b))
-                sent.append(payload)
-            payloads.append(payload)
-        return payloads
+    def encode_next(self, pass_no: int, reducer: int, chunk: Range) -> bytes:
+        """Our payload for the next chunk of ``reducer``'s range (with error feedback, the first pass's are
+        kept for recovery: each reducer's chunks must come in order)."""
+        a, b = chunk
+        payload = self.encode_part(pass_no, a, b)
+        if pass_no == 0 and self.feedback is not None:
+            chunks, sent = self._first_parts.setdefault(reducer, ([], []))
+            chunks.append(chunk)
+            sent.append(payload)
+        return payload
 
     def encode_part(self, pass_no: int, a: int, b: int) -> bytes:
         """Our contribution to ``[a, b)`` on the wire: values plus the error carried from last time."""

@@ -51,7 +51,7 @@ class GroupLink:
         self._stream_method = method_name(group.run, "stream")
         self._largest, self._probe_interval = largest_chunk, probe_interval
         self.bytes_sent: Counter[int] = Counter()
-        self._last_ack: dict[int, float] = {}  # target -> loop time it last answered us (a chunk or a message)
+        self._last_answer: dict[int, float] = {}  # target -> loop time it last answered us (a chunk or a message)
 
     async def send_all(
         self, target: int, kind: Kind, pass_no: int, payloads: list[bytes], contributors: Collection[int] = ()
@@ -105,7 +105,7 @@ class GroupLink:
         try:
             async for raw in responses:
                 reply, _ = decode_message(raw, Reply)
-                self._last_ack[target] = asyncio.get_running_loop().time()
+                self._last_answer[target] = asyncio.get_running_loop().time()
                 if not reply.ok:
                     logger.warning("round %s: %s refused a chunk: %s", self.group.round_id,
                                    self.group.members[target], reply.reason)  # fmt: skip
@@ -119,8 +119,17 @@ class GroupLink:
         self.failed[target] = f"{type(error).__name__}: {error}"
         self.inbox.fail(target)
 
-    async def send(self, target: int, header: DataHeader, payload: bytes) -> bool:
-        """One unary message (tally, ping); whether the member accepted it."""
+    async def ping(self, target: int) -> bool:
+        """Whether ``target`` answers a ping. A ping is there to find a dead connection fast, which fails with a
+        transport error; a slow answer is a full link, not a death (the phase's own deadline bounds the wait
+        for the peer), so a timeout only returns ``False``."""
+        return await self.send(
+            target, DataHeader(group_id=self.group.group_id, kind="ping"), b"", fail_on_timeout=False
+        )
+
+    async def send(self, target: int, header: DataHeader, payload: bytes, *, fail_on_timeout: bool = True) -> bool:
+        """One unary message (tally, ping); whether the member accepted it. ``fail_on_timeout=False``: a
+        timeout returns ``False`` without recording the member as failed."""
         if target in self.failed:
             return False
         message = encode_message(header, payload)
@@ -131,14 +140,12 @@ class GroupLink:
             try:
                 raw = await self._transport.call_unary(peer, self._method, message, timeout=timeout)
                 self.bytes_sent[target] += len(message)
-                self._last_ack[target] = asyncio.get_running_loop().time()
+                self._last_answer[target] = asyncio.get_running_loop().time()
                 reply, _ = decode_message(raw, Reply)
                 break
             except RequestTimeout as e:
-                if header.kind == "ping":
-                    # A ping is there to find a dead connection fast, which fails with a transport error; a slow
-                    # answer is a full link, not a death (the phase's own deadline bounds the wait for it).
-                    logger.info("round %s: %s slow to answer a ping", self.group.round_id, peer)
+                if not fail_on_timeout:
+                    logger.info("round %s: %s slow to answer our %s", self.group.round_id, peer, header.kind)
                     return False
                 # On links full of bulk data a small message can wait seconds behind it, and so can its answer.
                 # A peer whose data or acknowledgements kept coming since we first asked (or just before) is
@@ -166,7 +173,7 @@ class GroupLink:
         Acknowledgements count too: a member whose own data to us is done (or held back by its
         reduction) may be silent for seconds while it still takes our results at full speed.
         """
-        last = max(self.inbox.last_heard.get(target, -math.inf), self._last_ack.get(target, -math.inf))
+        last = max(self.inbox.last_heard.get(target, -math.inf), self._last_answer.get(target, -math.inf))
         return asyncio.get_running_loop().time() - last <= seconds
 
     async def wait(self, arrivals: Arrivals, timeout: float, floor: float = 0.0) -> set[int]:
@@ -187,11 +194,10 @@ class GroupLink:
 
     async def _probe(self, arrivals: Arrivals) -> None:
         # A peer that died after we last talked to it would otherwise be waited for until the deadline.
-        ping = DataHeader(group_id=self.group.group_id, kind="ping")
         interval = self._probe_interval
         while True:
             await asyncio.sleep(interval)
             for target in sorted(arrivals.pending):
                 # A peer whose data is still streaming in is alive: pinging it would only add load.
                 if not self._heard_within(target, interval):
-                    await self.send(target, ping, b"")
+                    await self.ping(target)

@@ -101,9 +101,9 @@ def test_a_ping_that_times_out_does_not_fail_the_peer() -> None:
     async def scenario() -> None:
         transport = _SlowOnce()
         link, _, failed = _link(transport)
-        assert not await link.send(1, DataHeader(group_id=GROUP_ID, kind="ping"), b"")
+        assert not await link.ping(1)
         assert transport.calls == 1
         assert failed == {}
-        assert await link.send(1, DataHeader(group_id=GROUP_ID, kind="ping"), b"")  # answered the next time
+        assert await link.ping(1)  # answered the next time
 
     asyncio.run(scenario())
