@@ -25,6 +25,9 @@ class MatchmakingConfig:
     poll_interval: float = 0.1  # seconds between DHT lookups while waiting
     settle_time: float = 0.03  # a ready leader looks again this soon, to check its view has stopped changing
     request_timeout: float = 2.0  # seconds for a propose/commit exchange with one peer
+    # Seconds a leader spends re-forming the last full group it led by proposing straight to its members,
+    # before it goes through the DHT (0: always the DHT). Stable swarms then skip a DHT store and two lookups.
+    regroup_window: float = 0.25
 
     def validate(self) -> None:
         """Raise ``ConfigError`` for an impossible setting."""
@@ -36,6 +39,8 @@ class MatchmakingConfig:
             raise ConfigError(f"need 0 <= min_wait ({self.min_wait}) < timeout ({self.timeout})")
         if self.poll_interval <= 0 or self.request_timeout <= 0 or self.settle_time <= 0:
             raise ConfigError("poll_interval, settle_time and request_timeout must be positive")
+        if self.regroup_window < 0:
+            raise ConfigError(f"regroup_window must be >= 0, got {self.regroup_window}")
 
 
 @dataclass(frozen=True, kw_only=True)

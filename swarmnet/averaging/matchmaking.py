@@ -17,6 +17,13 @@ Views of the DHT may differ (a late peer with a low id shifts the runs), but a p
 leader at a time and joins one group per round, so groups never overlap; a peer left out waits
 until ``timeout`` and then the caller moves to the next round. RPC callers are authenticated by
 the transport, so only the leader that reserved a peer can commit it.
+
+Stable swarms take a shortcut. A leader that closed a full group proposes straight to the same
+members next round (``regroup_window``), before touching the DHT: when they are all seeking, one
+propose/commit exchange replaces a DHT store and two lookups (measured on loopback with 4 peers,
+the store alone took 60 ms and a group 0.16 s). Afterwards the leader reads that round's records;
+if a peer joined and the cut no longer gives it the same run, it goes through the DHT from the
+next round on, so a newcomer waits at most one round, as a late peer does anyway.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import math
 import secrets
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import Field
 
@@ -44,6 +52,8 @@ from swarmnet.version import PROTOCOL_VERSION
 __all__ = ["GroupJoin", "Matchmaker"]
 
 logger = logging.getLogger(__name__)
+
+_NOT_LOOKING = "not looking for a group for that run, round and schema"
 
 
 class GroupJoin(Payload):
@@ -84,7 +94,8 @@ class Matchmaker:
         self._verifier = RecordVerifier()
         self._seeking: dict[tuple[str, int, str], _Seeking] = {}
         self._own_bandwidth = 0.0
-        self._background: set[asyncio.Task[float]] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        self._led: dict[str, Group] = {}  # per schema: the last full group we led, while its run is still ours
         self._verified_cache: dict[tuple[str, str | None, bytes], Record[GroupJoin] | None] = {}
         self._recent: deque[str] = deque(maxlen=64)  # groups we joined lately, for data arriving early
 
@@ -106,11 +117,20 @@ class Matchmaker:
             raise RuntimeError(f"already looking for a group for {key}")
         state = _Seeking(key, loop.create_future())
         self._seeking[key] = state
-        start = loop.time()
+        start, regrouped = loop.time(), False
+        dht_key = f"swarmnet/v{PROTOCOL_VERSION}/avg/{run}/{round_id}/{schema}"
+        expires_at = self._transport.clock.time() + self.config.timeout + 5.0
         try:
-            dht_key = f"swarmnet/v{PROTOCOL_VERSION}/avg/{run}/{round_id}/{schema}"
+            regrouped = (group := await self._regroup(state, bandwidth_mbps)) is not None
+            if group is not None:
+                return group
             join = GroupJoin(bandwidth_mbps=bandwidth_mbps)
-            expires_at = await self._announce(dht_key, join)
+            # A leader may commit us before our store is done (it re-formed last round's group): then
+            # the store is moot, and the one saying we are grouped supersedes it anyway.
+            announce = asyncio.create_task(self._announce(dht_key, join, expires_at))
+            waiting: list[asyncio.Future[Any]] = [announce, state.committed]
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            announce.cancel()
             state.join, state.announced_at = (dht_key, join, expires_at), loop.time()
             while loop.time() - start < self.config.timeout and not state.committed.done():
                 if state.reserved_by is not None and loop.time() > state.reserved_until:
@@ -130,20 +150,27 @@ class Matchmaker:
                 # Tell pollers we are taken: leaders skip us, and late peers whose run is used up
                 # then cut the free peers among themselves.
                 grouped = GroupJoin(bandwidth_mbps=bandwidth_mbps, grouped=True)
-                task = asyncio.create_task(self._announce(dht_key, grouped, expires_at + 1.0))
+                after = self._after_round(dht_key, grouped, expires_at + 1.0, state.committed.result(), regrouped)
+                task = asyncio.create_task(after)
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
 
-    async def _announce(self, dht_key: str, join: GroupJoin, expires_at: float | None = None) -> float:
+    async def _after_round(
+        self, dht_key: str, grouped: GroupJoin, expires_at: float, group: Group, regrouped: bool
+    ) -> None:
+        await self._announce(dht_key, grouped, expires_at)
+        if regrouped:
+            with contextlib.suppress(TransportClosed):  # we are shutting down: nothing left to confirm
+                await self._confirm_run(dht_key, group)
+
+    async def _announce(self, dht_key: str, join: GroupJoin, expires_at: float) -> None:
         now = self._transport.clock.time()
-        expires_at = expires_at or now + self.config.timeout + 5.0
         me = self._identity.peer_id
         value = sign_record(self._identity, join, key=dht_key, subkey=me, timestamp=now, expires_at=expires_at)
         self._own_bandwidth = join.bandwidth_mbps
         with contextlib.suppress(TransportClosed):
             if not await self._transport.store(dht_key, value, expires_at, subkey=me):
                 logger.warning("could not store our join record under %s; others may not see it", dht_key)
-        return expires_at
 
     async def _announce_again(self, state: _Seeking) -> None:
         """Store our join record again: it is not in the DHT (the store failed, or the record was lost),
@@ -249,40 +276,103 @@ class Matchmaker:
 
     async def _lead(self, state: _Seeking, members: list[str], bandwidths: dict[str, float]) -> Group | None:
         state.leading = True
-        run, round_id, schema = state.key
-        group_id = secrets.token_hex(16)
-        proposal = encode_message(Propose(run=run, round_id=round_id, schema_id=schema, group_id=group_id))
-        others = [p for p in members if p != self._identity.peer_id]
-        replies = await asyncio.gather(*(self._ask(p, self._propose, proposal) for p in others))
-        accepted = [p for p, reply in zip(others, replies, strict=True) if reply.ok]
-        for peer, reply in zip(others, replies, strict=True):
-            if not reply.ok:
-                logger.debug("%s refused to join: %s", peer, reply.reason)
-                state.refusals[peer] = reply.reason
         try:
+            group_id, others = secrets.token_hex(16), [p for p in members if p != self._identity.peer_id]
+            replies = await self._propose_to(state, group_id, others, self.config.request_timeout)
+            accepted = [p for p, reply in zip(others, replies, strict=True) if reply.ok]
+            for peer, reply in zip(others, replies, strict=True):
+                if not reply.ok:
+                    logger.debug("%s refused to join: %s", peer, reply.reason)
+                    state.refusals[peer] = reply.reason
             if len(accepted) + 1 < self.config.min_group_size:
-                abort = encode_message(Commit(group_id=group_id, abort=True))
-                await asyncio.gather(*(self._ask(p, self._commit, abort) for p in accepted))
+                await self._abort(group_id, accepted)
                 return None
-            final = (self._identity.peer_id, *accepted)
-            commit = Commit(group_id=group_id, members=final, bandwidths=tuple(bandwidths[p] for p in final))
-            await asyncio.gather(*(self._ask(p, self._commit, encode_message(commit)) for p in accepted))
-            return self._finish(state, final, bandwidths, group_id)
+            return await self._close(state, group_id, accepted, bandwidths)
         finally:
             state.leading = False
+
+    async def _regroup(self, state: _Seeking, bandwidth_mbps: float) -> Group | None:
+        """Re-form the last full group we led by proposing straight to its members, skipping the DHT.
+
+        Members not seeking this round yet are asked again every ``settle_time`` until
+        ``regroup_window`` runs out; then the DHT decides this round. Any other refusal or failure
+        (a member died, or is in another leader's group) also ends it, and the group is forgotten.
+        """
+        previous = self._led.get(state.key[2])
+        if previous is None or self.config.regroup_window <= 0:
+            return None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.regroup_window
+        group_id, failure = secrets.token_hex(16), ""
+        pending = [p for p in previous.members if p != self._identity.peer_id]
+        accepted: list[str] = []
+        state.leading = True
+        try:
+            while pending and not failure and (left := deadline - loop.time()) > 0:
+                replies = await self._propose_to(state, group_id, pending, min(left, self.config.request_timeout))
+                accepted += [p for p, reply in zip(pending, replies, strict=True) if reply.ok]
+                failure = next((r.reason for r in replies if not r.ok and r.reason != _NOT_LOOKING), "")
+                pending = [p for p, reply in zip(pending, replies, strict=True) if not reply.ok]
+                if pending and not failure:
+                    await asyncio.sleep(max(0.0, min(self.config.settle_time, deadline - loop.time())))
+            if pending:
+                logger.info("could not re-form group of %d: %s", len(previous.members), failure or _NOT_LOOKING)
+                if failure:
+                    self._led.pop(state.key[2], None)
+                await self._abort(group_id, accepted)
+                return None
+            bandwidths = dict(zip(previous.members, previous.bandwidths, strict=True))
+            bandwidths[self._identity.peer_id] = bandwidth_mbps
+            return await self._close(state, group_id, accepted, bandwidths)
+        finally:
+            state.leading = False
+
+    async def _confirm_run(self, dht_key: str, group: Group) -> None:
+        """After a re-formed round, forget the group unless the cut of that round's records still gives
+        us exactly its members: a peer joined (it waited out the round), so the DHT must decide again."""
+        looking, grouped, _ = await self._candidates(dht_key)
+        ids = sorted(set(looking) | grouped | set(group.members))
+        if set(_run_of(self._identity.peer_id, ids, self.config.target_group_size)) != set(group.members):
+            logger.info("our run under %s is no longer group %s; back to the DHT", dht_key, group.group_id)
+            self._led = {s: g for s, g in self._led.items() if g is not group}
+
+    async def _propose_to(self, state: _Seeking, group_id: str, peers: list[str], timeout: float) -> list[Reply]:
+        run, round_id, schema = state.key
+        proposal = encode_message(Propose(run=run, round_id=round_id, schema_id=schema, group_id=group_id))
+        return list(await asyncio.gather(*(self._ask(p, self._propose, proposal, timeout) for p in peers)))
+
+    async def _abort(self, group_id: str, accepted: list[str]) -> None:
+        abort = encode_message(Commit(group_id=group_id, abort=True))
+        await asyncio.gather(*(self._ask(p, self._commit, abort) for p in accepted))
+
+    async def _close(self, state: _Seeking, group_id: str, accepted: list[str], bandwidths: dict[str, float]) -> Group:
+        final = (self._identity.peer_id, *accepted)
+        commit = Commit(group_id=group_id, members=final, bandwidths=tuple(bandwidths[p] for p in final))
+        await asyncio.gather(*(self._ask(p, self._commit, encode_message(commit)) for p in accepted))
+        return self._finish(state, final, bandwidths, group_id)
 
     def _finish(
         self, state: _Seeking, members: tuple[str, ...], bandwidths: dict[str, float], group_id: str | None = None
     ) -> Group:
-        run, round_id, _ = state.key
+        run, round_id, schema = state.key
         group = Group(group_id or secrets.token_hex(16), run, round_id, members, tuple(bandwidths[p] for p in members))
-        self._recent.append(group.group_id)
+        self._joined(schema, group)
         state.committed.set_result(group)
         return group
 
-    async def _ask(self, peer: str, method: str, message: bytes) -> Reply:
+    def _joined(self, schema: str, group: Group) -> None:
+        """Note a group we are in: the last full group we led is the one to re-form next round."""
+        self._recent.append(group.group_id)
+        full = len(group.members) == self.config.target_group_size > 1
+        if full and group.members[0] == self._identity.peer_id:
+            self._led[schema] = group
+        else:
+            self._led.pop(schema, None)
+
+    async def _ask(self, peer: str, method: str, message: bytes, timeout: float | None = None) -> Reply:
         try:
-            raw = await self._transport.call_unary(peer, method, message, timeout=self.config.request_timeout)
+            timeout = self.config.request_timeout if timeout is None else timeout
+            raw = await self._transport.call_unary(peer, method, message, timeout=timeout)
             return decode_message(raw, Reply)[0]
         except SwarmnetError as e:
             return Reply(ok=False, reason=f"{type(e).__name__}: {e}")
@@ -292,7 +382,7 @@ class Matchmaker:
         state = self._seeking.get((proposal.run, proposal.round_id, proposal.schema_id))
         reason = ""
         if state is None:
-            reason = "not looking for a group for that run, round and schema"
+            reason = _NOT_LOOKING
         elif state.committed.done():
             reason = "already in a group for this round"
         elif state.leading:
@@ -328,9 +418,10 @@ class Matchmaker:
             raise ProtocolError(
                 f"malformed commit from {caller}: members {len(members)}, bandwidths {len(bandwidths)}"
             )
-        run, round_id, _ = state.key
-        self._recent.append(commit.group_id)
-        state.committed.set_result(Group(commit.group_id, run, round_id, members, bandwidths))
+        run, round_id, schema = state.key
+        group = Group(commit.group_id, run, round_id, members, bandwidths)
+        self._joined(schema, group)
+        state.committed.set_result(group)
         return encode_message(Reply(ok=True))
 
 

@@ -1,13 +1,18 @@
-"""Group formation when the DHT misbehaves: a join record that never made it is stored again."""
+"""Group formation: a join record that never made it is stored again; a stable group re-forms without the DHT."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from dataclasses import replace
 
+import pytest
 import torch
 
+from swarmnet.averaging import Outcome
+from swarmnet.clock import run_virtual
 from swarmnet.transport.memory import MemoryNetwork
-from tests.unit.averaging.harness import FAST, average, make_peers, with_group
+from tests.unit.averaging.harness import FAST, Peer, average, make_peers, mean_of, random_inputs, with_group
 
 
 def test_a_peer_whose_join_record_was_not_stored_announces_again_and_the_group_forms() -> None:
@@ -36,3 +41,85 @@ def test_a_peer_whose_join_record_was_not_stored_announces_again_and_the_group_f
             assert torch.equal(t[0], torch.full((64,), 1.0))
 
     asyncio.run(scenario())
+
+
+def _count_stores(peer: Peer) -> Counter[str]:
+    """Count the DHT stores ``peer`` makes, per key."""
+    stores: Counter[str] = Counter()
+    original = peer.transport.store
+
+    async def counting(key: str, value: bytes, expires_at: float, subkey: str | None = None) -> bool:
+        stores[key] += 1
+        return await original(key, value, expires_at, subkey=subkey)
+
+    peer.transport.store = counting  # type: ignore[method-assign]
+    return stores
+
+
+async def _step_later(peer: Peer, tensors: list[torch.Tensor], round_id: int, delay: float) -> Outcome:
+    await asyncio.sleep(delay)
+    return await peer.averager.step(tensors, round_id=round_id)
+
+
+@pytest.mark.parametrize(("window", "members_late_by"), [(0.25, 0.0), (0.25, 0.1), (0.0, 0.0)])
+def test_a_leader_re_forms_its_full_group_without_the_dht(window: float, members_late_by: float) -> None:
+    """With the shortcut the leader stores one record for round 1 (saying it is grouped) and no join record;
+    members that start late, within the window, are asked again. Without it (window 0) it stores both."""
+
+    async def main() -> None:
+        config = with_group(FAST, 4, 2)
+        config = replace(config, matchmaking=replace(config.matchmaking, regroup_window=window))
+        peers = await make_peers(MemoryNetwork(), 4, config)
+        first = await average(peers, random_inputs(4, [(64,)], seed=1))
+        leader = next(p for p in peers if p.peer_id == first[0].members[0])
+        stores = _count_stores(leader)
+        inputs = random_inputs(4, [(64,)], seed=2)
+        expected = mean_of(inputs)
+        delays = [0.0 if p is leader else members_late_by for p in peers]
+        steps = [_step_later(p, t, 1, d) for p, t, d in zip(peers, inputs, delays, strict=True)]
+        outcomes = await asyncio.gather(*steps)
+        await asyncio.sleep(1.0)  # the grouped records go out in the background
+        assert all(o.succeeded and set(o.contributors) == set(first[0].members) for o in outcomes)
+        assert [n for key, n in stores.items() if "/avg/t/1/" in key] == [1 if window else 2]
+        for tensors in inputs:
+            assert torch.allclose(tensors[0], expected[0], atol=1e-6)
+
+    run_virtual(main())
+
+
+def test_a_peer_joining_a_stable_group_is_in_a_group_the_round_after() -> None:
+    """Round 2 the leader re-forms its group of 4 and may leave the newcomer out; reading round 2's records
+    it sees its run changed, so in round 3 the DHT cuts the 5 into runs of 3 and 2."""
+
+    async def main() -> None:
+        config = with_group(FAST, 4, 2)
+        config = replace(config, matchmaking=replace(config.matchmaking, timeout=2.0))
+        network = MemoryNetwork()
+        peers = await make_peers(network, 4, config)
+        for round_id in (0, 1):
+            assert all(o.succeeded for o in await average(peers, random_inputs(4, [(64,)]), round_id))
+        peers += await make_peers(network, 1, config)
+        await average(peers, random_inputs(5, [(64,)]), 2)  # the newcomer may be left out
+        outcomes = await average(peers, random_inputs(5, [(64,)], seed=3), 3)
+        assert all(o.succeeded for o in outcomes), [o.reason for o in outcomes]
+        assert sorted(len(o.members) for o in outcomes) == [2, 2, 3, 3, 3]
+
+    run_virtual(main())
+
+
+def test_a_dead_member_ends_the_shortcut_and_the_others_average() -> None:
+    async def main() -> None:
+        network = MemoryNetwork()
+        peers = await make_peers(network, 4, with_group(FAST, 4, 2))
+        first = await average(peers, random_inputs(4, [(64,)]))
+        victim = next(p for p in peers if p.peer_id == first[0].members[-1])
+        network.kill(victim.peer_id)
+        alive = [p for p in peers if p is not victim]
+        inputs = random_inputs(3, [(64,)], seed=4)
+        expected = mean_of(inputs)
+        outcomes = await average(alive, inputs, 1)
+        assert all(o.succeeded and len(o.contributors) == 3 for o in outcomes), [o.reason for o in outcomes]
+        for tensors in inputs:
+            assert torch.allclose(tensors[0], expected[0], atol=1e-6)
+
+    run_virtual(main())
