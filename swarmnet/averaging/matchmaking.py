@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import math
 import secrets
@@ -43,6 +42,7 @@ from pydantic import Field
 from swarmnet.averaging.config import MatchmakingConfig
 from swarmnet.averaging.group import Group
 from swarmnet.averaging.messages import Commit, Propose, Reply, decode_message, encode_message, method_name
+from swarmnet.averaging.runs import free_run, run_of
 from swarmnet.errors import ProtocolError, SwarmnetError, TransportClosed
 from swarmnet.identity import Identity
 from swarmnet.records import Payload, Record, RecordVerifier, sign_record
@@ -214,7 +214,8 @@ class Matchmaker:
         candidates, grouped, visible = await self._candidates(dht_key)
         if not visible:
             await self._announce_again(state)
-        mine = self._my_run(state, candidates, grouped)
+        target, minimum = self.config.target_group_size, self.config.min_group_size
+        mine = free_run(self._identity.peer_id, set(candidates), grouped, set(state.refusals), target, minimum)
         settled = self._settled(state, mine, elapsed)
         full = len(mine) >= self.config.target_group_size
         ready = full or (elapsed >= self.config.min_wait and len(mine) >= self.config.min_group_size)
@@ -229,23 +230,6 @@ class Matchmaker:
         if len(mine) == 1:
             return self._finish(state, (self._identity.peer_id,), candidates)
         return await self._lead(state, mine, candidates)
-
-    def _my_run(self, state: _Seeking, looking: dict[str, float], grouped: set[str]) -> list[str]:
-        """The free peers of our run, sorted: the first one leads.
-
-        Everyone who announced, grouped or not, is cut into runs: those are the same for every
-        peer however late the grouped markers of other groups reach it. A peer that refused us
-        or a leader that never proposed is only skipped within our run, not taken out of the cut,
-        which would shift the runs behind it in our view alone. When too few of our run are still
-        free (we came late, or our run was grouped without us), the free peers are cut among
-        themselves instead.
-        """
-        me, target = self._identity.peer_id, self.config.target_group_size
-        free = {p for p in looking if p not in state.refusals} | {me}
-        mine = [p for p in _run_of(me, sorted(set(looking) | grouped | {me}), target) if p in free]
-        if len(mine) < self.config.min_group_size:
-            mine = _run_of(me, sorted(free), target)
-        return mine
 
     def _settled(self, state: _Seeking, mine: list[str], elapsed: float) -> bool:
         """Whether our run is the one our previous poll saw, so that we may lead it.
@@ -332,7 +316,7 @@ class Matchmaker:
         us exactly its members: a peer joined (it waited out the round), so the DHT must decide again."""
         looking, grouped, _ = await self._candidates(dht_key)
         ids = sorted(set(looking) | grouped | set(group.members))
-        if set(_run_of(self._identity.peer_id, ids, self.config.target_group_size)) != set(group.members):
+        if set(run_of(self._identity.peer_id, ids, self.config.target_group_size)) != set(group.members):
             logger.info("our run under %s is no longer group %s; back to the DHT", dht_key, group.group_id)
             self._led = {s: g for s, g in self._led.items() if g is not group}
 
@@ -423,17 +407,3 @@ class Matchmaker:
         self._joined(schema, group)
         state.committed.set_result(group)
         return encode_message(Reply(ok=True))
-
-
-def _run_of(peer: str, ids: list[str], target: int) -> list[str]:
-    """The run of ``peer`` when sorted ``ids`` are cut into ``ceil(n / target)`` runs, longer runs first.
-
-    Runs of consecutive ids, not interleaved slices: when a group closes and its members drop
-    out of the free peers, every other run stays as it was (the sizes keep their longer-first
-    pattern), and a late peer with a low id moves only the runs after it.
-    """
-    count = max(1, math.ceil(len(ids) / target))
-    base, extra = divmod(len(ids), count)
-    bounds = [i * base + min(i, extra) for i in range(count + 1)]
-    index = ids.index(peer)
-    return next(ids[start:end] for start, end in itertools.pairwise(bounds) if index < end)

@@ -1,0 +1,40 @@
+"""How the peers seeking one round are cut into runs: consecutive ids, each run one group, its first free peer
+the leader. Pure functions of what a peer sees in the DHT, so every peer with the same view cuts alike."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+__all__ = ["free_run", "run_of"]
+
+
+def free_run(me: str, looking: set[str], grouped: set[str], skipped: set[str], target: int, minimum: int) -> list[str]:
+    """The free peers of ``me``'s run, sorted: the first one leads.
+
+    Everyone who announced, grouped or not, is cut into runs: those are the same for every
+    peer however late the grouped markers of other groups reach it. A peer in ``skipped`` (it
+    refused us, or a leader never proposed) is only skipped within our run, not taken out of the
+    cut, which would shift the runs behind it in our view alone. When fewer than ``minimum`` of
+    our run are still free (we came late, or our run was grouped without us), the free peers are
+    cut among themselves instead.
+    """
+    free = (looking - skipped) | {me}
+    mine = [p for p in run_of(me, sorted(looking | grouped | {me}), target) if p in free]
+    if len(mine) < minimum:
+        mine = run_of(me, sorted(free), target)
+    return mine
+
+
+def run_of(peer: str, ids: list[str], target: int) -> list[str]:
+    """The run of ``peer`` when sorted ``ids`` are cut into ``ceil(n / target)`` runs, longer runs first.
+
+    Runs of consecutive ids, not interleaved slices: when a group closes and its members drop
+    out of the free peers, every other run stays as it was (the sizes keep their longer-first
+    pattern), and a late peer with a low id moves only the runs after it.
+    """
+    count = max(1, math.ceil(len(ids) / target))
+    base, extra = divmod(len(ids), count)
+    bounds = [i * base + min(i, extra) for i in range(count + 1)]
+    index = ids.index(peer)
+    return next(ids[start:end] for start, end in itertools.pairwise(bounds) if index < end)
