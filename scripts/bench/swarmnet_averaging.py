@@ -91,7 +91,8 @@ async def run_peer(spec: PeerSpec) -> None:
                 offsets = [i + 1 for i in range(spec.peers) if i != spec.victim]
                 expected = base + sum(offsets) / len(offsets) + r % 4
                 result = {
-                    "peer": spec.index, "start": start, "step": t_step, "done": t_done,
+                    "peer": spec.index, "peer_id": identity.peer_id, "members": outcome.members,
+                    "start": start, "step": t_step, "done": t_done,
                     "formed": t_step + outcome.phase_seconds.get("matchmaking", 0.0),
                     "succeeded": outcome.succeeded, "reason": outcome.reason,
                     "contributors": len(outcome.contributors), "bytes_sent": outcome.total_bytes_sent,

@@ -36,8 +36,14 @@ def test_three_processes_average_exactly_and_compressed() -> None:
     assert report["none"]["max_abs_error"] < 1e-5
     assert report["int8"]["rel_error"] < 0.01
     assert report["sign1bit"]["payload_bytes_per_peer"] < report["none"]["payload_bytes_per_peer"] / 25
-    for codec in report.values():
-        assert all(p["succeeded"] and p["contributors"] == 3 for rd in codec["rounds"] for p in rd["peers"])
+    short = [
+        {"codec": name, "round": rd["round"], **{k: p[k] for k in ("peer", "reason", "failed", "rejected", "phases")}}
+        for name, codec in report.items()
+        for rd in codec["rounds"]
+        for p in rd["peers"]
+        if not (p["succeeded"] and p["contributors"] == 3)
+    ]
+    assert not short, short  # who was left out, and what each peer said about it
 
 
 @pytest.mark.slow

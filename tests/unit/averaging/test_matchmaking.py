@@ -61,26 +61,27 @@ async def _step_later(peer: Peer, tensors: list[torch.Tensor], round_id: int, de
     return await peer.averager.step(tensors, round_id=round_id)
 
 
-@pytest.mark.parametrize(("window", "members_late_by"), [(0.25, 0.0), (0.25, 0.1), (0.0, 0.0)])
-def test_a_leader_re_forms_its_full_group_without_the_dht(window: float, members_late_by: float) -> None:
-    """With the shortcut the leader stores one record for round 1 (saying it is grouped) and no join record;
-    members that start late, within the window, are asked again. Without it (window 0) it stores both."""
+@pytest.mark.parametrize(("window", "late"), [(0.25, None), (0.25, "members"), (0.25, "leader"), (0.0, None)])
+def test_a_full_group_meets_again_without_the_dht(window: float, late: str | None) -> None:
+    """With the shortcut every peer stores one record for round 1 (that it is grouped) and no join record,
+    also when the leader or its members start 0.1 s after the others. Without it (window 0) each stores both."""
 
     async def main() -> None:
         config = with_group(FAST, 4, 2)
         config = replace(config, matchmaking=replace(config.matchmaking, regroup_window=window))
         peers = await make_peers(MemoryNetwork(), 4, config)
         first = await average(peers, random_inputs(4, [(64,)], seed=1))
-        leader = next(p for p in peers if p.peer_id == first[0].members[0])
-        stores = _count_stores(leader)
+        stores = [_count_stores(p) for p in peers]
         inputs = random_inputs(4, [(64,)], seed=2)
         expected = mean_of(inputs)
-        delays = [0.0 if p is leader else members_late_by for p in peers]
+        leads = [p.peer_id == first[0].members[0] for p in peers]
+        delays = [0.1 if late == ("leader" if lead else "members") else 0.0 for lead in leads]
         steps = [_step_later(p, t, 1, d) for p, t, d in zip(peers, inputs, delays, strict=True)]
         outcomes = await asyncio.gather(*steps)
         await asyncio.sleep(1.0)  # the grouped records go out in the background
         assert all(o.succeeded and set(o.contributors) == set(first[0].members) for o in outcomes)
-        assert [n for key, n in stores.items() if "/avg/t/1/" in key] == [1 if window else 2]
+        per_peer = [sum(n for key, n in counts.items() if "/avg/t/1/" in key) for counts in stores]
+        assert per_peer == [1 if window else 2] * 4
         for tensors in inputs:
             assert torch.allclose(tensors[0], expected[0], atol=1e-6)
 
@@ -107,19 +108,21 @@ def test_a_peer_joining_a_stable_group_is_in_a_group_the_round_after() -> None:
     run_virtual(main())
 
 
-def test_a_dead_member_ends_the_shortcut_and_the_others_average() -> None:
+@pytest.mark.parametrize("victim", ["leader", "member"])
+def test_a_dead_peer_ends_the_shortcut_and_the_others_average(victim: str) -> None:
     async def main() -> None:
         network = MemoryNetwork()
         peers = await make_peers(network, 4, with_group(FAST, 4, 2))
-        first = await average(peers, random_inputs(4, [(64,)]))
-        victim = next(p for p in peers if p.peer_id == first[0].members[-1])
-        network.kill(victim.peer_id)
-        alive = [p for p in peers if p is not victim]
-        inputs = random_inputs(3, [(64,)], seed=4)
-        expected = mean_of(inputs)
-        outcomes = await average(alive, inputs, 1)
-        assert all(o.succeeded and len(o.contributors) == 3 for o in outcomes), [o.reason for o in outcomes]
-        for tensors in inputs:
-            assert torch.allclose(tensors[0], expected[0], atol=1e-6)
+        members = (await average(peers, random_inputs(4, [(64,)])))[0].members
+        dead = next(p for p in peers if p.peer_id == members[0 if victim == "leader" else -1])
+        network.kill(dead.peer_id)
+        alive = [p for p in peers if p is not dead]
+        for round_id in (1, 2):  # round 2: nobody waits for the dead peer any more
+            inputs = random_inputs(3, [(64,)], seed=4 + round_id)
+            expected = mean_of(inputs)
+            outcomes = await average(alive, inputs, round_id)
+            assert all(o.succeeded and len(o.contributors) == 3 for o in outcomes), [o.reason for o in outcomes]
+            for tensors in inputs:
+                assert torch.allclose(tensors[0], expected[0], atol=1e-6)
 
     run_virtual(main())
