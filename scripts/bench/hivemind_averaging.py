@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from scripts.bench.rounds import cpu_ticks, tail, wait_for, write_atomic
+from scripts.bench.rounds import checks_after, cpu_ticks, tail, wait_for, write_atomic
 from scripts.bench.rounds import pattern as make_pattern
 from scripts.testbed import Node, Testbed, TestbedConfig, testbed, testbed_unavailable
 
@@ -103,8 +103,6 @@ def run_peer(
             except Exception as e:
                 error = repr(e)
             t_done = time.time()
-            with averager.get_tensors() as tensors:
-                max_error = float((tensors[0] - (pattern + (peers + 1) / 2 + r % 4)).abs().max())
             result: dict[str, Any] = {
                 "peer": index,
                 "start": start,
@@ -112,8 +110,12 @@ def run_peer(
                 "formed": t_formed,
                 "done": t_done,
             }
-            result |= {"group_size": group_size, "max_abs_error": max_error, "error": error}
+            result |= {"group_size": group_size, "error": error}
             write_atomic(workdir / f"result-{r}-{index}.json", json.dumps(result))
+            wait_for(workdir / f"over-{r}", time.monotonic() + 300)  # see rounds.checks_after
+            with averager.get_tensors() as tensors:
+                max_error = float((tensors[0] - (pattern + (peers + 1) / 2 + r % 4)).abs().max())
+            write_atomic(workdir / f"check-{r}-{index}.json", json.dumps({"max_abs_error": max_error}))
         wait_for(workdir / "stop", time.monotonic() + 300)
     finally:
         if averager is not None:
@@ -206,6 +208,8 @@ def _run_round(
     results = [json.loads(wait_for(workdir / f"result-{r}-{i}.json", deadline, procs)) for i in range(len(nodes))]
     cpu_after = cpu_ticks()
     tx = [node.tx_bytes() - before for node, before in zip(nodes, tx_before, strict=True)]
+    checks = checks_after(workdir, str(r), list(range(len(nodes))), deadline, procs)
+    results = [p | check for p, check in zip(results, checks, strict=True)]
     return {
         "round": r,
         "warmup": warm,

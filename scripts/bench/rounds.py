@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["async_wait_for", "cpu_ticks", "pattern", "tail", "wait_for", "write_atomic"]
+__all__ = ["async_wait_for", "checks_after", "cpu_ticks", "pattern", "tail", "wait_for", "write_atomic"]
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -39,6 +40,19 @@ async def async_wait_for(path: Path, timeout: float) -> str:
             raise TimeoutError(f"timed out waiting for {path.name}")
         await asyncio.sleep(0.005)
     return await asyncio.to_thread(path.read_text)
+
+
+def checks_after(
+    workdir: Path, tag: str, peers: list[int], deadline: float, procs: list[subprocess.Popen[Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Once every peer's timing for round ``tag`` is in, let the peers check their results and collect that.
+
+    A peer checks its tensor against the exact average only after ``over-TAG`` exists (``check-TAG-i.json``):
+    those full-size passes, done at once, would take CPU from the peers still averaging and so show up in
+    the round time of the last one.
+    """
+    write_atomic(workdir / f"over-{tag}", "")
+    return [json.loads(wait_for(workdir / f"check-{tag}-{i}.json", deadline, procs)) for i in peers]
 
 
 def pattern(numel: int) -> Any:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scripts.bench.rounds import async_wait_for, cpu_ticks, tail, wait_for, write_atomic
+from scripts.bench.rounds import async_wait_for, checks_after, cpu_ticks, tail, wait_for, write_atomic
 from scripts.bench.rounds import pattern as make_pattern
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,8 +88,6 @@ async def run_peer(spec: PeerSpec) -> None:
                 t_step = time.time()
                 outcome = await averager.step([tensor], round_id=r)
                 t_done = time.time()
-                offsets = [i + 1 for i in range(spec.peers) if i != spec.victim]
-                expected = base + sum(offsets) / len(offsets) + r % 4
                 result = {
                     "peer": spec.index, "peer_id": identity.peer_id, "members": outcome.members,
                     "start": start, "step": t_step, "done": t_done,
@@ -97,10 +95,16 @@ async def run_peer(spec: PeerSpec) -> None:
                     "succeeded": outcome.succeeded, "reason": outcome.reason,
                     "contributors": len(outcome.contributors), "bytes_sent": outcome.total_bytes_sent,
                     "phases": outcome.phase_seconds, "failed": outcome.failed, "rejected": outcome.rejected,
-                    "max_abs_error": float((tensor - expected).abs().max()),
-                    "rel_error": float((tensor - expected).norm() / expected.norm()),
                 }  # fmt: skip
                 write_atomic(workdir / f"result-{codec}-{r}-{spec.index}.json", json.dumps(result))
+                await async_wait_for(workdir / f"over-{codec}-{r}", 600)  # see rounds.checks_after
+                offsets = [i + 1 for i in range(spec.peers) if i != spec.victim]
+                expected = base + sum(offsets) / len(offsets) + r % 4
+                check = {
+                    "max_abs_error": float((tensor - expected).abs().max()),
+                    "rel_error": float((tensor - expected).norm() / expected.norm()),
+                }
+                write_atomic(workdir / f"check-{codec}-{r}-{spec.index}.json", json.dumps(check))
         await async_wait_for(workdir / "stop", 600)
     finally:
         await transport.shutdown()
@@ -223,6 +227,8 @@ def _run_round(
     results = [json.loads(wait_for(workdir / f"result-{codec}-{r}-{i}.json", deadline, watched)) for i in alive]
     cpu_after = cpu_ticks()
     tx = [node.tx_bytes() - before for node, before in zip(nodes, tx_before, strict=True)]
+    checks = checks_after(workdir, f"{codec}-{r}", alive, deadline, watched)
+    results = [p | check for p, check in zip(results, checks, strict=True)]
     complete = all(p["succeeded"] and p["contributors"] == len(alive) for p in results)
     if not complete:  # recorded, not fatal: a benchmark reports what happened (and its error shows it)
         print(f"{codec} round {r}: not every peer contributed everywhere", file=sys.stderr)
