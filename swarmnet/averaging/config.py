@@ -25,8 +25,9 @@ class MatchmakingConfig:
     poll_interval: float = 0.1  # seconds between DHT lookups while waiting
     settle_time: float = 0.03  # a ready leader looks again this soon, to check its view has stopped changing
     request_timeout: float = 2.0  # seconds for a propose/commit exchange with one peer
-    # Seconds a leader spends re-forming the last full group it led by proposing straight to its members,
-    # before it goes through the DHT (0: always the DHT). Stable swarms then skip a DHT store and two lookups.
+    # Seconds the members of last round's full group give each other to meet again without the DHT: its
+    # leader proposes straight to them, and they wait that long before announcing themselves (0: always the
+    # DHT). A stable round then costs one propose/commit exchange instead of DHT stores and lookups.
     regroup_window: float = 0.25
 
     def validate(self) -> None:
