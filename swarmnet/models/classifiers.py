@@ -16,7 +16,7 @@ import random
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -100,7 +100,8 @@ def minilm_classifier(
     except ImportError as error:
         raise ConfigError(f"transformers is not installed: {MINILM_INSTALL}") from error
     tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    rates: dict[str, float] = {}
+    # Any: transformers >= 5.25 types from_pretrained's keyword arguments, and these are config overrides.
+    rates: dict[str, Any] = {}
     if dropout is not None:
         names = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout")
         rates = dict.fromkeys(names, dropout)
