@@ -11,6 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from scripts import demote_repo_root
+
+# The repository root behind site-packages: its top-level folders must not shadow installed packages.
+demote_repo_root()
+
 # Every process started by this test session (peers, DHT processes, p2p daemons) inherits this
 # marker, so leftovers can be found in /proc whoever their parent is.
 SESSION_MARKER = f"SWARMNET_TEST_SESSION={uuid.uuid4().hex}"
