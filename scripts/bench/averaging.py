@@ -75,10 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--codecs", default=",".join(CODECS), help=f"comma-separated, of {', '.join(CODECS)} (or their JSON names)"
     )
+    parser.add_argument(
+        "--pace", type=float, default=0.95, metavar="FRACTION",
+        help="our peers send at most FRACTION x --rate-mbit (AveragingConfig.pace_mbps); 0: unpaced",
+    )  # fmt: skip
     parser.add_argument("--skip-hivemind", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     codecs = _codecs(parser, args.codecs)
+    if not 0 <= args.pace <= 1:
+        parser.error(f"--pace must be in [0, 1], got {args.pace}")
+    pace_mbps = args.pace * args.rate_mbit if args.pace else None
     if (reason := testbed_unavailable()) is not None:
         print(f"testbed unavailable: {reason}", file=sys.stderr)
         return 1
@@ -95,14 +102,14 @@ def main(argv: list[str] | None = None) -> int:
             hm["cpu_busy"] = statistics.median(rd["cpu_busy"] for rd in hm["rounds"] if not rd["warmup"])
             configs["hivemind_fp16"] = hm
         ours = run_swarmnet(bed.nodes, args.numel, args.rounds, codecs, warmup_rounds=args.warmup,
-                            rate_mbit=args.rate_mbit)  # fmt: skip
+                            rate_mbit=args.rate_mbit, pace_mbps=pace_mbps)  # fmt: skip
     configs |= {NAMES.get(codec, codec): result for codec, result in ours.items()}
     for name, result in configs.items():
         codec = next((c for c, n in NAMES.items() if n == name), name)
         result["bound_seconds"] = bound_seconds(codec, args.numel, args.peers, args.rate_mbit)
     report = {
         "link_mbit": args.rate_mbit, "peers": args.peers, "numel": args.numel, "mtu": args.mtu,
-        "burst_kbit": burst, "configs": configs,
+        "burst_kbit": burst, "pace_mbps": pace_mbps, "configs": configs,
     }  # fmt: skip
     _print(report)
     if {"hivemind_fp16", *NAMES.values()} <= configs.keys():

@@ -47,6 +47,7 @@ class PeerSpec:
     workdir: str
     min_wait: float = 0.5
     victim: int | None = None  # this peer SIGKILLs itself mid-round (after sending its first part)
+    pace_mbps: float | None = None  # AveragingConfig.pace_mbps
 
 
 async def run_peer(spec: PeerSpec) -> None:
@@ -76,7 +77,11 @@ async def run_peer(spec: PeerSpec) -> None:
                 transport,
                 identity,
                 AveragingConfig(
-                    run=f"bench-{codec}", codec=codec, bandwidth_mbps=spec.bandwidth_mbps, matchmaking=matchmaking
+                    run=f"bench-{codec}",
+                    codec=codec,
+                    bandwidth_mbps=spec.bandwidth_mbps,
+                    pace_mbps=spec.pace_mbps,
+                    matchmaking=matchmaking,
                 ),
             )
             await averager.start()
@@ -136,6 +141,7 @@ def run_swarmnet(
     rate_mbit: float = 100.0,
     victim: int | None = None,
     fresh_per_codec: bool = True,
+    pace_mbps: float | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run every codec for ``warmup_rounds + rounds`` rounds among ``nodes``; medians of the measured rounds.
 
@@ -148,13 +154,14 @@ def run_swarmnet(
     ``fresh_per_codec``: each codec gets its own peer processes (new DHT, daemons and connections), as
     the hivemind baseline does. Measured: on peers that already ran one codec, rounds of the next were
     0.5-0.9 s slower at fp16 with identical settings, so sharing processes favours the first codec.
+    ``pace_mbps``: each peer's ``AveragingConfig.pace_mbps`` (None: unpaced).
     """
     if fresh_per_codec:
         report: dict[str, dict[str, Any]] = {}
         for codec in codecs:
-            report |= _run_codecs(nodes, numel, rounds, [codec], warmup_rounds, rate_mbit, victim)
+            report |= _run_codecs(nodes, numel, rounds, [codec], warmup_rounds, rate_mbit, victim, pace_mbps)
         return report
-    return _run_codecs(nodes, numel, rounds, codecs, warmup_rounds, rate_mbit, victim)
+    return _run_codecs(nodes, numel, rounds, codecs, warmup_rounds, rate_mbit, victim, pace_mbps)
 
 
 def _run_codecs(
@@ -165,6 +172,7 @@ def _run_codecs(
     warmup_rounds: int,
     rate_mbit: float,
     victim: int | None,
+    pace_mbps: float | None,
 ) -> dict[str, dict[str, Any]]:
     """``run_swarmnet`` with one set of peer processes for all of ``codecs``, one after another."""
     total = warmup_rounds + rounds
@@ -172,7 +180,19 @@ def _run_codecs(
         workdir = Path(tmp)
         procs = [
             _start_peer(
-                node, PeerSpec(i, len(nodes), node.ip, numel, total, tuple(codecs), rate_mbit, tmp, victim=victim)
+                node,
+                PeerSpec(
+                    i,
+                    len(nodes),
+                    node.ip,
+                    numel,
+                    total,
+                    tuple(codecs),
+                    rate_mbit,
+                    tmp,
+                    victim=victim,
+                    pace_mbps=pace_mbps,
+                ),
             )
             for i, node in enumerate(nodes)
         ]

@@ -43,6 +43,7 @@ from swarmnet.averaging.inbox import Inbox
 from swarmnet.averaging.link import GroupLink
 from swarmnet.averaging.messages import DataHeader, Kind
 from swarmnet.averaging.outbox import Outbox
+from swarmnet.averaging.pacer import Pacer
 from swarmnet.averaging.reducer import RangeReducer
 from swarmnet.averaging.results import ResultWriter
 from swarmnet.averaging.vectors import Feedback, Range, chunk_bounds, encode_chunk
@@ -88,6 +89,7 @@ class GroupRound:
         feedback: Feedback | None,
         config: AveragingConfig,
         throughput: ThroughputModel,
+        pacer: Pacer | None = None,
     ) -> None:
         self.group, self.flat, self.weight, self.codec = group, flat, weight, codec
         self.me = group.index(transport.peer_id)
@@ -102,7 +104,7 @@ class GroupRound:
         self.report = RoundReport()
         self._link = GroupLink(
             transport, group, self.inbox, self.report.failed, weight=weight, throughput=throughput,
-            largest_chunk=4 * self._ratio * self._chunk, probe_interval=config.deadlines.probe_interval,
+            largest_chunk=4 * self._ratio * self._chunk, probe_interval=config.deadlines.probe_interval, pacer=pacer,
         )  # fmt: skip
         self.bytes_sent = self._link.bytes_sent
         self.bytes_received: Counter[int] = Counter()

@@ -29,6 +29,7 @@ from swarmnet.averaging.group import Group, schema_id
 from swarmnet.averaging.matchmaking import Matchmaker
 from swarmnet.averaging.messages import DataHeader, Reply, decode_message, encode_message, method_name
 from swarmnet.averaging.outcome import AveragerStatistics, Outcome
+from swarmnet.averaging.pacer import Pacer
 from swarmnet.averaging.vectors import Feedback, flatten, unflatten
 from swarmnet.compression import get_codec
 from swarmnet.errors import ConfigError, ProtocolError, SwarmnetError
@@ -53,7 +54,11 @@ class Averager:
         self._transport = transport
         self._codec = get_codec(self.config.codec)
         self._matchmaker = Matchmaker(transport, identity, self.config.matchmaking, self.config.run)
-        self._throughput = ThroughputModel(self.config.deadlines, self.config.bandwidth_mbps)
+        pace = self.config.pace_mbps
+        # Deadlines start from the slower of the link and our own cap: a paced peer must not be cut off as a straggler.
+        self._throughput = ThroughputModel(self.config.deadlines, min(self.config.bandwidth_mbps, pace or math.inf))
+        # One bucket for every round and stream: it caps the peer's whole uplink, not each connection.
+        self._pacer = Pacer(pace, burst_bytes=2 * self.config.chunk_bytes) if pace is not None else None
         self._rounds: dict[str, GroupRound] = {}
         self._round_added = asyncio.Condition()
         self._feedback: dict[str, Feedback] = {}
@@ -100,7 +105,7 @@ class Averager:
             feedback = self._feedback[schema]
         round_ = GroupRound(
             self._transport, group, flat, weight=weight, codec=self._codec, feedback=feedback, config=self.config,
-            throughput=self._throughput,
+            throughput=self._throughput, pacer=self._pacer,
         )  # fmt: skip
         async with self._round_added:
             self._rounds[group.group_id] = round_

@@ -94,6 +94,10 @@ class AveragingConfig:
     chunk_bytes: int = 1 << 19  # 512 KiB, the part size hivemind defaults to (measured best of 256 KiB to 1 MiB)
     chunk_elements: int = 1 << 24  # bounds memory per message (64 MB of float32)
     bandwidth_mbps: float = 100.0  # announced to the group: parts are sized in proportion to it
+    # Cap on this peer's sending rate in the data phase, in Mbit/s (None: no cap). Set it a little below
+    # the uplink's real rate (say 95%) to keep the link's queue short: a full queue also delays the
+    # acknowledgements of what this peer receives, and with them its downloads (README, averaging figures).
+    pace_mbps: float | None = None
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     matchmaking: MatchmakingConfig = field(default_factory=MatchmakingConfig)
     deadlines: DeadlineConfig = field(default_factory=DeadlineConfig)
@@ -114,6 +118,8 @@ class AveragingConfig:
             raise ConfigError(f"chunk_elements and chunk_bytes must be >= 1024, got {self}")
         if not self.bandwidth_mbps > 0:
             raise ConfigError(f"bandwidth_mbps must be positive, got {self.bandwidth_mbps}")
+        if self.pace_mbps is not None and not self.pace_mbps > 0:
+            raise ConfigError(f"pace_mbps must be positive or None, got {self.pace_mbps}")
         self.aggregation.validate()
         self.matchmaking.validate()
         self.deadlines.validate()

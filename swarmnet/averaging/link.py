@@ -20,6 +20,7 @@ from swarmnet.averaging.group import Group
 from swarmnet.averaging.inbox import Inbox
 from swarmnet.averaging.messages import DataHeader, Kind, Reply, decode_message, encode_message, method_name
 from swarmnet.averaging.outbox import Outbox
+from swarmnet.averaging.pacer import Pacer
 from swarmnet.errors import RequestTimeout, SwarmnetError, TransportError
 from swarmnet.transport.base import Transport
 
@@ -44,12 +45,13 @@ class GroupLink:
         throughput: ThroughputModel,
         largest_chunk: float,
         probe_interval: float,
+        pacer: Pacer | None = None,
     ) -> None:
         self.group, self.inbox, self.failed, self.weight = group, inbox, failed, weight
         self._transport, self._throughput = transport, throughput
         self._method = method_name(group.run, "data")
         self._stream_method = method_name(group.run, "stream")
-        self._largest, self._probe_interval = largest_chunk, probe_interval
+        self._largest, self._probe_interval, self._pacer = largest_chunk, probe_interval, pacer
         self.bytes_sent: Counter[int] = Counter()
         self._last_answer: dict[int, float] = {}  # target -> loop time it last answered us (a chunk or a message)
 
@@ -96,6 +98,8 @@ class GroupLink:
         async def requests() -> AsyncIterator[bytes]:
             for index in range(progress[0], outbox.count):
                 message = encode_message(*await outbox.get(index))
+                if self._pacer is not None:
+                    await self._pacer.take(len(message))
                 self.bytes_sent[target] += len(message)
                 yield message
 

@@ -1,4 +1,4 @@
-"""The averaging benchmark's --codecs: codec or JSON names, and a usage error for anything else."""
+"""The averaging benchmark's arguments: codec or JSON names, a pace fraction; usage errors for anything else."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from scripts.bench.averaging import CODECS, _codecs
+from scripts.bench.averaging import CODECS, _codecs, main
 
 
 def test_codec_and_json_names_both_select_a_codec() -> None:
@@ -21,3 +21,11 @@ def test_an_unknown_or_empty_codec_list_is_a_usage_error(names: str, capsys: pyt
         _codecs(argparse.ArgumentParser(), names)
     assert exit_info.value.code == 2
     assert "--codecs: unknown" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("pace", ["1.5", "-0.1"])
+def test_a_pace_outside_0_to_1_is_a_usage_error(pace: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--pace", pace])
+    assert exit_info.value.code == 2
+    assert "--pace must be in [0, 1]" in capsys.readouterr().err

@@ -163,6 +163,26 @@ def test_outcome_and_statistics_account_for_the_round() -> None:
     run_virtual(main())
 
 
+def test_a_paced_round_averages_exactly_at_the_paced_rate() -> None:
+    # Links of 100 Mbit/s announced, sending capped at 8 Mbit/s (1 MB/s): the deadlines must follow the cap.
+    config = replace(FAST, pace_mbps=8.0, chunk_bytes=1 << 16)
+
+    async def main() -> None:
+        peers = await make_peers(MemoryNetwork(), 4, config)
+        inputs = random_inputs(4, [(400_000,)], seed=3)
+        expected = mean_of(inputs)
+        outcomes = await average(peers, inputs)
+        for outcome, tensors in zip(outcomes, inputs, strict=True):
+            assert outcome.succeeded, outcome
+            assert not outcome.failed, outcome
+            torch.testing.assert_close(tensors[0], expected[0], rtol=1e-6, atol=1e-6)
+            data = sum(seconds for phase, seconds in outcome.phase_seconds.items() if phase != "matchmaking")
+            unpaced = 2 * config.chunk_bytes + 4096  # the bucket starts full; tallies are not paced
+            assert data >= (outcome.total_bytes_sent - unpaced) / 1e6
+
+    run_virtual(main())
+
+
 def test_bad_arguments_raise() -> None:
     async def main() -> None:
         (peer,) = await make_peers(MemoryNetwork(), 1)
@@ -177,5 +197,7 @@ def test_bad_arguments_raise() -> None:
 def test_config_validation() -> None:
     with pytest.raises(ValueError, match="unknown codec"):
         AveragingConfig(codec="zip").validate()
+    with pytest.raises(ValueError, match="pace_mbps"):
+        AveragingConfig(pace_mbps=0.0).validate()
     with pytest.raises(ValueError, match="min_group_size"):
         replace(FAST.matchmaking, min_group_size=5).validate()
