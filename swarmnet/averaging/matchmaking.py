@@ -2,7 +2,8 @@
 
 Each peer that wants to average round ``r`` of run ``R`` stores a signed ``GroupJoin`` record
 under ``swarmnet/v1/avg/R/r/<schema>`` (one subkey per peer), then polls that key. The peers it
-sees, sorted by id, are cut evenly into runs of consecutive ids of at most ``target_group_size``;
+sees, in the round's order (a hash of the id salted with run and round, so groups mix from round to
+round: ``runs.py``), are cut evenly into runs of consecutive peers of at most ``target_group_size``;
 the first free peer of each run is its leader. Peers already grouped (they re-announce with
 ``grouped=True``) stay in the cut, so the runs do not move as other groups close; when too few of
 a peer's run are still free, the free peers are cut among themselves instead. A leader closes
@@ -18,13 +19,14 @@ leader at a time and joins one group per round, so groups never overlap; a peer 
 until ``timeout`` and then the caller moves to the next round. RPC callers are authenticated by
 the transport, so only the leader that reserved a peer can commit it.
 
-Stable swarms take a shortcut. The members of a full group meet again next round without the DHT
+Stable swarms of one group take a shortcut. The members of a full group that was every peer seeking
+the round (the leader's view, sent in the commit as ``whole``) meet again next round without the DHT
 (``regroup_window``): the leader proposes straight to them, and they wait for that before they
 announce themselves. When all are seeking, one propose/commit exchange replaces every peer's two
 DHT stores (looking, then grouped) and the leader's lookups (measured on loopback with 4 peers:
 the first stores alone took 60 ms, a group 0.16 s against 0.05 s). Afterwards the leader reads
-that round's records; if a peer joined and the cut no longer gives it the same run, it goes
-through the DHT from the next round on, so a newcomer waits at most one round, as a late peer
+that round's records; if anyone else sought that round, it goes through the DHT from the next
+round on, so a newcomer waits at most one round, as a late peer
 does anyway. A leader that does not come costs its members ``regroup_window`` once; then they
 forget the group.
 """
@@ -45,7 +47,7 @@ from pydantic import Field
 from swarmnet.averaging.config import MatchmakingConfig
 from swarmnet.averaging.group import Group
 from swarmnet.averaging.messages import Commit, Propose, Reply, decode_message, encode_message, method_name
-from swarmnet.averaging.runs import free_run, run_of
+from swarmnet.averaging.runs import free_run
 from swarmnet.errors import ProtocolError, SwarmnetError, TransportClosed
 from swarmnet.identity import Identity
 from swarmnet.records import Payload, Record, RecordVerifier, sign_record
@@ -220,7 +222,9 @@ class Matchmaker:
         if not visible:
             await self._announce_again(state)
         target, minimum = self.config.target_group_size, self.config.min_group_size
-        mine = free_run(self._identity.peer_id, set(candidates), grouped, set(state.refusals), target, minimum)
+        run, round_id, _ = state.key
+        mine = free_run(self._identity.peer_id, set(candidates), grouped, set(state.refusals), target, minimum,
+                        salt=f"{run}/{round_id}")  # fmt: skip
         settled = self._settled(state, mine, elapsed)
         full = len(mine) >= self.config.target_group_size
         ready = full or (elapsed >= self.config.min_wait and len(mine) >= self.config.min_group_size)
@@ -234,7 +238,9 @@ class Matchmaker:
             return None
         if len(mine) == 1:
             return self._finish(state, (self._identity.peer_id,), candidates)
-        return await self._lead(state, mine, candidates)
+        # Only a group of every peer seeking this round may meet again without the DHT: in a larger swarm
+        # the round's order regroups the peers every round, and a shortcut would freeze the groups.
+        return await self._lead(state, mine, candidates, whole=set(candidates) | grouped <= set(mine))
 
     def _settled(self, state: _Seeking, mine: list[str], elapsed: float) -> bool:
         """Whether our run is the one our previous poll saw, so that we may lead it.
@@ -263,7 +269,9 @@ class Matchmaker:
             state.refusals[leader] = "silent leader"
             state.watched = None
 
-    async def _lead(self, state: _Seeking, members: list[str], bandwidths: dict[str, float]) -> Group | None:
+    async def _lead(
+        self, state: _Seeking, members: list[str], bandwidths: dict[str, float], *, whole: bool
+    ) -> Group | None:
         state.leading = True
         try:
             group_id, others = secrets.token_hex(16), [p for p in members if p != self._identity.peer_id]
@@ -276,7 +284,7 @@ class Matchmaker:
             if len(accepted) + 1 < self.config.min_group_size:
                 await self._abort(group_id, accepted)
                 return None
-            return await self._close(state, group_id, accepted, bandwidths)
+            return await self._close(state, group_id, accepted, bandwidths, whole=whole)
         finally:
             state.leading = False
 
@@ -324,16 +332,15 @@ class Matchmaker:
                 return None
             bandwidths = dict(zip(previous.members, previous.bandwidths, strict=True))
             bandwidths[self._identity.peer_id] = bandwidth_mbps
-            return await self._close(state, group_id, accepted, bandwidths)
+            return await self._close(state, group_id, accepted, bandwidths, whole=True)
         finally:
             state.leading = False
 
     async def _confirm_run(self, dht_key: str, group: Group) -> None:
-        """After a re-formed round, forget the group unless the cut of that round's records still gives
-        us exactly its members: a peer joined (it waited out the round), so the DHT must decide again."""
+        """After a re-formed round, forget the group if anyone else sought that round: a peer joined (it
+        waited out the round), so the DHT must decide again, and groups mix from then on."""
         looking, grouped, _ = await self._candidates(dht_key)
-        ids = sorted(set(looking) | grouped | set(group.members))
-        if set(run_of(self._identity.peer_id, ids, self.config.target_group_size)) != set(group.members):
+        if not set(looking) | grouped <= set(group.members):
             logger.info("our run under %s is no longer group %s; back to the DHT", dht_key, group.group_id)
             self._last_full = {s: g for s, g in self._last_full.items() if g is not group}
 
@@ -346,25 +353,34 @@ class Matchmaker:
         abort = encode_message(Commit(group_id=group_id, abort=True))
         await asyncio.gather(*(self._ask(p, self._commit, abort) for p in accepted))
 
-    async def _close(self, state: _Seeking, group_id: str, accepted: list[str], bandwidths: dict[str, float]) -> Group:
+    async def _close(
+        self, state: _Seeking, group_id: str, accepted: list[str], bandwidths: dict[str, float], *, whole: bool
+    ) -> Group:
         final = (self._identity.peer_id, *accepted)
-        commit = Commit(group_id=group_id, members=final, bandwidths=tuple(bandwidths[p] for p in final))
+        commit = Commit(group_id=group_id, members=final, bandwidths=tuple(bandwidths[p] for p in final), whole=whole)
         await asyncio.gather(*(self._ask(p, self._commit, encode_message(commit)) for p in accepted))
-        return self._finish(state, final, bandwidths, group_id)
+        return self._finish(state, final, bandwidths, group_id, whole=whole)
 
     def _finish(
-        self, state: _Seeking, members: tuple[str, ...], bandwidths: dict[str, float], group_id: str | None = None
+        self,
+        state: _Seeking,
+        members: tuple[str, ...],
+        bandwidths: dict[str, float],
+        group_id: str | None = None,
+        *,
+        whole: bool = False,
     ) -> Group:
         run, round_id, schema = state.key
         group = Group(group_id or secrets.token_hex(16), run, round_id, members, tuple(bandwidths[p] for p in members))
-        self._joined(schema, group)
+        self._joined(schema, group, whole)
         state.committed.set_result(group)
         return group
 
-    def _joined(self, schema: str, group: Group) -> None:
-        """Note a group we are in: a full one is the one to re-form next round."""
+    def _joined(self, schema: str, group: Group, whole: bool) -> None:
+        """Note a group we are in: a full one of every peer that sought the round (``whole``) is the one to
+        re-form next round."""
         self._recent.append(group.group_id)
-        if len(group.members) == self.config.target_group_size > 1:
+        if whole and len(group.members) == self.config.target_group_size > 1:
             self._last_full[schema] = group
         else:
             self._last_full.pop(schema, None)
@@ -420,6 +436,6 @@ class Matchmaker:
             )
         run, round_id, schema = state.key
         group = Group(commit.group_id, run, round_id, members, bandwidths)
-        self._joined(schema, group)
+        self._joined(schema, group, commit.whole)
         state.committed.set_result(group)
         return encode_message(Reply(ok=True))

@@ -44,6 +44,8 @@ class Commit(_Message):
     abort: bool = False
     members: tuple[str, ...] = Field(default=(), max_length=MAX_GROUP)
     bandwidths: tuple[float, ...] = Field(default=(), max_length=MAX_GROUP)
+    # The group is every peer that sought the round, as the leader saw it: it may meet again without the DHT.
+    whole: bool = False
 
 
 class Reply(_Message):

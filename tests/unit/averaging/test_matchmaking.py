@@ -1,8 +1,10 @@
-"""Group formation: a join record that never made it is stored again; a stable group re-forms without the DHT."""
+"""Group formation: a join record that never made it is stored again; a stable group re-forms without the DHT;
+in a swarm of several groups, groups mix from round to round."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 from dataclasses import replace
 
@@ -10,6 +12,7 @@ import pytest
 import torch
 
 from swarmnet.averaging import Outcome
+from swarmnet.averaging.runs import round_order
 from swarmnet.clock import run_virtual
 from swarmnet.transport.memory import MemoryNetwork
 from tests.unit.averaging.harness import FAST, Peer, average, make_peers, mean_of, random_inputs, with_group
@@ -19,8 +22,9 @@ def test_a_peer_whose_join_record_was_not_stored_announces_again_and_the_group_f
     async def scenario() -> None:
         network = MemoryNetwork()
         peers = await make_peers(network, 3, with_group(FAST, 3, 3))
-        # Not the leader (the lowest id), which would find the others itself and propose to them.
-        flaky = max(peers, key=lambda p: p.peer_id).transport
+        # Not the leader (the first in the round's order), which would find the others itself and propose to them.
+        last = round_order([p.peer_id for p in peers], "t/0")[-1]
+        flaky = next(p for p in peers if p.peer_id == last).transport
         original = flaky.store
         stores: list[str] = []
 
@@ -124,5 +128,35 @@ def test_a_dead_peer_ends_the_shortcut_and_the_others_average(victim: str) -> No
             assert all(o.succeeded and len(o.contributors) == 3 for o in outcomes), [o.reason for o in outcomes]
             for tensors in inputs:
                 assert torch.allclose(tensors[0], expected[0], atol=1e-6)
+
+    run_virtual(main())
+
+
+def test_groups_of_a_larger_swarm_mix_from_round_to_round() -> None:
+    """Eight peers in groups of four: each round's groups differ from the last (the round's order cuts them),
+    none takes the shortcut (it would freeze them), and over the rounds every pair of peers averaged together."""
+
+    async def main() -> None:
+        config = with_group(FAST, 4, 2)
+        peers = await make_peers(MemoryNetwork(), 8, config)
+        stores = [_count_stores(p) for p in peers]
+        together: set[frozenset[str]] = set()
+        previous: set[frozenset[str]] = set()
+        for round_id in range(6):
+            inputs = random_inputs(8, [(64,)], seed=round_id)
+            outcomes = await average(peers, inputs, round_id)
+            assert all(o.succeeded for o in outcomes), [o.reason for o in outcomes]
+            groups = {frozenset(o.members) for o in outcomes}
+            assert sorted(len(g) for g in groups) == [4, 4]
+            assert groups != previous
+            previous = groups
+            for group in groups:
+                together |= {frozenset(pair) for pair in itertools.combinations(group, 2)}
+                members = [tensors for p, tensors in zip(peers, inputs, strict=True) if p.peer_id in group]
+                for tensors in members:  # each group ends with its own members' mean
+                    assert torch.allclose(tensors[0], members[0][0])
+        await asyncio.sleep(1.0)  # grouped records go out in the background
+        assert all(sum(n for key, n in counts.items() if "/avg/t/5/" in key) == 2 for counts in stores)
+        assert len(together) == 8 * 7 // 2
 
     run_virtual(main())
