@@ -4,12 +4,13 @@ Class to file:
 
 * **Averager (averager.py)**: ``start()``, ``step(tensors, round_id=, weight=)`` -> ``Outcome``, ``statistics()``.
 * **AveragingConfig, MatchmakingConfig, DeadlineConfig (config.py)**.
-* **Matchmaker, GroupJoin (matchmaking.py)**: group formation through the DHT.
+* **Matchmaker (matchmaking.py)**: group formation through the DHT; GroupJoin, the signed join record
+  (seeking.py); the cut into runs in each round's order (runs.py).
 * **GroupRound (allreduce.py)**: reduce-scatter / tally / all-gather / recovery of one round.
 * **aggregate, AggregationConfig (robust.py)**: mean, trimmed mean, median, centered clip.
 * **ThroughputModel, Arrivals (deadlines.py)**; **Inbox (inbox.py)**; wire messages (messages.py);
   **Group, partition, schema_id (group.py)**; flat vectors and error-feedback state (vectors.py).
-* **Outcome, AveragerStatistics (outcome.py)**.
+* **Outcome, AveragerStatistics (outcome.py)**; **Pacer (pacer.py)**: the uplink cap (``pace_mbps``).
 """
 
 from swarmnet.averaging.averager import Averager

@@ -39,53 +39,24 @@ import logging
 import math
 import secrets
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
-
-from pydantic import Field
 
 from swarmnet.averaging.config import MatchmakingConfig
 from swarmnet.averaging.group import Group
 from swarmnet.averaging.messages import Commit, Propose, Reply, decode_message, encode_message, method_name
 from swarmnet.averaging.runs import free_run
+from swarmnet.averaging.seeking import GroupJoin, Seeking
 from swarmnet.errors import ProtocolError, SwarmnetError, TransportClosed
 from swarmnet.identity import Identity
-from swarmnet.records import Payload, Record, RecordVerifier, sign_record
+from swarmnet.records import Record, RecordVerifier, sign_record
 from swarmnet.transport.base import Transport
 from swarmnet.version import PROTOCOL_VERSION
 
-__all__ = ["GroupJoin", "Matchmaker"]
+__all__ = ["Matchmaker"]
 
 logger = logging.getLogger(__name__)
 
 _NOT_LOOKING = "not looking for a group for that run, round and schema"
-
-
-class GroupJoin(Payload):
-    """A peer's signed statement that it is ready to average a round."""
-
-    KIND = "avg_join"
-
-    bandwidth_mbps: float = Field(default=0.0, ge=0, allow_inf_nan=False)
-    grouped: bool = False  # already in a group for this round: do not propose to it
-
-
-@dataclass
-class _Seeking:
-    """This peer's state while it looks for a group for one (run, round, schema)."""
-
-    key: tuple[str, int, str]
-    committed: asyncio.Future[Group]
-    leading: bool = False
-    reserved_by: str | None = None
-    group_id: str | None = None
-    reserved_until: float = 0.0
-    refusals: dict[str, str] = field(default_factory=dict)  # peers to skip this round, and why
-    last_run: list[str] = field(default_factory=list)  # our run as our previous poll saw it
-    settling: bool = False  # we lead a ready run that our last poll saw change: look again soon
-    watched: tuple[str, float] | None = None  # the leader we wait for, and since when it is ready
-    join: tuple[str, GroupJoin, float] | None = None  # our join record: DHT key, payload, expiry
-    announced_at: float = 0.0  # loop time of our latest store of it
 
 
 class Matchmaker:
@@ -97,7 +68,7 @@ class Matchmaker:
         self._propose, self._commit = method_name(run, "propose"), method_name(run, "commit")
         self._transport, self._identity, self.config = transport, identity, config
         self._verifier = RecordVerifier()
-        self._seeking: dict[tuple[str, int, str], _Seeking] = {}
+        self._seeking: dict[tuple[str, int, str], Seeking] = {}
         self._own_bandwidth = 0.0
         self._background: set[asyncio.Task[None]] = set()
         self._last_full: dict[str, Group] = {}  # per schema: the last full group we were in, while still ours
@@ -120,7 +91,7 @@ class Matchmaker:
         key = (run, round_id, schema)
         if key in self._seeking:
             raise RuntimeError(f"already looking for a group for {key}")
-        state = _Seeking(key, loop.create_future())
+        state = Seeking(key, loop.create_future())
         self._seeking[key] = state
         start, regrouped = loop.time(), False
         dht_key = f"swarmnet/v{PROTOCOL_VERSION}/avg/{run}/{round_id}/{schema}"
@@ -179,7 +150,7 @@ class Matchmaker:
             if not await self._transport.store(dht_key, value, expires_at, subkey=me):
                 logger.warning("could not store our join record under %s; others may not see it", dht_key)
 
-    async def _announce_again(self, state: _Seeking) -> None:
+    async def _announce_again(self, state: Seeking) -> None:
         """Store our join record again: it is not in the DHT (the store failed, or the record was lost),
         and without it nobody counts us, so a group that needs us would never form. At most once a
         second, with the same expiry."""
@@ -217,7 +188,7 @@ class Matchmaker:
             self._verified_cache[cache_key] = record
         return self._verified_cache[cache_key]
 
-    async def _maybe_lead(self, state: _Seeking, dht_key: str, elapsed: float) -> Group | None:
+    async def _maybe_lead(self, state: Seeking, dht_key: str, elapsed: float) -> Group | None:
         candidates, grouped, visible = await self._candidates(dht_key)
         if not visible:
             await self._announce_again(state)
@@ -242,7 +213,7 @@ class Matchmaker:
         # the round's order regroups the peers every round, and a shortcut would freeze the groups.
         return await self._lead(state, mine, candidates, whole=set(candidates) | grouped <= set(mine))
 
-    def _settled(self, state: _Seeking, mine: list[str], elapsed: float) -> bool:
+    def _settled(self, state: Seeking, mine: list[str], elapsed: float) -> bool:
         """Whether our run is the one our previous poll saw, so that we may lead it.
 
         Records stored at the same moment reach the DHT at different times. A leader that
@@ -255,7 +226,7 @@ class Matchmaker:
         state.last_run = mine
         return settled
 
-    def _watch_leader(self, state: _Seeking, leader: str | None) -> None:
+    def _watch_leader(self, state: Seeking, leader: str | None) -> None:
         """Skip a leader that should have proposed by now: it may have died with its record still live.
 
         The clock runs only while the same leader is ready in our view without a proposal of its
@@ -270,7 +241,7 @@ class Matchmaker:
             state.watched = None
 
     async def _lead(
-        self, state: _Seeking, members: list[str], bandwidths: dict[str, float], *, whole: bool
+        self, state: Seeking, members: list[str], bandwidths: dict[str, float], *, whole: bool
     ) -> Group | None:
         state.leading = True
         try:
@@ -288,7 +259,7 @@ class Matchmaker:
         finally:
             state.leading = False
 
-    async def _shortcut(self, state: _Seeking, bandwidth_mbps: float) -> Group | None:
+    async def _shortcut(self, state: Seeking, bandwidth_mbps: float) -> Group | None:
         """Last round's full group again, without the DHT: its leader proposes straight to its members,
         who wait up to ``regroup_window`` for that before they announce themselves (a store nobody reads).
         A member whose leader did not come forgets the group."""
@@ -303,7 +274,7 @@ class Matchmaker:
         self._last_full.pop(state.key[2], None)
         return None
 
-    async def _regroup(self, state: _Seeking, previous: Group, bandwidth_mbps: float) -> Group | None:
+    async def _regroup(self, state: Seeking, previous: Group, bandwidth_mbps: float) -> Group | None:
         """Re-form ``previous``, a full group we led, by proposing straight to its members.
 
         Members not seeking this round yet are asked again every ``settle_time`` until
@@ -344,7 +315,7 @@ class Matchmaker:
             logger.info("our run under %s is no longer group %s; back to the DHT", dht_key, group.group_id)
             self._last_full = {s: g for s, g in self._last_full.items() if g is not group}
 
-    async def _propose_to(self, state: _Seeking, group_id: str, peers: list[str], timeout: float) -> list[Reply]:
+    async def _propose_to(self, state: Seeking, group_id: str, peers: list[str], timeout: float) -> list[Reply]:
         run, round_id, schema = state.key
         proposal = encode_message(Propose(run=run, round_id=round_id, schema_id=schema, group_id=group_id))
         return list(await asyncio.gather(*(self._ask(p, self._propose, proposal, timeout) for p in peers)))
@@ -354,7 +325,7 @@ class Matchmaker:
         await asyncio.gather(*(self._ask(p, self._commit, abort) for p in accepted))
 
     async def _close(
-        self, state: _Seeking, group_id: str, accepted: list[str], bandwidths: dict[str, float], *, whole: bool
+        self, state: Seeking, group_id: str, accepted: list[str], bandwidths: dict[str, float], *, whole: bool
     ) -> Group:
         final = (self._identity.peer_id, *accepted)
         commit = Commit(group_id=group_id, members=final, bandwidths=tuple(bandwidths[p] for p in final), whole=whole)
@@ -363,7 +334,7 @@ class Matchmaker:
 
     def _finish(
         self,
-        state: _Seeking,
+        state: Seeking,
         members: tuple[str, ...],
         bandwidths: dict[str, float],
         group_id: str | None = None,
