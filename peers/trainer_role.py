@@ -50,6 +50,7 @@ class TrainerRoleConfig:
     diloco: DiLoCoConfig = field(default_factory=DiLoCoConfig)
     max_steps: int | None = None
     group_wait: float = 1.0  # seconds a group waits for more trainers before it averages
+    pace_mbps: float | None = None  # cap on the sending rate while syncing (AveragingConfig.pace_mbps)
     eval_every: int = 0  # evaluate the global model every this many syncs (0: only at start and end)
     checkpoint: CheckpointConfig | None = None
     resume: bool = False
@@ -66,6 +67,8 @@ class TrainerRoleConfig:
             raise ConfigError(f"shard {self.shard} is not in [0, {self.shards})")
         if self.batch_size < 1 or self.group_wait <= 0 or (self.threads is not None and self.threads < 1):
             raise ConfigError("batch_size, group_wait and threads must be positive")
+        if self.pace_mbps is not None and not self.pace_mbps > 0:
+            raise ConfigError(f"--pace-mbps must be positive, got {self.pace_mbps}")
         if self.resume and self.checkpoint is None:
             raise ConfigError("--resume needs a checkpoint directory")
         if self.checkpoint is not None:
@@ -151,7 +154,7 @@ def _trainer_config(config: TrainerRoleConfig) -> TrainerConfig:
     matchmaking = MatchmakingConfig(target_group_size=64, min_group_size=1, min_wait=config.group_wait, timeout=30.0)
     return TrainerConfig(
         run=config.run, schema=config.schema(), max_steps=config.max_steps, eval_every=config.eval_every,
-        averaging=AveragingConfig(run=config.run, matchmaking=matchmaking),
+        averaging=AveragingConfig(run=config.run, pace_mbps=config.pace_mbps, matchmaking=matchmaking),
     )  # fmt: skip
 
 

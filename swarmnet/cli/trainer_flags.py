@@ -44,6 +44,11 @@ def add_trainer_flags(parser: argparse.ArgumentParser) -> None:
         help="length of the inner lr cosine (default: --max-steps or 10000)",
     )
     g.add_argument("--group-wait", type=float, default=role.group_wait, help="seconds a group waits for trainers")
+    g.add_argument(
+        "--pace-mbps", type=float, default=None,
+        help="cap on the sending rate while syncing, Mbit/s: about 95%% of your upload speed keeps your link's "
+        "queue short, so your downloads do not stall behind your uploads (default: no cap)",
+    )  # fmt: skip
     g.add_argument("--eval-every", type=int, default=role.eval_every, help="validate every N syncs (0: start/end)")
     g.add_argument("--checkpoint-dir", type=Path, default=None, help="save checkpoints here")
     g.add_argument("--checkpoint-every", type=int, default=10, help="syncs between checkpoints (default %(default)s)")
@@ -69,6 +74,6 @@ def trainer_config(args: argparse.Namespace) -> TrainerRoleConfig:
     return TrainerRoleConfig(
         run=args.run_name, preset=args.preset, corpus=args.corpus, batch_size=args.batch_size, shards=args.shards,
         shard=args.shard, seed=args.seed, diloco=diloco, max_steps=args.max_steps, group_wait=args.group_wait,
-        eval_every=args.eval_every, checkpoint=checkpoint, resume=args.resume, threads=args.threads,
-        progress=args.progress, summary_path=args.summary,
+        pace_mbps=args.pace_mbps, eval_every=args.eval_every, checkpoint=checkpoint, resume=args.resume,
+        threads=args.threads, progress=args.progress, summary_path=args.summary,
     )  # fmt: skip

@@ -10,13 +10,15 @@ from swarmnet.cli.common import ExitCode
 from swarmnet.cli.main import build_parser, main
 from swarmnet.cli.peer import config_from_args
 from swarmnet.peers.trainer_progress import format_bytes
+from swarmnet.peers.trainer_role import _trainer_config
 
 
 def test_trainer_flags_build_the_role_config(tmp_path: Path) -> None:
     args = build_parser().parse_args(
         ["peer", "--role", "trainer", "--run", "kjv", "--preset", "tiny", "--inner-steps", "40", "--fragments", "4",
          "--overlap-steps", "2", "--mixing", "0.5", "--codec", "sign1bit", "--max-steps", "400",
-         "--checkpoint-dir", str(tmp_path), "--checkpoint-every", "3", "--resume", "--shard", "2", "--shards", "5"]
+         "--checkpoint-dir", str(tmp_path), "--checkpoint-every", "3", "--resume", "--shard", "2", "--shards", "5",
+         "--pace-mbps", "95"]
     )  # fmt: skip
     config = config_from_args(args)
     config.validate()
@@ -29,6 +31,7 @@ def test_trainer_flags_build_the_role_config(tmp_path: Path) -> None:
     assert d.inner.total_steps == 400
     assert trainer.checkpoint is not None
     assert trainer.checkpoint.every_rounds == 3
+    assert _trainer_config(trainer).averaging.pace_mbps == 95.0
 
 
 def test_a_peer_without_the_role_trains_nothing() -> None:
@@ -37,7 +40,14 @@ def test_a_peer_without_the_role_trains_nothing() -> None:
 
 @pytest.mark.parametrize(
     "flags",
-    [["--fragments", "80"], ["--codec", "nope"], ["--resume"], ["--preset", "huge"], ["--shard", "9"]],
+    [
+        ["--fragments", "80"],
+        ["--codec", "nope"],
+        ["--resume"],
+        ["--preset", "huge"],
+        ["--shard", "9"],
+        ["--pace-mbps", "0"],
+    ],
 )
 def test_impossible_trainer_settings_exit_with_the_usage_code(flags: list[str], tmp_path: Path) -> None:
     argv = ["peer", "--role", "trainer", "--identity", str(tmp_path / "k.pem"), "--inner-steps", "50", *flags]
