@@ -4,7 +4,7 @@ Usage::
 
     averager = Averager(transport, identity, AveragingConfig(run="my-run", codec="int8"))
     await averager.start()
-    outcome = await averager.step(list(model.parameters()), round_id=outer_step, weight=samples)
+    outcome = await averager.step(list(model.parameters()), round_id=outer_step, weight=samples)  # <= max_weight
     if not outcome.succeeded: ...  # tensors unchanged (no group) or averaged over fewer peers
 
 A step finds a group through the DHT (``matchmaking.py``), runs the partitioned reduce
@@ -87,7 +87,7 @@ class Averager:
         """
         if not self._started:
             raise RuntimeError("call start() before step()")
-        _check_inputs(tensors, weight, round_id)
+        _check_inputs(tensors, weight, round_id, self.config.max_weight)
         loop = asyncio.get_running_loop()
         started = loop.time()
         schema = schema_id(tensors, self.config.codec, self.config.aggregation.rule)
@@ -204,11 +204,14 @@ class Averager:
         return self._rounds.get(group_id)
 
 
-def _check_inputs(tensors: Sequence[torch.Tensor], weight: float, round_id: int) -> None:
+def _check_inputs(tensors: Sequence[torch.Tensor], weight: float, round_id: int, max_weight: float) -> None:
     if not tensors or not all(isinstance(t, torch.Tensor) and t.is_floating_point() for t in tensors):
         raise ValueError("step() needs a non-empty sequence of floating-point tensors")
     if not (isinstance(weight, int | float) and math.isfinite(weight) and weight > 0):
         raise ValueError(f"weight must be a positive finite number, got {weight!r}")
+    if weight > max_weight:
+        # Every other peer would refuse the contribution: say so here, where the caller can fix it.
+        raise ValueError(f"weight {weight!r} exceeds AveragingConfig.max_weight ({max_weight!r}); clamp it")
     if round_id < 0:
         raise ValueError(f"round_id must be >= 0, got {round_id}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -98,6 +99,11 @@ class AveragingConfig:
     # the uplink's real rate (say 95%) to keep the link's queue short: a full queue also delays the
     # acknowledgements of what this peer receives, and with them its downloads (README, averaging figures).
     pace_mbps: float | None = None
+    # The largest weight a contribution may carry, in the caller's unit (samples, steps): the bound the
+    # protocol can justify, e.g. a DiLoCo trainer's inner steps per round. A weight is its sender's own
+    # claim; every peer refuses (and names in ``Outcome.rejected``) a contribution weighing more, and
+    # ``step`` raises ``ValueError`` for a larger weight of our own. The default weighs every peer alike.
+    max_weight: float = 1.0
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     matchmaking: MatchmakingConfig = field(default_factory=MatchmakingConfig)
     deadlines: DeadlineConfig = field(default_factory=DeadlineConfig)
@@ -120,6 +126,10 @@ class AveragingConfig:
             raise ConfigError(f"bandwidth_mbps must be positive, got {self.bandwidth_mbps}")
         if self.pace_mbps is not None and not self.pace_mbps > 0:
             raise ConfigError(f"pace_mbps must be positive or None, got {self.pace_mbps}")
+        if isinstance(self.max_weight, bool) or not (
+            isinstance(self.max_weight, int | float) and math.isfinite(self.max_weight) and self.max_weight > 0
+        ):
+            raise ConfigError(f"max_weight must be a finite positive number, got {self.max_weight!r}")
         self.aggregation.validate()
         self.matchmaking.validate()
         self.deadlines.validate()

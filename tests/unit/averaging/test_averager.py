@@ -39,7 +39,7 @@ def test_exact_average_uncompressed(dtype: torch.dtype) -> None:
 
 def test_weighted_average() -> None:
     async def main() -> None:
-        peers = await make_peers(MemoryNetwork(), 3)
+        peers = await make_peers(MemoryNetwork(), 3, replace(FAST, max_weight=12.0))
         inputs = random_inputs(3, SHAPES, seed=1)
         weights = [1.0, 3.0, 12.0]
         expected = mean_of(inputs, weights)
@@ -190,6 +190,8 @@ def test_bad_arguments_raise() -> None:
             await peer.averager.step([torch.arange(3)], round_id=0)
         with pytest.raises(ValueError, match="weight"):
             await peer.averager.step([torch.zeros(3)], round_id=0, weight=float("nan"))
+        with pytest.raises(ValueError, match="max_weight"):
+            await peer.averager.step([torch.zeros(3)], round_id=0, weight=1.5)  # above the default bound, 1
 
     run_virtual(main())
 
@@ -199,5 +201,8 @@ def test_config_validation() -> None:
         AveragingConfig(codec="zip").validate()
     with pytest.raises(ValueError, match="pace_mbps"):
         AveragingConfig(pace_mbps=0.0).validate()
+    for bad in (0.0, -1.0, float("inf"), float("nan"), True):
+        with pytest.raises(ValueError, match="max_weight"):
+            AveragingConfig(max_weight=bad).validate()
     with pytest.raises(ValueError, match="min_group_size"):
         replace(FAST.matchmaking, min_group_size=5).validate()
