@@ -4,7 +4,7 @@ Usage::
 
     averager = Averager(transport, identity, AveragingConfig(run="my-run", codec="int8"))
     await averager.start()
-    outcome = await averager.step(list(model.parameters()), round_id=outer_step, weight=samples)  # <= max_weight
+    outcome = await averager.step(list(model.parameters()), round_id=outer_step, weight=samples)
     if not outcome.succeeded: ...  # tensors unchanged (no group) or averaged over fewer peers
 
 A step finds a group through the DHT (``matchmaking.py``), runs the partitioned reduce
@@ -83,11 +83,17 @@ class Averager:
     async def step(self, tensors: Sequence[torch.Tensor], *, round_id: int, weight: float = 1.0) -> Outcome:
         """Average ``tensors`` in place with a group for ``round_id``; weight = samples or steps since last time.
 
+        A weight above ``config.max_weight`` is clipped to it (and logged): the other peers refuse heavier ones.
+
         Never raises for other peers' faults or absence: the outcome says what happened.
         """
         if not self._started:
             raise RuntimeError("call start() before step()")
-        _check_inputs(tensors, weight, round_id, self.config.max_weight)
+        _check_inputs(tensors, weight, round_id)
+        if weight > self.config.max_weight:
+            # Every other peer would refuse a heavier contribution: it counts at the most the protocol allows.
+            logger.warning("round %s: weight %s clipped to max_weight %s", round_id, weight, self.config.max_weight)
+            weight = self.config.max_weight
         loop = asyncio.get_running_loop()
         started = loop.time()
         schema = schema_id(tensors, self.config.codec, self.config.aggregation.rule)
@@ -204,14 +210,11 @@ class Averager:
         return self._rounds.get(group_id)
 
 
-def _check_inputs(tensors: Sequence[torch.Tensor], weight: float, round_id: int, max_weight: float) -> None:
+def _check_inputs(tensors: Sequence[torch.Tensor], weight: float, round_id: int) -> None:
     if not tensors or not all(isinstance(t, torch.Tensor) and t.is_floating_point() for t in tensors):
         raise ValueError("step() needs a non-empty sequence of floating-point tensors")
     if not (isinstance(weight, int | float) and math.isfinite(weight) and weight > 0):
         raise ValueError(f"weight must be a positive finite number, got {weight!r}")
-    if weight > max_weight:
-        # Every other peer would refuse the contribution: say so here, where the caller can fix it.
-        raise ValueError(f"weight {weight!r} exceeds AveragingConfig.max_weight ({max_weight!r}); clamp it")
     if round_id < 0:
         raise ValueError(f"round_id must be >= 0, got {round_id}")
 

@@ -102,7 +102,7 @@ class AveragingConfig:
     # The largest weight a contribution may carry, in the caller's unit (samples, steps): the bound the
     # protocol can justify, e.g. a DiLoCo trainer's inner steps per round. A weight is its sender's own
     # claim; every peer refuses (and names in ``Outcome.rejected``) a contribution weighing more, and
-    # ``step`` raises ``ValueError`` for a larger weight of our own. The default weighs every peer alike.
+    # ``step`` clips a larger weight of our own to it (logged). The default weighs every peer alike.
     max_weight: float = 1.0
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     matchmaking: MatchmakingConfig = field(default_factory=MatchmakingConfig)
