@@ -181,7 +181,7 @@ class GroupRound:
                     self._parts[pass_no, r] = Outbox(len(chunk_bounds(spans, self._chunk)))
         encoded = loop.create_future()
         sends = asyncio.ensure_future(self._send_parts(pass_no, assignment, encoded))
-        reducer = RangeReducer(self.codec, mine, self._config.aggregation) if mine else None
+        reducer = self._reducer(mine) if mine else None
         payloads: list[bytes] = []
         tags: list[set[int]] = []
         results: asyncio.Future[None] | None = None
@@ -399,7 +399,7 @@ class GroupRound:
         sends = asyncio.ensure_future(
             together([self._link.send_all(r, "gather", 0, payloads) for r in self._others()])
         )
-        reducer = RangeReducer(self.codec, chunks, self._config.aggregation)
+        reducer = self._reducer(chunks)
         reducer.add_payloads(self.me, self.weight, payloads)  # the exact sparse values the others get
         inbound = (len(members) - 1) * sum(len(p) for p in payloads)
         await self._receive("gather", 0, members - {self.me}, inbound,
@@ -483,6 +483,9 @@ class GroupRound:
             if message is not None:
                 tallies[reducer] = message.contributors
         return tallies
+
+    def _reducer(self, chunks: list[Range]) -> RangeReducer:
+        return RangeReducer(self.codec, chunks, self._config.aggregation, max_weight=self._config.max_weight)
 
     def _wait_for(self, inbound: float) -> tuple[float, float]:
         """(deadline, straggler floor) for receiving ``inbound`` bytes."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -12,9 +13,12 @@ import torch
 
 from swarmnet.averaging.vectors import Range
 
-__all__ = ["Group", "partition", "schema_id", "split_spans"]
+__all__ = ["MAX_SHARE_OF_MEDIAN", "Group", "partition", "schema_id", "split_spans"]
 
 _ALIGN = 256  # part boundaries on multiples of this: codecs work in blocks, and sizes stay tidy
+# No member reduces more than this many times the (lower) median member's share. A protocol constant, not a
+# setting: every member must cut the vector alike.
+MAX_SHARE_OF_MEDIAN = 2.0
 
 
 @dataclass(frozen=True)
@@ -25,7 +29,7 @@ class Group:
     run: str
     round_id: int
     members: tuple[str, ...]  # in the leader's order, which fixes member indices
-    bandwidths: tuple[float, ...]  # Mbit/s per member: the share of the vector each one reduces
+    bandwidths: tuple[float, ...]  # Mbit/s per member, as announced: ``partition`` caps them into shares
 
     def index(self, peer_id: str) -> int:
         """The member index of ``peer_id`` (``ValueError`` if it is not a member)."""
@@ -43,10 +47,19 @@ def partition(numel: int, bandwidths: Sequence[float]) -> list[tuple[int, int]]:
 
     Members announcing no bandwidth get an empty range (they send and receive but reduce nothing);
     if all announce none, the split is even. Boundaries are aligned to 256 elements.
+
+    An announced bandwidth is its member's own claim (and the leader's, which relays it). Each is capped
+    at ``MAX_SHARE_OF_MEDIAN`` times the lower median of the positive ones, a figure a minority cannot
+    raise: a member claiming 1e6 Mbit/s among peers of 100 reduces twice their share, not the whole
+    vector (which would make it the one reducer whose result counts, and everyone's bottleneck).
     """
     if not bandwidths:
         return []
-    shares = [max(0.0, b) for b in bandwidths]
+    shares = [max(0.0, b) if math.isfinite(b) else 0.0 for b in bandwidths]
+    positive = sorted(b for b in shares if b > 0)
+    if positive:
+        cap = MAX_SHARE_OF_MEDIAN * positive[(len(positive) - 1) // 2]
+        shares = [min(b, cap) for b in shares]
     total = sum(shares)
     if total <= 0:
         shares, total = [1.0] * len(bandwidths), float(len(bandwidths))

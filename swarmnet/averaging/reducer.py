@@ -28,10 +28,17 @@ Payload = bytes | memoryview
 
 
 class RangeReducer:
-    """Contributions to a list of chunks from several members; ``result`` aggregates one chunk."""
+    """Contributions to a list of chunks from several members; ``result`` aggregates one chunk.
 
-    def __init__(self, codec: Codec, chunks: list[Range], aggregation: AggregationConfig) -> None:
+    A contribution whose weight is above ``max_weight`` is refused like a malformed payload: a weight is
+    its sender's own claim, and only a bounded one may count in the mean.
+    """
+
+    def __init__(
+        self, codec: Codec, chunks: list[Range], aggregation: AggregationConfig, *, max_weight: float
+    ) -> None:
         self._codec, self._chunks, self._aggregation = codec, chunks, aggregation
+        self._max_weight = max_weight
         self._streaming = aggregation.rule == "mean"
         self._weights: dict[int, float] = {}
         self._refused: set[int] = set()
@@ -71,6 +78,8 @@ class RangeReducer:
         """
         if member in self._refused:
             return "refused earlier in this pass"
+        if not 0 < weight <= self._max_weight:  # the header's parser already refused NaN and Inf
+            return self.refuse(member, f"weight {weight} is outside (0, max_weight = {self._max_weight}]")
         if j in self._divided:
             self._rebuild(j, self._members[j])  # its result was taken (divided in place): a sum again
         if self._weights.setdefault(member, weight) != weight:

@@ -8,25 +8,25 @@ an adversary must control to move the result arbitrarily far from the honest val
   uncompressed average is (almost always) the correctly rounded exact value and cannot overflow.
   Breakdown point 0: a single contributor can move it anywhere.
 * ``trimmed_mean``: per coordinate, sort the ``k`` values, drop the ``t`` lowest and ``t``
-  highest, and take the weighted mean of the rest with their own weights.
-  ``t = floor(k * trim_fraction)``, raised to 1 when ``k >= 3`` and ``trim_fraction > 0`` (so the
-  default 0.2 already protects groups of 3 and 4). With ``k <= 2t`` nothing would remain, and the
-  rule falls back to ``median``; with ``k <= 2`` and ``trim_fraction < 0.5`` it is the weighted mean,
-  since no rule can tell the honest one of two apart. Breakdown point ``t / k``.
-* ``median``: coordinate-wise weighted median: the smallest value whose cumulative weight reaches
-  ``W / 2`` (lower weighted median), or the midpoint of it and the next value when the cumulative
-  weight is exactly ``W / 2``; equal weights give the ordinary median for odd and even ``k`` alike
-  (the lower median alone would bias every even group, e.g. ``min`` for ``k = 2``).
-  Breakdown point 1/2 (of the weight).
-* ``centered_clip`` (Karimireddy, He, Jaggi 2021): start at ``v`` = the weighted median, then
-  ``clip_iterations`` times ``v <- v + sum_i w_i (x_i - v) min(1, tau / ||x_i - v||) / W`` with L2
-  norms over the whole slice. Each contributor moves ``v`` by at most ``w_i tau / W`` per
-  iteration, so a minority of attackers has bounded influence (breakdown point 1/2 of the weight for
-  the start, with a bounded drift afterwards) while honest rows within ``tau`` count fully.
-  ``clip_tau=None`` picks ``tau`` = the (unweighted) median L2 distance of the rows from the start.
+  highest, and take the mean of the rest. ``t = floor(k * trim_fraction)``, raised to 1 when
+  ``k >= 3`` and ``trim_fraction > 0`` (so the default 0.2 already protects groups of 3 and 4). With
+  ``k <= 2t`` nothing would remain, and the rule falls back to ``median``; with ``t = 0`` (``k <= 2``
+  and ``trim_fraction < 0.5``, or ``trim_fraction = 0``) it is the mean of the ``k`` values, since no
+  rule can tell the honest one of two apart. Breakdown point ``t / k``.
+* ``median``: coordinate-wise median; the midpoint of the middle two for even ``k`` (the lower
+  median alone would bias every even group, e.g. ``min`` for ``k = 2``). Breakdown point 1/2.
+* ``centered_clip`` (Karimireddy, He, Jaggi 2021): start at ``v`` = the median, then
+  ``clip_iterations`` times ``v <- v + sum_i (x_i - v) min(1, tau / ||x_i - v||) / k`` with L2
+  norms over the whole slice. Each contributor moves ``v`` by at most ``tau / k`` per iteration, so a
+  minority of attackers has bounded influence (breakdown point 1/2 for the start, with a bounded
+  drift afterwards) while honest rows within ``tau`` count fully. ``clip_tau=None`` picks ``tau`` =
+  the median L2 distance of the rows from the start.
 
-Ties between equal values are broken by weight (rows are put in weight order before a stable
-sort), so ``trimmed_mean`` and ``median`` do not depend on the order of the contributors.
+The robust rules count every contributor once and ignore the weights: a weight is its sender's own
+claim, and the point of these rules is to bound what any one contributor can do, which a claimed
+weight of 1e6 would undo (with weights, one attacker of five moved the weighted median by 10x the
+honest update). Only ``mean`` weighs, and ``AveragingConfig.max_weight`` bounds what it accepts.
+
 Work is done in column chunks of about ``_CHUNK_ELEMENTS`` values, so the float64 temporaries and
 sort indices stay small whatever ``n`` is.
 """
@@ -84,6 +84,7 @@ def trim_count(k: int, trim_fraction: float) -> int:
 def aggregate(contributions: torch.Tensor, weights: torch.Tensor, config: AggregationConfig) -> torch.Tensor:
     """Aggregate ``contributions`` ``[k, n]`` (float32) with positive ``weights`` ``[k]`` into a float32 ``[n]``.
 
+    Only ``mean`` uses the weights; the robust rules count each contribution once (module docstring).
     Raises ``ValueError`` for a wrong shape or dtype, non-finite contributions, or weights that are
     not finite and positive, and ``ConfigError`` for an invalid ``config``. The result is always a
     new tensor on the contributions' device.
@@ -96,15 +97,15 @@ def aggregate(contributions: torch.Tensor, weights: torch.Tensor, config: Aggreg
     if config.rule == "mean":
         return _weighted_mean(contributions, w)
     if config.rule == "median":
-        return _by_columns(contributions, w, _median_chunk)
+        return _by_columns(contributions, _median_chunk)
     if config.rule == "trimmed_mean":
         t = trim_count(k, config.trim_fraction)
         if t == 0:
-            return _weighted_mean(contributions, w)
+            return _weighted_mean(contributions, torch.ones_like(w))
         if 2 * t >= k:  # nothing would be left between the two trimmed ends
-            return _by_columns(contributions, w, _median_chunk)
-        return _by_columns(contributions, w, lambda x, ws: _trimmed_chunk(x, ws, t))
-    return _centered_clip(contributions, w, config)
+            return _by_columns(contributions, _median_chunk)
+        return _by_columns(contributions, lambda x: _trimmed_chunk(x, t))
+    return _centered_clip(contributions, config)
 
 
 def _checked_weights(contributions: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -145,49 +146,24 @@ def _weighted_mean(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _by_columns(
-    x: torch.Tensor, w: torch.Tensor, rule: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-) -> torch.Tensor:
-    """Apply a per-coordinate ``rule(rows, weights)`` chunk by chunk, rows put in ascending weight order."""
-    order = torch.argsort(w, stable=True)
-    ws = w[order]
+def _by_columns(x: torch.Tensor, rule: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Apply a per-coordinate ``rule(rows)`` chunk by chunk."""
     out = torch.empty(x.shape[1], dtype=torch.float32, device=x.device)
     for start, stop in _column_ranges(*x.shape):
-        out[start:stop] = rule(x[order, start:stop], ws)
+        out[start:stop] = rule(x[:, start:stop])
     return out
 
 
-def _median_chunk(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+def _median_chunk(x: torch.Tensor) -> torch.Tensor:
     k = x.shape[0]
-    if bool((w == w[0]).all()):  # no weights to carry along: the ordinary median
-        values = torch.sort(x, dim=0).values
-        mid = k // 2
-        return values[mid] if k % 2 else (values[mid - 1].double() + values[mid].double()) / 2
-    # Ties need no stable sort here: tied rows share one value, and the cumulative weight at the
-    # end of a tie block does not depend on the order inside it.
-    values, idx = torch.sort(x, dim=0)
-    sorted_w = w[idx]
-    half = w.sum() / 2
-    running = torch.zeros_like(sorted_w[0])
-    j = torch.zeros(x.shape[1], dtype=torch.int64, device=x.device)  # first row whose cumulative weight >= W / 2
-    exactly_half = torch.zeros(x.shape[1], dtype=torch.bool, device=x.device)
-    for row in sorted_w:  # k elementwise steps; faster than cumsum along a short dim 0
-        running += row
-        j += running < half
-        exactly_half |= running == half
-    j = j.clamp(max=k - 1).unsqueeze(0)
-    lower = values.gather(0, j).double()
-    upper = values.gather(0, (j + 1).clamp(max=k - 1)).double()
-    return torch.where(exactly_half, (lower + upper) / 2, lower).squeeze(0)
+    values = torch.sort(x, dim=0).values
+    mid = k // 2
+    return values[mid] if k % 2 else (values[mid - 1].double() + values[mid].double()) / 2
 
 
-def _trimmed_chunk(x: torch.Tensor, w: torch.Tensor, t: int) -> torch.Tensor:
+def _trimmed_chunk(x: torch.Tensor, t: int) -> torch.Tensor:
     k = x.shape[0]
-    if bool((w == w[0]).all()):
-        return torch.sort(x, dim=0).values[t : k - t].double().mean(dim=0)
-    values, idx = torch.sort(x, dim=0, stable=True)
-    kept = w[idx[t : k - t]]  # each surviving value keeps its own contributor's weight
-    return (kept * values[t : k - t].double()).sum(dim=0) / kept.sum(dim=0)
+    return torch.sort(x, dim=0).values[t : k - t].double().mean(dim=0)
 
 
 def _distances(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -198,18 +174,17 @@ def _distances(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return squares.sqrt()
 
 
-def _centered_clip(x: torch.Tensor, w: torch.Tensor, config: AggregationConfig) -> torch.Tensor:
+def _centered_clip(x: torch.Tensor, config: AggregationConfig) -> torch.Tensor:
     # v stays float64 between iterations so the iterations add no float32 rounding of their own.
-    v = _by_columns(x, w, _median_chunk).double()
+    v = _by_columns(x, _median_chunk).double()
     d = _distances(x, v)
     # Adaptive radius: a scale estimate the attackers cannot inflate while they are a minority: the
-    # median row's distance, unweighted, so a row claiming a large weight does not set the radius.
+    # median row's distance.
     tau = float(torch.quantile(d, 0.5)) if config.clip_tau is None else config.clip_tau
-    total = w.sum()
+    k = x.shape[0]
     for iteration in range(config.clip_iterations):
         # min(1, tau / d); a row at distance 0 contributes nothing whatever its factor, so 1 is safe.
-        scale = torch.where(d > tau, tau / d.clamp(min=1e-300), torch.ones_like(d))
-        c = w * scale / total
+        c = torch.where(d > tau, tau / d.clamp(min=1e-300), torch.ones_like(d)) / k
         keep = 1 - c.sum()
         need_distances = iteration + 1 < config.clip_iterations
         squares = torch.zeros_like(d)

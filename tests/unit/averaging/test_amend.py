@@ -22,7 +22,7 @@ def _message(payloads: list[bytes], tags: list[tuple[int, ...]]) -> Message:
 
 
 def test_amend_re_reduces_only_the_chunks_over_other_contributors() -> None:
-    reducer = RangeReducer(CODEC, CHUNKS, AggregationConfig())
+    reducer = RangeReducer(CODEC, CHUNKS, AggregationConfig(), max_weight=1.0)
     values = {m: torch.arange(8, dtype=torch.float32) + 10 * m for m in range(3)}
     for member, v in values.items():
         assert reducer.add_chunk(member, 1.0, 0, CODEC.encode(v[0:4])) is None

@@ -112,20 +112,28 @@ def column(values: list[float]) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(
-    ("values", "weights", "expected"),
+    ("values", "expected"),
     [
-        ([3.0, 1.0, 2.0], [1.0, 1.0, 1.0], 2.0),  # odd k, equal weights: the ordinary median
-        ([4.0, 1.0, 3.0, 2.0], [1.0, 1.0, 1.0, 1.0], 2.5),  # even k, equal weights: midpoint of the middle two
-        ([1.0, 9.0], [1.0, 1.0], 5.0),  # k = 2: the mean, not the minimum
-        ([1.0, 2.0, 3.0], [1.0, 1.0, 5.0], 3.0),  # a heavy contributor holds the majority of the weight
-        ([1.0, 2.0, 3.0, 4.0], [1.0, 3.0, 1.0, 1.0], 2.0),  # cumulative weight 4 of 6 first passes half at 2
-        ([1.0, 2.0, 3.0, 4.0], [2.0, 1.0, 2.0, 1.0], 2.5),  # cumulative weight exactly half at 2: midpoint
-        ([5.0, 1.0, 5.0, 5.0], [1.0, 1.0, 1.0, 1.0], 5.0),  # ties
+        ([3.0, 1.0, 2.0], 2.0),  # odd k: the middle value
+        ([4.0, 1.0, 3.0, 2.0], 2.5),  # even k: midpoint of the middle two
+        ([1.0, 9.0], 5.0),  # k = 2: the mean, not the minimum
+        ([5.0, 1.0, 5.0, 5.0], 5.0),  # ties
     ],
 )
-def test_weighted_median(values: list[float], weights: list[float], expected: float) -> None:
-    out = run("median", column(values), torch.tensor(weights))
-    assert out.item() == expected
+def test_median(values: list[float], expected: float) -> None:
+    assert run("median", column(values)).item() == expected
+
+
+@pytest.mark.parametrize("rule", ROBUST)
+@pytest.mark.parametrize("k", [2, 3, 4, 5, 8])
+def test_robust_rules_ignore_the_weights(rule: AggregationRule, k: int) -> None:
+    """A weight is its sender's claim: a robust rule counts each contributor once, whatever it claims."""
+    gen = torch.Generator().manual_seed(k)
+    x = torch.randn(k, 1000, generator=gen)
+    claimed = torch.ones(k)
+    claimed[0] = 1e6
+    assert torch.equal(run(rule, x, claimed), run(rule, x))
+    assert torch.equal(run(rule, x, torch.rand(k, generator=gen) + 0.1), run(rule, x))
 
 
 def test_median_equal_weights_matches_torch_for_odd_k() -> None:
@@ -145,11 +153,10 @@ def test_trim_count(k: int, fraction: float, expected: int) -> None:
     assert trim_count(k, fraction) == expected
 
 
-def test_trimmed_mean_drops_extremes_and_keeps_own_weights() -> None:
+def test_trimmed_mean_drops_extremes() -> None:
     x = column([100.0, 1.0, 2.0, -50.0, 4.0])
-    w = torch.tensor([1.0, 1.0, 2.0, 1.0, 3.0])
-    # Drops -50 and 100; the rest: (1*1 + 2*2 + 3*4) / 6.
-    assert run("trimmed_mean", x, w).item() == pytest.approx(17 / 6)
+    # Drops -50 and 100; the rest: (1 + 2 + 4) / 3, whatever the weights.
+    assert run("trimmed_mean", x, torch.tensor([1.0, 1.0, 2.0, 1.0, 3.0])).item() == pytest.approx(7 / 3)
 
 
 def test_trimmed_mean_falls_back_to_median_and_mean() -> None:
@@ -157,8 +164,8 @@ def test_trimmed_mean_falls_back_to_median_and_mean() -> None:
     x4, w4 = torch.randn(4, 100, generator=gen), torch.tensor([1.0, 2.0, 3.0, 4.0])
     assert torch.equal(run("trimmed_mean", x4, w4, trim_fraction=0.5), run("median", x4, w4))  # k <= 2t
     x2, w2 = torch.randn(2, 100, generator=gen), torch.tensor([1.0, 3.0])
-    assert torch.equal(run("trimmed_mean", x2, w2), run("mean", x2, w2))  # t = 0
-    assert torch.equal(run("trimmed_mean", x4, w4, trim_fraction=0.0), run("mean", x4, w4))
+    assert torch.equal(run("trimmed_mean", x2, w2), run("mean", x2))  # t = 0: the unweighted mean
+    assert torch.equal(run("trimmed_mean", x4, w4, trim_fraction=0.0), run("mean", x4))
 
 
 # --- robustness --------------------------------------------------------------------------------
@@ -187,7 +194,7 @@ def test_one_byzantine_of_five(
     x = honest_updates(5, 4096, seed=8)
     w = torch.tensor(weights)
     honest = torch.tensor([i != position for i in range(5)])
-    target = reference_mean(x[honest], w[honest])
+    target = reference_mean(x[honest], w[honest])  # the honest weighted mean, which the rules approximate
     x[position] = attack(x[(position + 1) % 5])
     out = run(rule, x, w)
     assert torch.isfinite(out).all()
@@ -198,15 +205,14 @@ def test_one_byzantine_of_five(
 @pytest.mark.parametrize("tau", [None, 0.5, 100.0])
 def test_centered_clip_without_attackers_stays_near_the_mean(tau: float | None) -> None:
     x = honest_updates(6, 2048, seed=9)
-    w = torch.arange(1.0, 7.0)
-    target = reference_mean(x, w)
-    out = run("centered_clip", x, w, clip_tau=tau, clip_iterations=5)
+    target = reference_mean(x, torch.ones(6))
+    out = run("centered_clip", x, torch.arange(1.0, 7.0), clip_tau=tau, clip_iterations=5)
     assert (out - target).norm() / target.norm() < 0.05
 
 
 def test_centered_clip_with_a_huge_radius_is_the_mean() -> None:
     x, w = honest_updates(5, 512, seed=10), torch.tensor(WEIGHTS["unequal"])
-    torch.testing.assert_close(run("centered_clip", x, w, clip_tau=1e30, clip_iterations=1), reference_mean(x, w))
+    torch.testing.assert_close(run("centered_clip", x, w, clip_tau=1e30, clip_iterations=1), x.mean(dim=0))
 
 
 # --- validation --------------------------------------------------------------------------------
