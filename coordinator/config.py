@@ -10,6 +10,7 @@ from typing import Literal
 from swarmnet.compression import codec_names
 from swarmnet.coordinator.strategies import StrategyConfig
 from swarmnet.errors import ConfigError
+from swarmnet.federated.loopback import is_loopback_host
 from swarmnet.federated.privacy import PrivacyConfig
 
 __all__ = ["CoordinatorConfig", "RoundSettings", "SecAggSettings", "TlsConfig"]
@@ -108,6 +109,9 @@ class CoordinatorConfig:
     max_update_bytes: int = 64 << 20  # larger declared or streamed updates get RESOURCE_EXHAUSTED
     chunk_bytes: int = 1 << 20  # size of the chunks the adapter streams in
     clock_skew_s: float = 300.0  # registration timestamps may be this far off
+    session_ttl_s: float = 86400.0  # a session token is refused this long after its registration
+    max_registered: int = 10_000  # registered clients kept; when full, only expired ones make room
+    allow_insecure: bool = False  # serve plaintext (no TLS) on an address beyond loopback: tokens readable
     seed: int = 0  # client sampling and secure-aggregation subsets
 
     def validate(self) -> None:
@@ -131,3 +135,19 @@ class CoordinatorConfig:
             raise ConfigError("max_update_bytes and chunk_bytes must be >= 1024")
         if not self.run or len(self.run) > 128:
             raise ConfigError("run must be a non-empty name of at most 128 characters")
+        self._validate_access()
+
+    def _validate_access(self) -> None:
+        """Sessions, registry size and transport security."""
+        for name in ("clock_skew_s", "session_ttl_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be finite and > 0, got {value}")
+        if not 1 <= self.max_registered <= 1_000_000:
+            raise ConfigError(f"max_registered must be in [1, 1000000], got {self.max_registered}")
+        if self.tls is None and not self.allow_insecure and not is_loopback_host(self.host):
+            raise ConfigError(
+                f"refusing to serve plaintext on {self.host!r}: session and operator tokens would cross the "
+                "network readable; give a TLS certificate (--tls-cert/--tls-key), bind to loopback, or pass "
+                "--allow-insecure (allow_insecure=True) on a network you trust"
+            )

@@ -18,13 +18,14 @@ import grpc
 import torch
 
 from swarmnet.coordinator.config import CoordinatorConfig
-from swarmnet.coordinator.proto import federated_pb2_grpc as pb_grpc
 from swarmnet.coordinator.registry import ClientRegistry
 from swarmnet.coordinator.rounds import RoundEngine
+from swarmnet.coordinator.rpc import coordinator_handler
 from swarmnet.coordinator.service import CoordinatorServicer
 from swarmnet.coordinator.store import CoordinatorState, CoordinatorStore
 from swarmnet.errors import ConfigError
 from swarmnet.federated.connection import GRPC_OPTIONS
+from swarmnet.federated.loopback import is_loopback_host
 from swarmnet.federated.vector import AdapterSchema
 
 __all__ = ["BackgroundCoordinator", "CoordinatorServer", "initial_state"]
@@ -59,6 +60,7 @@ class CoordinatorServer:
         self._state = initial_state(self.store, initial)
         self.engine: RoundEngine | None = None
         self.port = 0
+        self.servicer: CoordinatorServicer | None = None
         self._server: grpc.aio.Server | None = None
         self._rounds: asyncio.Task[None] | None = None
 
@@ -66,11 +68,17 @@ class CoordinatorServer:
         """Bind, start serving and start the rounds; return the port."""
         self.engine = RoundEngine(self.config, self.store, self.registry, self._state)
         server = grpc.aio.server(options=GRPC_OPTIONS)
-        servicer = CoordinatorServicer(self.engine, self.registry)
-        pb_grpc.add_CoordinatorServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+        self.servicer = CoordinatorServicer(self.engine, self.registry)
+        server.add_generic_rpc_handlers((coordinator_handler(self.servicer),))
         address = f"{self.config.host}:{self.config.port}"
         tls = self.config.tls
         if tls is None:
+            if not is_loopback_host(self.config.host):  # only reachable with allow_insecure (validate)
+                logger.warning(
+                    "serving plaintext on %s (allow_insecure): session and operator tokens cross the network "
+                    "readable by anyone on the path; use --tls-cert/--tls-key",
+                    self.config.host,
+                )
             self.port = server.add_insecure_port(address)
         else:
             credentials = grpc.ssl_server_credentials([(tls.key_path.read_bytes(), tls.cert_path.read_bytes())])
@@ -80,6 +88,10 @@ class CoordinatorServer:
         self._rounds = asyncio.create_task(self.engine.run(), name="coordinator-rounds")
         logger.info("coordinator for run %r listening on %s:%d", self.config.run, self.config.host, self.port)
         return self.port
+
+    def streaming(self) -> frozenset[str]:
+        """Clients whose update is streaming in now (empty before ``start``)."""
+        return frozenset() if self.servicer is None else self.servicer.streaming()
 
     async def wait(self) -> None:
         """Until the round limit is reached (then serve DONE a little longer) or ``stop``."""

@@ -1,74 +1,63 @@
-"""The gRPC servicer: authentication, size limits and statuses in front of the round engine.
+"""The servicer: authentication, field and stream bounds, in front of the round engine.
 
-Every handler turns a ``Rejected`` into the gRPC status it names and logs the reason; anything
-unexpected is logged with its traceback and answered with INTERNAL. No request can take the
-coordinator down or change a round it was not accepted into.
+Handlers take parsed messages (``rpc.py`` parses the bytes and maps every ``Rejected`` to its
+status) and raise ``Rejected`` for anything a client got wrong. Fields are bounded before they
+are used (``request_limits.py``); an update stream is bounded in bytes (its declared size, at
+most ``max_update_bytes``), in chunks (``2 + size / 1024``), in time (the round's deadline) and
+in number (one stream per client at a time). No request can take the coordinator down or change
+a round it was not accepted into.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
-import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
 
 import grpc
+import torch
 
-from swarmnet.coordinator.open_round import check_header, check_update
+from swarmnet.coordinator.open_round import OpenRound, check_header, check_update
 from swarmnet.coordinator.proto import federated_pb2 as pb
-from swarmnet.coordinator.proto import federated_pb2_grpc as pb_grpc
 from swarmnet.coordinator.registry import ClientRegistry
 from swarmnet.coordinator.rejection import Rejected
+from swarmnet.coordinator.request_limits import check_secagg, check_update_header, client_id_of, wait_of
 from swarmnet.coordinator.rounds import RoundEngine
 from swarmnet.coordinator.store import ClientRecord
 from swarmnet.federated.signing import PROTOCOL_VERSION, SESSION_METADATA
 
 __all__ = ["CoordinatorServicer"]
 
-logger = logging.getLogger(__name__)
-
 _HISTORY_IN_STATUS = 50
-Reply = TypeVar("Reply")
+_HEADER_WAIT_S = 30.0  # an update stream must deliver its header chunk within this
+_BYTES_PER_CHUNK = 1024  # chunks must average at least this much data (bounds the chunk count)
+_TEXT_SESSION = SESSION_METADATA.removesuffix("-bin")
 
 
-def _guarded(
-    handler: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Reply]],
-) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Reply]]:
-    """Map ``Rejected`` to its status and anything unexpected to INTERNAL, logging both."""
-
-    @functools.wraps(handler)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Reply:
-        try:
-            return await handler(self, request, context)
-        except Rejected as rejected:
-            logger.warning("%s rejected (%s): %s", handler.__name__, rejected.code.name, rejected.message)
-            error: tuple[grpc.StatusCode, str] = (rejected.code, rejected.message)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("%s failed", handler.__name__)
-            error = (grpc.StatusCode.INTERNAL, "internal coordinator error (logged)")
-        await context.abort(*error)
-        raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises
-
-    return wrapper
-
-
-class CoordinatorServicer(pb_grpc.CoordinatorServicer):
+class CoordinatorServicer:
     """Implements ``swarmnet.federated.v1.Coordinator`` over a ``RoundEngine``."""
 
     def __init__(self, engine: RoundEngine, registry: ClientRegistry) -> None:
         self.engine = engine
         self.registry = registry
+        self._streaming: set[str] = set()  # clients with an update stream open
+        self._adapter: tuple[torch.Tensor, bytes, bytes] | None = None  # (tensor, its bytes, SHA-256)
+
+    def streaming(self) -> frozenset[str]:
+        """Clients whose update is streaming in now."""
+        return frozenset(self._streaming)
 
     def _caller(self, client_id: str, context: grpc.aio.ServicerContext) -> ClientRecord:
-        session = dict(context.invocation_metadata() or ()).get(SESSION_METADATA)
+        client_id_of(client_id)
+        metadata = dict(context.invocation_metadata() or ())
+        session = metadata.get(SESSION_METADATA)
+        if session is None and _TEXT_SESSION in metadata:
+            raise Rejected(
+                grpc.StatusCode.UNAUTHENTICATED, f"send the session token as binary metadata {SESSION_METADATA!r}"
+            )
         return self.registry.authenticate(client_id, session if isinstance(session, bytes) else None)
 
-    @_guarded
     async def Register(self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext) -> pb.RegisterReply:
         record, session = self.registry.register(request)
         await self.engine.notify()
@@ -76,45 +65,71 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             client_id=record.client_id, session=session, run=self.engine.config.run, protocol_version=PROTOCOL_VERSION
         )
 
-    @_guarded
     async def GetTask(self, request: pb.TaskRequest, context: grpc.aio.ServicerContext) -> pb.TaskReply:
+        wait_s = wait_of(request)
         self._caller(request.client_id, context)
-        return await self.engine.task(request.client_id, request.wait_s)
+        return await self.engine.task(request.client_id, wait_s)
 
-    @_guarded
     async def SubmitUpdate(
-        self, request_iterator: AsyncIterator[pb.UpdateChunk], context: grpc.aio.ServicerContext
+        self, chunks: AsyncIterator[pb.UpdateChunk], context: grpc.aio.ServicerContext
     ) -> pb.SubmitReply:
-        header, record, payload = await self._receive(request_iterator, context)
-        round_ = self.engine.round
-        if round_ is None:
-            raise Rejected(grpc.StatusCode.FAILED_PRECONDITION, "no round is open")
+        try:
+            async with asyncio.timeout(_HEADER_WAIT_S) as limit:
+                header, record, round_, first = await self._open_stream(aiter(chunks), context)
+                try:
+                    limit.reschedule(asyncio.get_running_loop().time() + round_.deadline - time.monotonic())
+                    payload = await self._receive(header, first, chunks)
+                finally:
+                    self._streaming.discard(record.client_id)
+        except TimeoutError:
+            raise Rejected(
+                grpc.StatusCode.DEADLINE_EXCEEDED, "the update stream did not finish before the round's deadline"
+            ) from None
         submission = check_update(round_, record, header, payload, time.monotonic())
         await self.engine.submit(submission)
         return pb.SubmitReply(accepted=True, round=header.round, bytes_received=len(payload))
 
-    async def _receive(
+    async def _open_stream(
         self, chunks: AsyncIterator[pb.UpdateChunk], context: grpc.aio.ServicerContext
-    ) -> tuple[pb.UpdateHeader, ClientRecord, bytes]:
-        header: pb.UpdateHeader | None = None
-        record: ClientRecord | None = None
-        payload = bytearray()
-        async for chunk in chunks:
-            if header is None:
-                if not chunk.HasField("header"):
-                    raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, "the first chunk must carry the update header")
-                header, record = chunk.header, self._caller(chunk.header.client_id, context)
-                self._check_declared(header, record)
-            elif chunk.HasField("header"):
-                raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, "only the first chunk may carry a header")
-            payload += chunk.data
+    ) -> tuple[pb.UpdateHeader, ClientRecord, OpenRound, bytes]:
+        """Read the header chunk, check it and its sender, and mark the sender as streaming."""
+        first = await anext(chunks, None)
+        if first is None:
+            raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, "empty update stream")
+        if not first.HasField("header"):
+            raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, "the first chunk must carry the update header")
+        header = first.header
+        check_update_header(header)
+        record = self._caller(header.client_id, context)
+        round_ = self._check_declared(header, record)
+        if record.client_id in self._streaming:
+            raise Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED, "an update from this client is already streaming in")
+        self._streaming.add(record.client_id)
+        return header, record, round_, first.data
+
+    @staticmethod
+    async def _receive(header: pb.UpdateHeader, first: bytes, chunks: AsyncIterator[pb.UpdateChunk]) -> bytes:
+        """The payload, chunk by chunk, within the declared size and the chunk budget."""
+        payload = bytearray(first)
+        budget = 2 + header.payload_size // _BYTES_PER_CHUNK
+        count = 1
+        while True:
             if len(payload) > header.payload_size:
                 raise Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED, "more update data than the header declared")
-        if header is None or record is None:
-            raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, "empty update stream")
-        return header, record, bytes(payload)
+            chunk = await anext(chunks, None)
+            if chunk is None:
+                return bytes(payload)
+            count += 1
+            if count > budget:
+                raise Rejected(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"more than {budget} chunks for {header.payload_size} B: chunks must average {_BYTES_PER_CHUNK} B",
+                )
+            if chunk.HasField("header"):
+                raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, "only the first chunk may carry a header")
+            payload += chunk.data
 
-    def _check_declared(self, header: pb.UpdateHeader, record: ClientRecord) -> None:
+    def _check_declared(self, header: pb.UpdateHeader, record: ClientRecord) -> OpenRound:
         limit = self.engine.config.max_update_bytes
         if header.payload_size > limit:
             raise Rejected(
@@ -124,22 +139,19 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         if round_ is None:
             raise Rejected(grpc.StatusCode.FAILED_PRECONDITION, "no round is open")
         check_header(round_, record, header, time.monotonic())
+        return round_
 
     async def FetchAdapter(
         self, request: pb.FetchRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.AdapterChunk]:
-        try:
-            self._caller(request.client_id, context)
-        except Rejected as rejected:
-            logger.warning("FetchAdapter rejected (%s): %s", rejected.code.name, rejected.message)
-            await context.abort(rejected.code, rejected.message)
+        self._caller(request.client_id, context)
         state = self.engine.state
-        data = state.adapter.contiguous().numpy().astype("<f4").tobytes()
+        data, digest = self._adapter_bytes(state.adapter)
         header = pb.AdapterHeader(
             version=state.version,
             round=state.next_round,
             size=len(data),
-            sha256=hashlib.sha256(data).digest(),
+            sha256=digest,
             schema=[pb.TensorSpec(name=s.name, shape=list(s.shape)) for s in state.schema.tensors],
         )
         step = self.engine.config.chunk_bytes
@@ -147,12 +159,18 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         for offset in range(step, len(data), step):
             yield pb.AdapterChunk(data=data[offset : offset + step])
 
-    @_guarded
+    def _adapter_bytes(self, adapter: torch.Tensor) -> tuple[bytes, bytes]:
+        """The adapter as little-endian float32 bytes and their digest, serialised once per version."""
+        if self._adapter is None or self._adapter[0] is not adapter:
+            data = adapter.contiguous().numpy().astype("<f4").tobytes()
+            self._adapter = (adapter, data, hashlib.sha256(data).digest())
+        return self._adapter[1], self._adapter[2]
+
     async def SecAgg(self, request: pb.SecAggRequest, context: grpc.aio.ServicerContext) -> pb.SecAggReply:
+        check_secagg(request)
         self._caller(request.client_id, context)
         return await self.engine.secagg(request.client_id, request)
 
-    @_guarded
     async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusReply:
         engine, state = self.engine, self.engine.state
         round_ = engine.round

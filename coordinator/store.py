@@ -3,24 +3,28 @@
 After every round the whole state (adapter, server-optimizer moments, round counter, history and
 privacy accountant) goes into one checkpoint, written atomically (temp file, fsync, rename; see
 ``swarmnet.diloco.checkpoint``), so a restart resumes at exactly the round after the last one
-that finished and a crash mid-write costs nothing. Registrations are written as they happen to a
-small JSON file the same way. The HMAC secret that derives session tokens and round nonces is
-created once with mode 0600, so sessions survive a restart.
+that finished and a crash mid-write costs nothing. Registrations are appended as they happen to a
+journal (``clients.journal``, one fsynced line each) that is folded into the ``clients.json``
+snapshot now and then, so a registration costs the same however many clients there are. The HMAC
+secret that derives session tokens and round nonces is created once with mode 0600, so sessions
+survive a restart.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from swarmnet.coordinator.atomic import write_atomic
 from swarmnet.coordinator.history import RoundRecord
+from swarmnet.coordinator.journal import Journal
 from swarmnet.coordinator.strategies import ServerState
 from swarmnet.diloco.checkpoint import CheckpointConfig, load_latest, save_checkpoint
 from swarmnet.federated.vector import AdapterSchema
@@ -31,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 _OPT_PREFIX = "opt."
 _PRIVACY_PREFIX = "privacy."
+_CLIENTS = "clients.json"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +69,7 @@ class CoordinatorStore:
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
         self._checkpoints = CheckpointConfig(directory=self.directory / "state", every_rounds=1, keep=2)
+        self._clients = Journal(self.directory / "clients.journal")
 
     def load(self) -> CoordinatorState | None:
         """The newest intact state, or ``None`` for a fresh directory."""
@@ -98,37 +104,34 @@ class CoordinatorStore:
         save_checkpoint(self._checkpoints, state.next_round, tensors, metadata)
 
     def load_clients(self) -> dict[str, ClientRecord]:
-        """The client registry (empty when there is none yet)."""
-        path = self.directory / "clients.json"
-        if not path.exists():
-            return {}
-        records = json.loads(path.read_text())
-        return {
-            r["client_id"]: ClientRecord(
-                client_id=r["client_id"],
-                public_key=bytes.fromhex(r["public_key"]),
-                samples=int(r["samples"]),
-                codecs=tuple(r["codecs"]),
-                secure_aggregation=bool(r["secure_aggregation"]),
-                registered_at=float(r["registered_at"]),
-            )
-            for r in records
-        }
+        """The client registry: the last snapshot, then every change journalled since (empty when new)."""
+        clients: dict[str, ClientRecord] = {}
+        snapshot = self.directory / _CLIENTS
+        if snapshot.exists():
+            for entry in json.loads(snapshot.read_text()):
+                _apply(clients, entry)
+        for entry in self._clients.read():
+            _apply(clients, entry)
+        return clients
+
+    def record_client(self, record: ClientRecord) -> None:
+        """Journal one registration durably (O(1), whatever the registry's size)."""
+        self._clients.append(_client_json(record))
+
+    def forget_client(self, client_id: str) -> None:
+        """Journal that ``client_id`` left the registry."""
+        self._clients.append({"removed": client_id})
+
+    @property
+    def journalled(self) -> int:
+        """Registry changes journalled since the last snapshot."""
+        return self._clients.lines
 
     def save_clients(self, clients: Mapping[str, ClientRecord]) -> None:
-        """Write the registry atomically."""
-        records = [
-            {
-                "client_id": c.client_id,
-                "public_key": c.public_key.hex(),
-                "samples": c.samples,
-                "codecs": list(c.codecs),
-                "secure_aggregation": c.secure_aggregation,
-                "registered_at": c.registered_at,
-            }
-            for c in clients.values()
-        ]
-        _write_atomic(self.directory / "clients.json", json.dumps(records, indent=1).encode())
+        """Write a snapshot of the registry atomically and empty the journal it replaces."""
+        records = [_client_json(c) for c in clients.values()]
+        write_atomic(self.directory / _CLIENTS, json.dumps(records, indent=1).encode())
+        self._clients.rewrite([])
 
     def secret(self) -> bytes:
         """The coordinator's 32-byte HMAC secret, created (mode 0600) on first use."""
@@ -139,7 +142,7 @@ class CoordinatorStore:
                 return value
             logger.warning("replacing malformed %s (%d bytes): issued sessions become invalid", path, len(value))
         value = secrets.token_bytes(32)
-        _write_atomic(path, value, mode=0o600)
+        write_atomic(path, value, mode=0o600)
         return value
 
 
@@ -147,22 +150,32 @@ def _prefixed(tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str, tor
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Temp file, fsync, rename, fsync the directory: a reader sees the old or the new file, whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+def _client_json(record: ClientRecord) -> dict[str, Any]:
+    return {
+        "client_id": record.client_id,
+        "public_key": record.public_key.hex(),
+        "samples": record.samples,
+        "codecs": list(record.codecs),
+        "secure_aggregation": record.secure_aggregation,
+        "registered_at": record.registered_at,
+    }
+
+
+def _apply(clients: dict[str, ClientRecord], entry: Any) -> None:
+    """Replay one snapshot or journal entry; a malformed one is skipped with a warning."""
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        if "removed" in entry:
+            clients.pop(str(entry["removed"]), None)
+            return
+        record = ClientRecord(
+            client_id=str(entry["client_id"]),
+            public_key=bytes.fromhex(entry["public_key"]),
+            samples=int(entry["samples"]),
+            codecs=tuple(str(c) for c in entry["codecs"]),
+            secure_aggregation=bool(entry["secure_aggregation"]),
+            registered_at=float(entry["registered_at"]),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        logger.warning("skipping a malformed registry entry (%s: %s)", type(error).__name__, error)
+        return
+    clients[record.client_id] = record

@@ -25,6 +25,7 @@ EXAMPLE = """example:
   swarmnet coordinator --state-dir ./fed --initial-adapter adapter.safetensors --port 50051 \\
       --clients-per-round 8 --rounds 20 --codec topk --topk-ratio 0.05 --secure-aggregation
   # clients: FederatedClient(model, loader, ClientConfig(address="<host>:50051"), lora=...)
+  swarmnet coordinator --state-dir ./fed --revoke 12D3KooW...   # refuse one client from its next call on
   swarmnet coordinator --state-dir ./fed --initial-peers /ip4/203.0.113.7/tcp/31337/p2p/12D3KooW... --swarm main
   # also joins the swarm's DHT as a client and publishes round status for the monitor
 """
@@ -70,6 +71,15 @@ def add_parser(subparsers: Any) -> None:
     add("--token-file", type=Path, help="operator-issued tokens, one per line; clients must present one")
     add("--tls-cert", type=Path, help="serve TLS with this PEM certificate chain (needs --tls-key)")
     add("--tls-key", type=Path)
+    add(
+        "--allow-insecure",
+        action="store_true",
+        help="serve without TLS on an address beyond loopback (tokens cross the network readable)",
+    )
+    add("--session-ttl", type=float, default=86400.0, help="seconds a session token stays valid (default 24 h)")
+    add("--max-registered", type=int, default=10_000, help="clients the registry holds (expired ones make room)")
+    add("--revoke", metavar="CLIENT_ID", help="refuse this client's sessions and registrations, then exit")
+    add("--reinstate", metavar="CLIENT_ID", help="let a revoked client register again, then exit")
     add("--linger", type=float, default=10.0, help="seconds to keep answering DONE after the last round")
     add("--seed", type=int, default=0)
     add("--log-level", help="DEBUG, INFO, WARNING or ERROR")
@@ -126,6 +136,9 @@ def config_from_args(args: argparse.Namespace) -> Any:
         ),
         tokens=tokens,
         tls=None if args.tls_cert is None else TlsConfig(cert_path=args.tls_cert, key_path=args.tls_key),
+        allow_insecure=args.allow_insecure,
+        session_ttl_s=args.session_ttl,
+        max_registered=args.max_registered,
         seed=args.seed,
     )
 
@@ -133,6 +146,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/Ctrl+C or the round limit; exit code 0 then."""
     configure_logging(args.log_level)
+    if args.revoke is not None or args.reinstate is not None:
+        return _edit_revocations(args)
     try:
         config = config_from_args(args)
         config.validate()
@@ -141,6 +156,32 @@ def run(args: argparse.Namespace) -> int:
         logger.error("%s", error)
         return ExitCode.USAGE
     return asyncio.run(_serve(config, args.initial_adapter, args.linger, telemetry))
+
+
+def _edit_revocations(args: argparse.Namespace) -> int:
+    """``--revoke`` / ``--reinstate``: edit the state directory's revocation list (a running coordinator
+    picks the change up on the client's next call)."""
+    import time
+
+    from swarmnet.coordinator.revocations import Revocations
+
+    if args.revoke is not None and args.reinstate is not None:
+        logger.error("--revoke and --reinstate go one at a time")
+        return ExitCode.USAGE
+    try:
+        revocations = Revocations(args.state_dir)
+        if args.revoke is not None:
+            revocations.revoke(args.revoke, int(time.time() * 1000))
+            print(f"revoked {args.revoke}: its sessions and registrations are refused", flush=True)
+        elif revocations.reinstate(args.reinstate):
+            print(f"reinstated {args.reinstate}: it may register again (old sessions stay refused)", flush=True)
+        else:
+            logger.error("%s is not on the revocation list of %s", args.reinstate, args.state_dir)
+            return ExitCode.USAGE
+    except (ConfigError, OSError) as error:
+        logger.error("%s", error)
+        return ExitCode.USAGE
+    return ExitCode.OK
 
 
 def telemetry_from_args(args: argparse.Namespace) -> tuple[HivemindConfig, TelemetryConfig] | None:

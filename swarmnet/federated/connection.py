@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -15,11 +16,14 @@ import torch
 from swarmnet.coordinator.proto import federated_pb2 as pb
 from swarmnet.coordinator.proto import federated_pb2_grpc as pb_grpc
 from swarmnet.errors import ProtocolError
+from swarmnet.federated.loopback import is_local_target
 from swarmnet.federated.signing import PROTOCOL_VERSION, SESSION_METADATA, register_message, update_message
 from swarmnet.federated.vector import AdapterSchema
 from swarmnet.identity import Identity
 
 __all__ = ["GRPC_OPTIONS", "Connection", "GlobalAdapter", "TlsSettings"]
+
+logger = logging.getLogger(__name__)
 
 # Chunks are 1 MiB by default; both ends allow 8 MiB messages so larger chunk choices still pass.
 GRPC_OPTIONS: list[tuple[str, int | str]] = [
@@ -56,6 +60,12 @@ class Connection:
         self.identity = identity
         self.chunk_bytes = chunk_bytes
         if tls is None:
+            if not is_local_target(address):
+                logger.warning(
+                    "connecting to %s in plaintext: the session and operator tokens cross the network readable "
+                    "by anyone on the path; give TlsSettings for any coordinator beyond this machine",
+                    address,
+                )
             self._channel = grpc.insecure_channel(address, options=GRPC_OPTIONS)
         else:
             credentials = grpc.ssl_channel_credentials(root_certificates=tls.root_cert.read_bytes())
