@@ -10,17 +10,20 @@ from __future__ import annotations
 import math
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
 
-from swarmnet.compression.wire import DEFAULT_MAX_ELEMENTS, CodecId, Header, unpack
+from swarmnet.buffers import zeros
+from swarmnet.compression.wire import CodecId, Header, unpack
 from swarmnet.errors import CodecError
 
 __all__ = [
     "NON_FINITE",
     "Codec",
     "all_finite",
+    "allocate",
     "as_bytes",
     "check_section_sizes",
     "flat_float",
@@ -74,6 +77,18 @@ def section_tensor(section: memoryview, dtype: torch.dtype) -> torch.Tensor:
         return torch.frombuffer(section, dtype=dtype)
 
 
+def allocate(numel: int, dtype: torch.dtype, *, zero: bool = False) -> torch.Tensor:
+    """A fresh flat CPU tensor for decoded values; every decode allocates through here, and only after
+    ``unpack`` has held ``numel`` to the caller's bound. Memory the machine does not have is a
+    ``CodecError`` (the payload is refused), never a ``RuntimeError`` or ``MemoryError`` in the caller."""
+    try:
+        if zero and dtype == torch.float32:
+            return zeros(numel)  # numpy's calloc: cheaper than torch.zeros for a fresh buffer
+        return torch.zeros(numel, dtype=dtype) if zero else torch.empty(numel, dtype=dtype)
+    except (MemoryError, RuntimeError) as error:
+        raise CodecError(f"cannot allocate {numel} elements of {dtype} for a decoded payload: {error}") from None
+
+
 def check_section_sizes(header: Header, sections: list[memoryview], expected: list[int]) -> None:
     """Raise ``CodecError`` unless the sections have exactly the sizes the header implies."""
     actual = [len(s) for s in sections]
@@ -86,13 +101,17 @@ def check_section_sizes(header: Header, sections: list[memoryview], expected: li
 def unpack_matching(
     codec: Codec, payload: bytes | bytearray | memoryview, out: torch.Tensor
 ) -> tuple[Header, list[memoryview]]:
-    """Unpack a payload that must be of ``codec``'s family and hold exactly ``out.numel()`` elements (the
-    checks and messages of ``Codec.decode_accumulate``)."""
-    header, sections = unpack(payload, min(out.numel(), DEFAULT_MAX_ELEMENTS))
+    """Unpack a payload for the target ``out``: of ``codec``'s family, exactly ``out.numel()`` elements (the
+    caller's bound: ``out`` is already allocated), in ``out``'s shape, or in any shape when either of the
+    two is flat (at most 1-D): a flat buffer takes any layout, but two different layouts of the same size
+    mean that sender and receiver disagree about the tensor."""
+    header, sections = unpack(payload, out.numel())
     if header.codec != codec.codec_id:
         raise CodecError(f"{codec.name} cannot decode a {header.codec.name} payload")
     if header.numel != out.numel():
         raise CodecError(f"payload holds {header.numel} elements, the target has {out.numel()}")
+    if header.shape != tuple(out.shape) and len(header.shape) > 1 and out.dim() > 1:
+        raise CodecError(f"payload has shape {header.shape}, the target {tuple(out.shape)}")
     return header, sections
 
 
@@ -109,17 +128,27 @@ class Codec(ABC):
     @classmethod
     @abstractmethod
     def decode_sections(cls, header: Header, sections: list[memoryview]) -> torch.Tensor:
-        """Rebuild the tensor from validated framing; check section sizes before allocating."""
+        """Rebuild the tensor from framing that ``unpack`` validated (so ``header.numel`` is within the
+        caller's bound); check every section before allocating, and allocate through ``allocate``."""
 
     @abstractmethod
     def estimated_ratio(self, numel: int, dtype: torch.dtype = torch.float32) -> float:
         """Expected payload bytes / raw bytes for a tensor of ``numel`` elements of ``dtype``."""
 
     def decode(
-        self, payload: bytes | bytearray | memoryview, max_elements: int = DEFAULT_MAX_ELEMENTS
+        self,
+        payload: bytes | bytearray | memoryview,
+        max_elements: int | None = None,
+        *,
+        shape: Sequence[int] | None = None,
+        dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
-        """Decode a payload of this codec's family; ``CodecError`` for anything malformed."""
-        header, sections = unpack(payload, max_elements)
+        """Decode a payload of this codec's family; ``CodecError`` for anything malformed.
+
+        ``max_elements`` bounds the tensor (and so the memory) a payload may ask for; ``shape`` and ``dtype``
+        are what the caller expects, exactly. See ``wire.unpack`` for the defaults.
+        """
+        header, sections = unpack(payload, max_elements, shape=shape, dtype=dtype)
         if header.codec != self.codec_id:
             raise CodecError(f"{self.name} cannot decode a {header.codec.name} payload")
         return self.decode_sections(header, sections)
@@ -132,16 +161,17 @@ class Codec(ABC):
         """
         residual.add_(flat_float(tensor))
         payload = self.encode(residual.view(tensor.shape))  # the payload keeps the tensor's shape
-        residual.sub_(self.decode(payload).reshape(-1).to(residual.dtype))
+        residual.sub_(self.decode(payload, max_elements=residual.numel()).reshape(-1).to(residual.dtype))
         return payload
 
     def decode_accumulate(
         self, payload: bytes | bytearray | memoryview, out: torch.Tensor, alpha: float = 1.0
     ) -> None:
-        """``out += alpha * decode(payload)``; sparse codecs override this to touch only what was sent."""
-        decoded = self.decode(payload, max_elements=out.numel())
-        if decoded.numel() != out.numel():
-            raise CodecError(f"payload holds {decoded.numel()} elements, the target has {out.numel()}")
+        """``out += alpha * decode(payload)``; sparse codecs override this to touch only what was sent.
+
+        The payload must fit ``out`` (see ``unpack_matching``); on any error ``out`` is left untouched.
+        """
+        decoded = self.decode_sections(*unpack_matching(self, payload, out))
         out.add_(decoded.reshape(out.shape).to(out.dtype), alpha=alpha)
 
     def decode_into(
@@ -149,12 +179,10 @@ class Codec(ABC):
     ) -> None:
         """``out[...] = decode(payload)`` (cast to ``out``'s dtype); families override it to skip the temporary.
 
-        ``require_finite``: refuse (``CodecError``) a payload that decodes to NaN or Inf. On any error
-        ``out`` is left untouched.
+        ``require_finite``: refuse (``CodecError``) a payload that decodes to NaN or Inf. The payload must
+        fit ``out`` (see ``unpack_matching``). On any error ``out`` is left untouched.
         """
-        decoded = self.decode(payload, max_elements=out.numel())
-        if decoded.numel() != out.numel():
-            raise CodecError(f"payload holds {decoded.numel()} elements, the target has {out.numel()}")
+        decoded = self.decode_sections(*unpack_matching(self, payload, out))
         if require_finite and not all_finite(decoded):
             raise CodecError(NON_FINITE)
         out.copy_(decoded.reshape(out.shape))

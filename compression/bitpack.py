@@ -119,10 +119,13 @@ def pack_indices(indices: npt.NDArray[np.int64]) -> tuple[int, int, bytes]:
 def unpack_indices(
     data: bytes | bytearray | memoryview, count: int, first: int, width: int, limit: int
 ) -> npt.NDArray[np.int64]:
-    """Inverse of ``pack_indices``; ``ValueError`` unless the result is strictly increasing and below ``limit``.
+    """Inverse of ``pack_indices``; ``ValueError`` unless the result is strictly increasing and below ``limit``
+    and ``width`` is the one ``pack_indices`` writes (the bit length of the largest gap; 1 without gaps).
 
     Only ``count``-sized arrays are allocated, so a hostile stream costs no more than its own size.
     """
+    if count <= 1 and width != 1:
+        raise ValueError(f"{count} indices have no gaps, but a gap width of {width} bits")
     if count == 0:
         if first or len(data):
             raise ValueError(f"no indices but first index {first} and {len(data)} bytes of gaps")
@@ -132,6 +135,8 @@ def unpack_indices(
     gaps = unpack_bits(data, count - 1, width)
     if gaps.size and int(gaps.min()) == 0:
         raise ValueError("indices are not strictly increasing (a gap of 0)")
+    if gaps.size and bit_width(int(gaps.max())) != width:
+        raise ValueError(f"the largest gap takes {bit_width(int(gaps.max()))} bits, stored in {width}")
     positions = np.empty(count, dtype=np.uint64)
     positions[0] = first
     np.cumsum(gaps, out=positions[1:])

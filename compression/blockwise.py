@@ -28,10 +28,10 @@ from typing import ClassVar
 
 import torch
 
-from swarmnet.buffers import zeros
 from swarmnet.compression.base import (
     NON_FINITE,
     Codec,
+    allocate,
     as_bytes,
     check_section_sizes,
     flat_float,
@@ -46,6 +46,7 @@ __all__ = [
     "MAX_BLOCK",
     "BlockwiseCodec",
     "ScaledBlocksCodec",
+    "check_scales",
     "feedback_source",
     "fp32_source",
     "fused_target",
@@ -115,6 +116,14 @@ def read_block_size(header: Header, sections: list[memoryview], what: str = "blo
     return int(block)
 
 
+def check_scales(header: Header, scales: torch.Tensor) -> None:
+    """``CodecError`` if a scale is negative: scales are absmax / qmax or mean |x|, and a negative one would
+    flip the signs of its block. NaN (from a block that held NaN) is allowed and decodes to NaN, which
+    ``require_finite`` and ``validate`` refuse."""
+    if scales.numel() and bool((scales < 0).any()):
+        raise CodecError(f"{header.codec.name} payload: negative block scale {float(scales.min())}")
+
+
 def fused_target(out: torch.Tensor) -> bool:
     """Whether ``out`` suits the kernels' in-place ``decode_accumulate`` / ``encode_with_feedback`` paths (flat
     fp32 memory on the CPU); other targets take the generic ``Codec`` methods."""
@@ -159,10 +168,10 @@ class ScaledBlocksCodec(Codec):
     def decode_sections(cls, header: Header, sections: list[memoryview]) -> torch.Tensor:
         """Check every section size, then rebuild ``value * scale`` in the original dtype and shape."""
         block, scales, values = cls._validated(header, sections)
-        out = zeros(header.numel)
+        out = allocate(header.numel, torch.float32, zero=True)
         cls._accumulate(out, values, scales, block, 1.0)  # 0 + 1 * decoded: exactly the decoded values
         if header.dtype != torch.float32:
-            out = out.to(header.dtype)
+            out = allocate(header.numel, header.dtype).copy_(out)
         return out.view(header.shape)
 
     def decode_accumulate(
@@ -258,11 +267,16 @@ class BlockwiseCodec(ScaledBlocksCodec):
 
     @classmethod
     def _validated(cls, header: Header, sections: list[memoryview]) -> tuple[int, torch.Tensor, torch.Tensor]:
-        """Block size, scales and values of a payload whose every section size has been checked."""
+        """Block size, scales and values of a payload whose every section size and scale has been checked,
+        and whose padding (int4, odd count: the high nibble 8 after the last value) is the one encoding of it."""
         block = read_block_size(header, sections)
         numel = header.numel
         check_section_sizes(header, sections, [4, 4 * n_blocks(numel, block), cls.values_size(numel)])
-        return block, section_tensor(sections[1], torch.float32), section_tensor(sections[2], cls._values_dtype)
+        if cls.bits == 4 and numel % 2 and sections[2][-1] >> 4 != 8:
+            raise CodecError(f"{header.codec.name} payload: the padding nibble after the last value is not 8")
+        scales = section_tensor(sections[1], torch.float32)
+        check_scales(header, scales)
+        return block, scales, section_tensor(sections[2], cls._values_dtype)
 
     @classmethod
     def _accumulate(

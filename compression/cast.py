@@ -10,6 +10,7 @@ from swarmnet.compression.base import (
     NON_FINITE,
     Codec,
     all_finite,
+    allocate,
     as_bytes,
     check_section_sizes,
     flat_float,
@@ -26,7 +27,8 @@ def _from_bytes(
     section: memoryview, wire_dtype: torch.dtype, dtype: torch.dtype, shape: tuple[int, ...]
 ) -> torch.Tensor:
     """Copy the section out as ``dtype`` in one pass (the payload buffer itself is read-only)."""
-    return section_tensor(section, wire_dtype).to(dtype, copy=True).reshape(shape)
+    values = section_tensor(section, wire_dtype)
+    return allocate(values.numel(), dtype).copy_(values).view(shape)
 
 
 class _CastCodec(Codec):

@@ -31,8 +31,9 @@ lower-level pair instead: ``x = ef.compensate(key, t)``, compress ``x`` however 
 Errors: a tensor of the wrong size for its key, a non-finite (NaN/Inf) or non-floating input,
 or malformed state is a ``ValueError`` (a local mistake, not a remote fault), raised before any
 state is touched. A codec that fails inside ``encode`` drops that key's state (a half-updated
-residual must not be reused) and the codec's exception propagates. Payloads carry the flat
-shape ``(numel,)``: decode them with ``codec.decode_accumulate(payload, out)`` or reshape.
+residual must not be reused) and the codec's exception propagates. Payloads carry the tensor's
+shape: decode them with ``codec.decode(payload, shape=tensor.shape)``, or with
+``codec.decode_accumulate(payload, out)`` into a flat buffer or one of that shape.
 State lives on the CPU. Not thread-safe: guard an instance shared between threads.
 """
 

@@ -414,7 +414,7 @@ def _measure(
 
 def _round_trip_error(codec: Codec, payload: bytes, x: torch.Tensor) -> tuple[float, float]:
     """``||x - decode(payload)||^2`` and ``||x||^2``, in float64."""
-    decoded = codec.decode(payload).reshape(-1)
+    decoded = codec.decode(payload, max_elements=x.numel()).reshape(-1)
     flat = x.reshape(-1).double()
     return float((flat - decoded.double()).square().sum()), float(flat.square().sum())
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from swarmnet.compression.base import Codec
-from swarmnet.compression.wire import DEFAULT_MAX_ELEMENTS, CodecId, unpack
+from swarmnet.compression.wire import CodecId, unpack
 from swarmnet.errors import CodecError
 
 __all__ = ["codec_names", "decode", "get_codec", "register"]
@@ -38,9 +40,20 @@ def codec_names() -> list[str]:
     return sorted(_BY_NAME)
 
 
-def decode(payload: bytes | bytearray | memoryview, max_elements: int = DEFAULT_MAX_ELEMENTS) -> torch.Tensor:
-    """Decode a payload of any registered family; ``CodecError`` for anything malformed."""
-    header, sections = unpack(payload, max_elements)
+def decode(
+    payload: bytes | bytearray | memoryview,
+    max_elements: int | None = None,
+    *,
+    shape: Sequence[int] | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Decode a payload of any registered family; ``CodecError`` for anything malformed.
+
+    ``max_elements`` bounds the tensor (and so the memory) a payload may ask for: pass the size your context
+    allows. Without it the bound is ``shape``'s element count, else ``wire.DEFAULT_MAX_ELEMENTS`` (2**26).
+    ``shape`` and ``dtype``, if given, must be exactly the payload's.
+    """
+    header, sections = unpack(payload, max_elements, shape=shape, dtype=dtype)
     family = _BY_ID.get(header.codec)
     if family is None:
         raise CodecError(f"no decoder for codec id {header.codec.name} in this build")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 
 from swarmnet.buffers import zeros
-from swarmnet.compression.base import as_bytes, check_section_sizes, flat_float, section_tensor
+from swarmnet.compression.base import allocate, as_bytes, check_section_sizes, flat_float, section_tensor
 from swarmnet.compression.blockwise import (
     MAX_BLOCK,
     ScaledBlocksCodec,
+    check_scales,
     feedback_source,
     fp32_source,
     fused_target,
@@ -18,6 +19,7 @@ from swarmnet.compression.blockwise import (
     shares_memory,
 )
 from swarmnet.compression.wire import CodecId, Header, pack
+from swarmnet.errors import CodecError
 from swarmnet.kernels.sign import ef_sign_encode, sign_decode_accumulate, sign_decode_into
 
 __all__ = ["Sign1BitCodec"]
@@ -82,11 +84,16 @@ class Sign1BitCodec(ScaledBlocksCodec):
 
     @classmethod
     def _validated(cls, header: Header, sections: list[memoryview]) -> tuple[int, torch.Tensor, torch.Tensor]:
-        """Chunk size, scales and bits of a payload whose every section size has been checked."""
+        """Chunk size, scales and bits of a payload whose every section size and scale has been checked, and
+        whose unused bits (after the last sign, in the last byte) are zero: the one encoding of it."""
         chunk = read_block_size(header, sections, "chunk size")
         numel = header.numel
         check_section_sizes(header, sections, [4, 4 * n_blocks(numel, chunk), (numel + 7) // 8])
-        return chunk, section_tensor(sections[1], torch.float32), section_tensor(sections[2], torch.uint8)
+        if numel % 8 and sections[2][-1] & (0xFF >> numel % 8):
+            raise CodecError(f"{header.codec.name} payload: the padding bits after the last sign are not zero")
+        scales = section_tensor(sections[1], torch.float32)
+        check_scales(header, scales)
+        return chunk, scales, section_tensor(sections[2], torch.uint8)
 
     @classmethod
     def _accumulate(
@@ -99,7 +106,7 @@ class Sign1BitCodec(ScaledBlocksCodec):
         if weight == 1.0:
             sign_decode_accumulate(acc, values, scales, block)
             return
-        decoded = zeros(acc.numel())
+        decoded = allocate(acc.numel(), torch.float32, zero=True)
         sign_decode_accumulate(decoded, values, scales, block)
         acc.view(-1).add_(decoded, alpha=weight)
 

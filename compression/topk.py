@@ -27,9 +27,10 @@ error <= absmax/254; magnitudes saturate at 2**127) or ``"sign"`` (1 bit each, a
 Payload sections (after the ``wire.py`` header):
 
 1. params, ``<QQfBB2x`` (24 bytes): count ``m``, first index, scale (fp32; 0 for fp16), index bit
-   width, value format.
+   width, value format, two reserved zero bytes.
 2. indices: the ``m - 1`` gaps between consecutive (ascending) indices, each ``width`` bits,
-   little-endian bit stream (``bitpack.py``); ``width`` is the bit length of the largest gap.
+   little-endian bit stream (``bitpack.py``); ``width`` is the bit length of the largest gap (1 when
+   ``m <= 1``).
 3. values: ``2m`` bytes (fp16), ``m`` bytes (int8) or ``ceil(m / 8)`` bytes (sign bits, 1 = negative).
 
 So a payload is exactly ``payload_size(m, width, values, ndim)`` bytes::
@@ -37,7 +38,8 @@ So a payload is exactly ``payload_size(m, width, values, ndim)`` bytes::
     (16 + 8 * (ndim + 3)) + 24 + ceil((m - 1) * width / 8) + value_bytes(m)
 
 The decoder checks every field, the section sizes, and that the decoded indices are strictly
-increasing and below ``numel`` before it allocates anything of the tensor's size.
+increasing and below ``numel`` before it allocates anything of the tensor's size; a payload has one
+valid encoding (zero reserved and padding bits, the narrowest index width).
 """
 
 from __future__ import annotations
@@ -51,9 +53,17 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from swarmnet.compression.base import NON_FINITE, Codec, all_finite, check_section_sizes, flat_float, unpack_matching
+from swarmnet.compression.base import (
+    NON_FINITE,
+    Codec,
+    all_finite,
+    allocate,
+    check_section_sizes,
+    flat_float,
+    unpack_matching,
+)
 from swarmnet.compression.bitpack import MAX_WIDTH, bit_width, pack_indices, packed_size, unpack_indices
-from swarmnet.compression.wire import CodecId, Header, pack, unpack
+from swarmnet.compression.wire import CodecId, Header, pack
 from swarmnet.errors import CodecError
 from swarmnet.kernels.topk import estimate_threshold, topk_threshold, topk_threshold_reference
 
@@ -62,7 +72,8 @@ __all__ = ["TopKCodec", "ValueFormat", "payload_size", "selection_window"]
 Selection = Literal["exact", "sampled"]
 Values = Literal["fp16", "int8", "sign"]
 
-_PARAMS = struct.Struct("<QQfBB2x")
+_PARAMS = struct.Struct("<QQfBB2s")
+_RESERVED = b"\0\0"
 _N_SECTIONS = 3
 _FP16_MAX = float(torch.finfo(torch.float16).max)
 _FP32_MAX = float(torch.finfo(torch.float32).max)
@@ -219,7 +230,9 @@ def _parse(header: Header, sections: list[memoryview]) -> tuple[npt.NDArray[np.i
     if len(sections) != _N_SECTIONS or len(sections[0]) != _PARAMS.size:
         sizes = [len(s) for s in sections]
         raise CodecError(f"TOPK payload: sections {sizes}, expected 3 starting with {_PARAMS.size} bytes of params")
-    count, first, scale, width, fmt_code = _PARAMS.unpack(sections[0])
+    count, first, scale, width, fmt_code, reserved = _PARAMS.unpack(sections[0])
+    if reserved != _RESERVED:
+        raise CodecError(f"TOPK payload: reserved parameter bytes {reserved.hex()} are not zero")
     try:
         fmt = ValueFormat(fmt_code)
     except ValueError:
@@ -329,7 +342,7 @@ class TopKCodec(Codec):
             # Saturate before narrowing: an fp64 residual may hold values past fp32's range.
             chosen = np.clip(chosen, np.float64(-_FP32_MAX), np.float64(_FP32_MAX))
         body, scale, decoded = _encode_values(self._format, chosen.astype(np.float32, copy=False))
-        params = _PARAMS.pack(indices.size, first, scale, width, self._format)
+        params = _PARAMS.pack(indices.size, first, scale, width, self._format, _RESERVED)
         return pack(self.codec_id, dtype, shape, [params, packed_gaps, body]), decoded
 
     def encode(self, tensor: torch.Tensor) -> bytes:
@@ -366,7 +379,7 @@ class TopKCodec(Codec):
     def decode_sections(cls, header: Header, sections: list[memoryview]) -> torch.Tensor:
         """Validate everything, then scatter the values into zeros."""
         indices, values = _parse(header, sections)
-        out = torch.zeros(header.numel, dtype=header.dtype)
+        out = allocate(header.numel, header.dtype, zero=True)
         if header.dtype in (torch.float32, torch.float64):
             out.numpy()[indices] = values  # numpy's scatter is several times faster than index_put_
         else:
@@ -408,11 +421,7 @@ class TopKCodec(Codec):
         self, payload: bytes | bytearray | memoryview, out: torch.Tensor, alpha: float = 1.0
     ) -> None:
         """``out += alpha * decode(payload)``, touching only the sent entries (no dense temporary)."""
-        header, sections = unpack(payload, max_elements=out.numel())
-        if header.codec != self.codec_id:
-            raise CodecError(f"{self.name} cannot decode a {header.codec.name} payload")
-        if header.numel != out.numel():
-            raise CodecError(f"payload holds {header.numel} elements, the target has {out.numel()}")
+        header, sections = unpack_matching(self, payload, out)
         indices, values = _parse(header, sections)
         # Same arithmetic as the generic path, only on the sent entries: decode to the header dtype,
         # cast to out's, and add with ``Tensor.add_`` (index_add_ would round alpha * value first).

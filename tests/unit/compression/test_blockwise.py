@@ -202,8 +202,10 @@ def test_malformed_sections_raise_codec_error(codec: BlockwiseCodec, mutation: s
 def test_absurd_claims_are_refused_before_allocating(codec: BlockwiseCodec) -> None:
     _, sections = unpack(codec.encode(torch.randn(10)))
     huge = pack(codec.codec_id, torch.float32, (1 << 30,), [bytes(s) for s in sections])
+    with pytest.raises(CodecError, match="over the limit"):
+        codec.decode(huge)  # the default bound
     with pytest.raises(CodecError, match="expected"):
-        codec.decode(huge)
+        codec.decode(huge, max_elements=1 << 31)  # a reckless caller's bound: the section sizes still refuse it
     big_block = pack(codec.codec_id, torch.float32, (10,), [struct.pack("<I", 1 << 30), *map(bytes, sections[1:])])
     with pytest.raises(CodecError, match="block size"):
         codec.decode(big_block)

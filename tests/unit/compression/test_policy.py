@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytest
 import torch
@@ -17,7 +17,7 @@ from swarmnet.compression.int8 import Int8Codec
 from swarmnet.compression.policy import CandidateCost, CompressionPolicy, PolicyConfig, decide
 from swarmnet.compression.sign1bit import Sign1BitCodec
 from swarmnet.compression.topk import TopKCodec
-from swarmnet.compression.wire import DEFAULT_MAX_ELEMENTS, CodecId, Header
+from swarmnet.compression.wire import CodecId, Header
 from swarmnet.errors import ConfigError
 
 
@@ -36,7 +36,12 @@ class FakeCodec(Codec):
         return payload
 
     def decode(
-        self, payload: bytes | bytearray | memoryview, max_elements: int = DEFAULT_MAX_ELEMENTS
+        self,
+        payload: bytes | bytearray | memoryview,
+        max_elements: int | None = None,
+        *,
+        shape: Sequence[int] | None = None,
+        dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
         return self._sent[bytes(payload)]
 

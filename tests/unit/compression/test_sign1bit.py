@@ -151,8 +151,10 @@ def test_malformed_sections_raise_codec_error(mutation: str) -> None:
 def test_absurd_claims_and_codec_mismatch() -> None:
     _, sections = unpack(CODEC.encode(torch.randn(10)))
     huge = pack(CodecId.SIGN1, torch.float32, (1 << 30,), [bytes(s) for s in sections])
+    with pytest.raises(CodecError, match="over the limit"):
+        CODEC.decode(huge)  # the default bound
     with pytest.raises(CodecError, match="expected"):
-        CODEC.decode(huge)
+        CODEC.decode(huge, max_elements=1 << 31)  # a reckless caller's bound: the section sizes still refuse it
     with pytest.raises(CodecError, match="cannot decode a INT8"):
         CODEC.decode(pack(CodecId.INT8, torch.float32, (10,), [bytes(s) for s in sections]))
     with pytest.raises(CodecError, match="holds 10 elements"):

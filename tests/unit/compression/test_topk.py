@@ -442,19 +442,22 @@ def test_malformed_payloads_are_codec_errors(payload: bytes, message: str) -> No
 
 def test_wrapping_gaps_are_caught() -> None:
     # Gaps near 2**64 wrap uint64 back into range; the decoder must see the wrap, not trust the sum.
-    huge = (1 << 64) - 3
-    shape = (1 << 16, 1 << 16, 1 << 16, 1 << 16)  # 2**64 elements, allowed by a reckless max_elements
-    payload = build(shape, 3, 5, 64, pack_bits(np.array([huge, 10], dtype=np.uint64), 64), b"\0" * 6)
+    # 2**62 elements (allowed by a reckless max_elements) take 62-bit gaps; four of 2**62 - 1 after index 3
+    # reach 2**64 - 1, and one more of 10 wraps around to 8.
+    gaps = np.array([(1 << 62) - 1] * 4 + [10], dtype=np.uint64)
+    payload = build((1 << 62,), 6, 3, 62, pack_bits(gaps, 62), b"\0" * 12)
     with pytest.raises(CodecError, match="run past"):
         CODEC.decode(payload, max_elements=1 << 64)
 
 
 def test_huge_claimed_shape_with_bad_indices_fails_before_allocating() -> None:
-    n = 1 << 31  # the framing layer's default limit: 8 GiB of fp32 if anyone allocated it
+    n = 1 << 31  # 8 GiB of fp32 if anyone allocated it
     gaps = pack_bits(np.array([1, n // 2], dtype=np.uint64), 31)
     payload = build((n,), 3, n - 5, 31, gaps, b"\0" * 6)
+    with pytest.raises(CodecError, match="over the limit"):
+        CODEC.decode(payload)  # the default bound
     with pytest.raises(CodecError, match="run past"):
-        CODEC.decode(payload)
+        CODEC.decode(payload, max_elements=n)  # a caller's bound that allows it: the indices still refuse it
 
 
 def test_truncated_or_foreign_payloads_are_refused() -> None:
