@@ -60,7 +60,7 @@ class TaskRequest(_message.Message):
     def __init__(self, client_id: _Optional[str] = ..., wait_s: _Optional[float] = ...) -> None: ...
 
 class RoundConfig(_message.Message):
-    __slots__ = ("local_steps", "codec", "topk_ratio", "error_feedback", "secure_aggregation", "secagg_clip", "secagg_bits", "secagg_density", "secagg_seed", "secagg_threshold", "samples_cap", "dp_clip_norm", "dp_noise_std", "participants", "learning_rate", "secagg_max_clients", "secagg_indices")
+    __slots__ = ("local_steps", "codec", "topk_ratio", "error_feedback", "secure_aggregation", "secagg_clip", "secagg_bits", "secagg_density", "secagg_seed", "secagg_threshold", "samples_cap", "dp_clip_norm", "dp_noise_std", "participants", "learning_rate", "secagg_max_clients", "secagg_indices", "secagg_encoding", "secagg_levels", "secagg_block", "secagg_scales")
     LOCAL_STEPS_FIELD_NUMBER: _ClassVar[int]
     CODEC_FIELD_NUMBER: _ClassVar[int]
     TOPK_RATIO_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +78,10 @@ class RoundConfig(_message.Message):
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
     SECAGG_MAX_CLIENTS_FIELD_NUMBER: _ClassVar[int]
     SECAGG_INDICES_FIELD_NUMBER: _ClassVar[int]
+    SECAGG_ENCODING_FIELD_NUMBER: _ClassVar[int]
+    SECAGG_LEVELS_FIELD_NUMBER: _ClassVar[int]
+    SECAGG_BLOCK_FIELD_NUMBER: _ClassVar[int]
+    SECAGG_SCALES_FIELD_NUMBER: _ClassVar[int]
     local_steps: int
     codec: str
     topk_ratio: float
@@ -95,7 +99,11 @@ class RoundConfig(_message.Message):
     learning_rate: float
     secagg_max_clients: int
     secagg_indices: bytes
-    def __init__(self, local_steps: _Optional[int] = ..., codec: _Optional[str] = ..., topk_ratio: _Optional[float] = ..., error_feedback: _Optional[bool] = ..., secure_aggregation: _Optional[bool] = ..., secagg_clip: _Optional[float] = ..., secagg_bits: _Optional[int] = ..., secagg_density: _Optional[float] = ..., secagg_seed: _Optional[int] = ..., secagg_threshold: _Optional[int] = ..., samples_cap: _Optional[int] = ..., dp_clip_norm: _Optional[float] = ..., dp_noise_std: _Optional[float] = ..., participants: _Optional[int] = ..., learning_rate: _Optional[float] = ..., secagg_max_clients: _Optional[int] = ..., secagg_indices: _Optional[bytes] = ...) -> None: ...
+    secagg_encoding: str
+    secagg_levels: int
+    secagg_block: int
+    secagg_scales: bytes
+    def __init__(self, local_steps: _Optional[int] = ..., codec: _Optional[str] = ..., topk_ratio: _Optional[float] = ..., error_feedback: _Optional[bool] = ..., secure_aggregation: _Optional[bool] = ..., secagg_clip: _Optional[float] = ..., secagg_bits: _Optional[int] = ..., secagg_density: _Optional[float] = ..., secagg_seed: _Optional[int] = ..., secagg_threshold: _Optional[int] = ..., samples_cap: _Optional[int] = ..., dp_clip_norm: _Optional[float] = ..., dp_noise_std: _Optional[float] = ..., participants: _Optional[int] = ..., learning_rate: _Optional[float] = ..., secagg_max_clients: _Optional[int] = ..., secagg_indices: _Optional[bytes] = ..., secagg_encoding: _Optional[str] = ..., secagg_levels: _Optional[int] = ..., secagg_block: _Optional[int] = ..., secagg_scales: _Optional[bytes] = ...) -> None: ...
 
 class TaskReply(_message.Message):
     __slots__ = ("kind", "round", "global_version", "retry_after_s", "config", "round_nonce", "deadline_s")
