@@ -4,10 +4,11 @@ Nothing in here knows about networking. Class to file:
 
 * **Codec (base.py)**: the interface: ``encode``, ``decode``, ``estimated_ratio``, fused
   ``encode_with_feedback`` and ``decode_accumulate``.
-* **pack, unpack, CodecId (wire.py)**: the payload framing, validated before any allocation.
+* **pack, unpack, CodecId (wire.py)**: the payload framing, validated before any allocation;
+  every decode is bounded by the caller's ``max_elements`` (default ``DEFAULT_MAX_ELEMENTS``, 2**26).
 * **NoneCodec, Float16Codec, BFloat16Codec (cast.py)**; **Int8Codec (int8.py)**, **Int4Codec
-  (int4.py)** on **blockwise.py**; **Sign1BitCodec (sign1bit.py)**; **TopKCodec (topk.py)** with
-  **bitpack.py** for its delta-coded indices.
+  (int4.py)** on **blockwise.py**; **Sign1BitCodec (sign1bit.py)**; **TopKCodec (topk.py)**, its
+  payload in **topk_payload.py** and **bitpack.py** for its delta-coded indices.
 * **ErrorFeedback (error_feedback.py)**: per-tensor residuals (sender and reducer), DGC momentum
   correction and factor masking, state save and load.
 * **CompressionPolicy (policy.py)**: per-layer codec choice under an error or byte budget.

@@ -13,7 +13,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from swarmnet.compression import topk
+from swarmnet.compression import topk, topk_payload
 from swarmnet.compression.base import Codec
 from swarmnet.compression.bitpack import (
     bit_width,
@@ -48,7 +48,7 @@ def params_of(payload: bytes) -> tuple[int, int, float, int, int]:
 def sent_indices(codec: TopKCodec, payload: bytes) -> torch.Tensor:
     """Positions the payload carries, read through the decoder (values may legitimately be 0)."""
     header, sections = unpack(payload)
-    indices, _ = topk._parse(header, sections)
+    indices, _ = topk_payload.parse(header, sections)
     return torch.from_numpy(indices)
 
 
