@@ -128,7 +128,7 @@ class Exchange:
             self.peak = max(self.peak, self.factor * len(payload))
         self.syncs += 1
         reduced = self._encode(self._reducer, f"reduce/{key}", total)
-        return self.codec.decode(reduced).reshape(-1)
+        return self.codec.decode(reduced, max_elements=total.numel()).reshape(-1)
 
     def _encode(self, feedback: ErrorFeedback | None, key: str, value: torch.Tensor) -> bytes:
         flat = value.reshape(-1)
