@@ -260,3 +260,19 @@ def test_update_streams_are_bounded_in_chunks_concurrency_and_time(
         finally:
             outsider.close()
     assert _tracebacks(caplog) == []
+
+
+def test_registering_many_keys_fills_a_bounded_registry(tmp_path: Path) -> None:
+    config = replace(coordinator_config(tmp_path), max_registered=3)
+    with running(config) as coordinator:
+        outsiders = [Outsider(coordinator.address) for _ in range(5)]
+        try:
+            for outsider in outsiders[:3]:
+                outsider.register()
+            for outsider in outsiders[3:]:
+                assert _code(outsider.register) == grpc.StatusCode.RESOURCE_EXHAUSTED
+            outsiders[0].register()  # a registered client still re-registers
+            assert len(coordinator.server.registry.clients) == 3
+        finally:
+            for outsider in outsiders:
+                outsider.close()

@@ -3,6 +3,7 @@ and a coordinator does not serve plaintext beyond loopback unless told to."""
 
 from __future__ import annotations
 
+import base64
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -42,6 +43,21 @@ def _refused(outsider: Outsider) -> bool:
         return False
     assert code == grpc.StatusCode.UNAUTHENTICATED
     return True
+
+
+def test_a_session_under_the_text_metadata_name_is_refused_with_the_right_name(tmp_path: Path) -> None:
+    with running(coordinator_config(tmp_path)) as coordinator:
+        outsider = Outsider(coordinator.address)
+        try:
+            outsider.register()
+            request = pb.TaskRequest(client_id=outsider.client_id).SerializeToString()
+            metadata = (("x-swarmnet-session", base64.b64encode(outsider.session).decode()),)
+            with pytest.raises(grpc.RpcError) as caught:
+                outsider.unary("GetTask", request, metadata=metadata)
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert "x-swarmnet-session-bin" in caught.value.details()
+        finally:
+            outsider.close()
 
 
 def test_a_session_expires_and_the_client_registers_again(tmp_path: Path) -> None:
