@@ -78,8 +78,9 @@ def section_tensor(section: memoryview, dtype: torch.dtype) -> torch.Tensor:
 
 
 def allocate(numel: int, dtype: torch.dtype, *, zero: bool = False) -> torch.Tensor:
-    """A fresh flat CPU tensor for decoded values; every decode allocates through here, and only after
-    ``unpack`` has held ``numel`` to the caller's bound. Memory the machine does not have is a
+    """A fresh flat CPU tensor for decoded values: every tensor of a payload's size that a decode makes comes
+    from here, after ``unpack`` has held ``numel`` to the caller's bound (other temporaries are the size of
+    the payload's own sections, or of a target the caller allocated). Memory the machine does not have is a
     ``CodecError`` (the payload is refused), never a ``RuntimeError`` or ``MemoryError`` in the caller."""
     try:
         if zero and dtype == torch.float32:

@@ -46,8 +46,8 @@ def sources() -> list[torch.Tensor]:
 
 def _flip(payload: bytes, fields: Fields, rng: random.Random) -> bytes:
     mutant = bytearray(payload)
-    for _ in range(rng.randint(1, 3)):
-        mutant[rng.randrange(len(mutant))] ^= 1 << rng.randrange(8)
+    for bit in rng.sample(range(8 * len(mutant)), rng.randint(1, 3)):  # distinct bits: no flip undoes another
+        mutant[bit // 8] ^= 1 << bit % 8
     return bytes(mutant)
 
 
