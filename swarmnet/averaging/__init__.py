@@ -11,6 +11,7 @@ Class to file:
 * **ThroughputModel, Arrivals (deadlines.py)**; **Inbox (inbox.py)**; wire messages (messages.py);
   **Group, partition, schema_id (group.py)**; flat vectors and error-feedback state (vectors.py).
 * **Outcome, AveragerStatistics (outcome.py)**; **Pacer (pacer.py)**: the uplink cap (``pace_mbps``).
+* **ResultCheck (plausible.py)**: whether a reducer's result is plausible under a robust rule.
 """
 
 from swarmnet.averaging.averager import Averager

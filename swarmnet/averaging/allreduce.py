@@ -67,6 +67,7 @@ class RoundReport:
     contributors: set[int] = field(default_factory=set)
     rejected: dict[int, str] = field(default_factory=dict)
     failed: dict[int, str] = field(default_factory=dict)
+    distrusted: dict[int, str] = field(default_factory=dict)  # reducers whose result we refused
     phase_seconds: dict[str, float] = field(default_factory=dict)
     recovered_elements: int = 0
     amended_elements: int = 0
@@ -100,7 +101,9 @@ class GroupRound:
         self._chunk = config.chunk_size(self._ratio)
         max_chunks = len(chunk_bounds([(0, flat.numel())], self._chunk)) + len(group.members)
         self.inbox = Inbox(config.deadlines, max_chunks)
-        self._results = ResultWriter(codec, flat, self.inbox, self._chunk, group.members)
+        tolerance = config.result_tolerance if config.aggregation.rule != "mean" else None
+        self._results = ResultWriter(codec, flat, self.inbox, self._chunk, group.members, tolerance)
+        self._distrusted_elements = 0  # of ranges whose result we refused: they keep our values
         self.report = RoundReport()
         self._link = GroupLink(
             transport, group, self.inbox, self.report.failed, weight=weight, throughput=throughput,
@@ -144,7 +147,7 @@ class GroupRound:
             self.report.recovered_elements = sum(hi - lo for r in again if r not in lost for lo, hi in again[r])
             orphans = [span for r in lost for span in again[r]]
             self.report.consistent = recovered == contributors
-        self.report.unaveraged_elements = sum(hi - lo for lo, hi in orphans) if orphans else 0
+        self.report.unaveraged_elements = sum(hi - lo for lo, hi in orphans) + self._distrusted_elements
         if self.report.unaveraged_elements:
             logger.warning("round %s: %d elements keep their local values", self.group.round_id,
                            self.report.unaveraged_elements)  # fmt: skip
@@ -208,10 +211,11 @@ class GroupRound:
             amending = await self._amend(pass_no, mine, reducer, payloads, tags, contributors)
         own_ok = reducer is not None and all(tag == contributors for tag in tags)
         # Our own result is decoded while the others' still arrive: it is ready now, theirs may not be.
-        keeping = asyncio.ensure_future(off_loop(self._results.keep_own, mine, payloads)) if own_ok else None
+        keeping = asyncio.ensure_future(off_loop(self._results.keep_own, self.me, mine, payloads)) if own_ok else None
         missing, mismatched = await self._collect_results(pass_no, assignment, reporters, contributors)
         if keeping is not None:
             await keeping
+        self._distrust(assignment, self._results.refuse_implausible(self.me))  # every result of the pass is in
         if reducer is not None and not own_ok:
             mismatched.add(self.me)
             self._discard_own_result(mine)
@@ -359,8 +363,9 @@ class GroupRound:
     async def _collect_results(
         self, pass_no: int, assignment: dict[int, list[Range]], reporters: set[int], contributors: set[int]
     ) -> tuple[set[int], set[int]]:
-        """Write the reducers' results into ``flat``; return the reducers whose result is missing or bad,
-        and those whose result is over other contributors (both keep our own values for now)."""
+        """Write the reducers' results into ``flat``; return the reducers whose result is missing, and those
+        whose result is over other contributors (both keep our own values for now). A bad result distrusts
+        its reducer."""
         verdicts: dict[int, str] = {}
 
         def apply(reducer: int) -> None:
@@ -382,12 +387,25 @@ class GroupRound:
         self.inbox.drop("result", pass_no)
         self.inbox.drop("amend", pass_no)
         self.report.amended_elements = self._results.amended_elements
-        missing = reporters - {self.me} - {r for r, verdict in verdicts.items() if verdict == "applied"} - mismatched
+        bad = {r: self._results.reasons[r] for r, verdict in verdicts.items() if verdict == "bad"}
+        self._distrust(assignment, bad)
+        used = {r for r, verdict in verdicts.items() if verdict == "applied"}
+        missing = reporters - {self.me} - used - mismatched - bad.keys()
         for reducer in missing:
             if reducer not in self.report.failed:
                 logger.warning("round %s: no usable result from reducer %s", self.group.round_id,
                                self.group.members[reducer])  # fmt: skip
         return missing, mismatched
+
+    def _distrust(self, assignment: dict[int, list[Range]], reasons: dict[int, str]) -> None:
+        """Reducers whose result we refused (malformed, not finite, implausible): their range keeps our values,
+        since reducing it again would need every contributor's part, and a lying reducer need not know that
+        it was found out; the averager avoids them for a while."""
+        for reducer, reason in reasons.items():
+            logger.warning("round %s: distrusting reducer %s: %s", self.group.round_id,
+                           self.group.members[reducer], reason)  # fmt: skip
+            self.report.distrusted[reducer] = reason
+            self._distrusted_elements += sum(hi - lo for lo, hi in assignment[reducer])
 
     # -- sparse all-gather mode ----------------------------------------------------------------
 

@@ -123,6 +123,8 @@ class Averager:
         if flat.data_ptr() != tensors[0].data_ptr():  # not averaged in place already
             unflatten(flat, tensors)
         outcome = self._outcome(round_id, group, report, matchmaking, round_=round_)
+        for peer in outcome.distrusted:
+            self._matchmaker.distrust(peer)
         return self._record(outcome)
 
     def statistics(self) -> AveragerStatistics:
@@ -164,7 +166,7 @@ class Averager:
         return Outcome(
             run=self.config.run, round_id=round_id, succeeded=group is not None and not reason, reason=reason,
             group_id=group.group_id if group else None, members=members, contributors=contributors,
-            rejected=names(report.rejected), failed=names(report.failed),
+            rejected=names(report.rejected), failed=names(report.failed), distrusted=names(report.distrusted),
             bytes_sent={members[i]: n for i, n in round_.bytes_sent.items()} if round_ else {},
             bytes_received={members[i]: n for i, n in round_.bytes_received.items()} if round_ else {},
             phase_seconds={"matchmaking": matchmaking, **report.phase_seconds}, codec=self.config.codec,

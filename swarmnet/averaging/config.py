@@ -30,6 +30,9 @@ class MatchmakingConfig:
     # leader proposes straight to them, and they wait that long before announcing themselves (0: always the
     # DHT). A stable round then costs one propose/commit exchange instead of DHT stores and lookups.
     regroup_window: float = 0.25
+    # Groups this peer seeks after a peer's result was refused (``Outcome.distrusted``) in which it leaves
+    # that peer out: it neither leads it into a group nor joins a group it leads.
+    distrust_rounds: int = 10
 
     def validate(self) -> None:
         """Raise ``ConfigError`` for an impossible setting."""
@@ -43,6 +46,10 @@ class MatchmakingConfig:
             raise ConfigError("poll_interval, settle_time and request_timeout must be positive")
         if self.regroup_window < 0:
             raise ConfigError(f"regroup_window must be >= 0, got {self.regroup_window}")
+        if isinstance(self.distrust_rounds, bool) or not isinstance(self.distrust_rounds, int):
+            raise ConfigError(f"distrust_rounds must be an int, got {self.distrust_rounds!r}")
+        if self.distrust_rounds < 0:
+            raise ConfigError(f"distrust_rounds must be >= 0, got {self.distrust_rounds}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,6 +111,11 @@ class AveragingConfig:
     # claim; every peer refuses (and names in ``Outcome.rejected``) a contribution weighing more, and
     # ``step`` clips a larger weight of our own to it (logged). The default weighs every peer alike.
     max_weight: float = 1.0
+    # Robust rules only: a reducer's result whose distance from our own values, relative to their norm, is
+    # more than this many times the lower median of that ratio over the round's ranges is refused, its
+    # reducer named in ``Outcome.distrusted`` (``plausible.py``). Lower catches smaller lies and risks
+    # refusing an honest range that differs more than the rest (1 would refuse half of them).
+    result_tolerance: float = 4.0
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     matchmaking: MatchmakingConfig = field(default_factory=MatchmakingConfig)
     deadlines: DeadlineConfig = field(default_factory=DeadlineConfig)
@@ -130,6 +142,8 @@ class AveragingConfig:
             isinstance(self.max_weight, int | float) and math.isfinite(self.max_weight) and self.max_weight > 0
         ):
             raise ConfigError(f"max_weight must be a finite positive number, got {self.max_weight!r}")
+        if not (isinstance(self.result_tolerance, int | float) and 1 < self.result_tolerance < math.inf):
+            raise ConfigError(f"result_tolerance must be finite and > 1, got {self.result_tolerance!r}")
         self.aggregation.validate()
         self.matchmaking.validate()
         self.deadlines.validate()

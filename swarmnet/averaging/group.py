@@ -19,6 +19,7 @@ _ALIGN = 256  # part boundaries on multiples of this: codecs work in blocks, and
 # No member reduces more than this many times the (lower) median member's share. A protocol constant, not a
 # setting: every member must cut the vector alike.
 MAX_SHARE_OF_MEDIAN = 2.0
+_LAYOUT = 2  # raised whenever ``partition`` changes: 2 = shares capped at MAX_SHARE_OF_MEDIAN
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,11 @@ class Group:
 
 
 def schema_id(tensors: Sequence[torch.Tensor], codec: str, rule: str) -> str:
-    """A short hash of what must match for peers to average together: shapes, dtypes, codec, rule."""
-    description = {"tensors": [[str(t.dtype), list(t.shape)] for t in tensors], "codec": codec, "rule": rule}
+    """A short hash of what must match for peers to average together: shapes, dtypes, codec, rule, and how
+    members cut the vector (``_LAYOUT``: peers that would cut it differently must not meet)."""
+    description = {
+        "tensors": [[str(t.dtype), list(t.shape)] for t in tensors], "codec": codec, "rule": rule, "layout": _LAYOUT,
+    }  # fmt: skip
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:24]
 
 

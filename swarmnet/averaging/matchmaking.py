@@ -29,6 +29,9 @@ that round's records; if anyone else sought that round, it goes through the DHT 
 round on, so a newcomer waits at most one round, as a late peer
 does anyway. A leader that does not come costs its members ``regroup_window`` once; then they
 forget the group.
+
+A peer whose result this peer refused lately (``distrust``) is skipped in its run and its proposals are
+refused, for ``distrust_rounds`` groups.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ class Matchmaker:
         self._last_full: dict[str, Group] = {}  # per schema: the last full group we were in, while still ours
         self._verified_cache: dict[tuple[str, str | None, bytes], Record[GroupJoin] | None] = {}
         self._recent: deque[str] = deque(maxlen=64)  # groups we joined lately, for data arriving early
+        self._distrusted: dict[str, int] = {}  # peer -> groups we still seek without it
 
     async def start(self) -> None:
         """Serve the propose and commit methods."""
@@ -83,6 +87,13 @@ class Matchmaker:
     def expects(self, group_id: str) -> bool:
         """Whether ``group_id`` is a group we joined lately or are reserved for."""
         return group_id in self._recent or any(s.group_id == group_id for s in self._seeking.values())
+
+    def distrust(self, peer: str) -> None:
+        """Leave ``peer`` out of the next ``config.distrust_rounds`` groups we seek: we do not lead it into
+        ours, nor join one it leads (a group whose other leader brings it in is not refused)."""
+        if self.config.distrust_rounds > 0:
+            self._distrusted[peer] = self.config.distrust_rounds
+            self._last_full = {s: g for s, g in self._last_full.items() if peer not in g.members}
 
     async def form_group(self, round_id: int, schema: str, bandwidth_mbps: float) -> Group | None:
         """Find a group for ``round_id`` of our run; ``None`` if none formed within ``config.timeout``."""
@@ -123,6 +134,7 @@ class Matchmaker:
             return state.committed.result() if state.committed.done() else None
         finally:
             del self._seeking[key]
+            self._distrusted = {p: left - 1 for p, left in self._distrusted.items() if left > 1}
             if state.committed.done():
                 # Tell pollers we are taken, if we told them we were looking: leaders skip us, and late
                 # peers whose run is used up then cut the free peers among themselves.
@@ -194,7 +206,8 @@ class Matchmaker:
             await self._announce_again(state)
         target, minimum = self.config.target_group_size, self.config.min_group_size
         run, round_id, _ = state.key
-        mine = free_run(self._identity.peer_id, set(candidates), grouped, set(state.refusals), target, minimum,
+        skipped = set(state.refusals) | self._distrusted.keys()
+        mine = free_run(self._identity.peer_id, set(candidates), grouped, skipped, target, minimum,
                         salt=f"{run}/{round_id}")  # fmt: skip
         settled = self._settled(state, mine, elapsed)
         full = len(mine) >= self.config.target_group_size
@@ -374,6 +387,8 @@ class Matchmaker:
             reason = "already in a group for this round"
         elif state.leading:
             reason = "leading a group of my own"
+        elif caller in self._distrusted:
+            reason = "distrusted: a result of yours was refused lately"
         elif state.reserved_by is not None and state.reserved_by != caller:
             reason = "reserved by another leader"
         if state is None or reason:

@@ -15,6 +15,9 @@ class Outcome:
     group had a single member). ``contributors`` is the set every member agreed on: the result is
     the (weighted, robustly aggregated) average of exactly their tensors. Peers dropped during
     the round appear in ``rejected`` (their payload was invalid) or ``failed`` (unreachable, too slow).
+    A reducer whose result was refused (malformed, not finite, or implausible under a robust rule) is in
+    ``distrusted``: its range keeps this peer's own values (counted in ``unaveraged_elements``), and the
+    averager leaves it out of its groups for ``MatchmakingConfig.distrust_rounds`` rounds.
     """
 
     run: str
@@ -26,6 +29,7 @@ class Outcome:
     contributors: tuple[str, ...] = ()
     rejected: dict[str, str] = field(default_factory=dict)  # peer -> why its contribution was refused
     failed: dict[str, str] = field(default_factory=dict)  # peer -> what went wrong talking to it
+    distrusted: dict[str, str] = field(default_factory=dict)  # reducer -> why its result was refused
     bytes_sent: dict[str, int] = field(default_factory=dict)  # per peer, payloads and headers
     bytes_received: dict[str, int] = field(default_factory=dict)
     phase_seconds: dict[str, float] = field(default_factory=dict)  # matchmaking, reduce_scatter, ...
@@ -34,7 +38,7 @@ class Outcome:
     aggregation: str = "mean"
     recovered_elements: int = 0  # elements of failed reducers' parts re-reduced by the survivors
     amended_elements: int = 0  # elements whose streamed result was over other contributors, re-reduced by its reducer
-    unaveraged_elements: int = 0  # elements left at the local value because no result arrived
+    unaveraged_elements: int = 0  # elements left at the local value: no result arrived, or it was refused
     consistent: bool = True  # False if a failure during recovery let members' contributor sets differ
 
     @property

@@ -1,4 +1,8 @@
-"""Reducers' results, as they reach a member: checked whole, then decoded into its vector (or left out)."""
+"""Reducers' results, as they reach a member: checked whole, then decoded into its vector (or left out).
+
+Under a robust rule each result is also judged against the others once they are all in (``plausible.py``):
+an implausible one is taken back out, and our own values stand there.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import torch
 
 from swarmnet.averaging.amend import amended_payloads
 from swarmnet.averaging.inbox import Inbox
+from swarmnet.averaging.plausible import ResultCheck
 from swarmnet.averaging.vectors import Range, chunk_bounds
 from swarmnet.compression import Codec
 from swarmnet.errors import CodecError
@@ -22,12 +27,23 @@ class ResultWriter:
     """Writes reducers' results from ``inbox`` into ``flat``: a result is used only if every chunk of it is
     valid and over the round's contributors, so a bad or mismatched one leaves our own values untouched.
 
-    Each ``apply_*`` returns a verdict: "applied", "mismatched" (over other contributors) or "bad".
+    Each ``apply_*`` returns a verdict: "applied", "mismatched" (over other contributors) or "bad" (its
+    reason in ``reasons``). ``tolerance``: check applied results for plausibility (robust rules), or None.
     """
 
-    def __init__(self, codec: Codec, flat: torch.Tensor, inbox: Inbox, chunk: int, members: Sequence[str]) -> None:
+    def __init__(
+        self,
+        codec: Codec,
+        flat: torch.Tensor,
+        inbox: Inbox,
+        chunk: int,
+        members: Sequence[str],
+        tolerance: float | None = None,
+    ) -> None:
         self._codec, self._flat, self._inbox, self._chunk, self._members = codec, flat, inbox, chunk, members
+        self._check = ResultCheck(flat, tolerance) if tolerance is not None else None
         self.amended_elements = 0  # elements taken from amendments, over every pass
+        self.reasons: dict[int, str] = {}  # reducer -> why its result was bad
 
     def apply_result(self, pass_no: int, spans: list[Range], reducer: int, contributors: set[int]) -> str:
         """Decode one reducer's streamed result."""
@@ -39,30 +55,39 @@ class ResultWriter:
             payloads = self._validated(message.ordered(), chunks)
         except CodecError as e:
             logger.warning("result of reducer %s unusable: %s", self._members[reducer], e)
+            self.reasons[reducer] = f"its result: {e}"
             return "bad"
         if any(set(message.tags[j]) != contributors for j in range(len(chunks))):
             return "mismatched"
-        return self._decode(payloads, chunks)
+        return self._decode(payloads, chunks, reducer)
 
     def apply_amendment(self, pass_no: int, spans: list[Range], reducer: int, contributors: set[int]) -> str:
         """Decode a reducer's streamed result with its amendment laid over it."""
         chunks = chunk_bounds(spans, self._chunk)
         result, amendment = self._inbox.get("result", pass_no, reducer), self._inbox.get("amend", pass_no, reducer)
+        payloads = amended_payloads(result, amendment, contributors) if result and amendment else None
+        if payloads is None:
+            logger.warning("amendment of reducer %s does not make its result one over the contributors",
+                           self._members[reducer])  # fmt: skip
+            return "mismatched"
         try:
-            payloads = amended_payloads(result, amendment, contributors) if result and amendment else None
-            if payloads is None:
-                raise CodecError("it does not make the result one over the contributors")
             payloads = self._validated(payloads, chunks)
         except CodecError as e:
             logger.warning("amendment of reducer %s unusable: %s", self._members[reducer], e)
-            return "mismatched"
+            self.reasons[reducer] = f"its amendment: {e}"
+            return "bad"
         patches = amendment.ordered() if amendment is not None else []
         self.amended_elements += sum(b - a for (a, b), patch in zip(chunks, patches, strict=True) if len(patch))
-        return self._decode(payloads, chunks)
+        return self._decode(payloads, chunks, reducer)
 
-    def keep_own(self, mine: list[Range], payloads: Sequence[bytes]) -> None:
+    def keep_own(self, me: int, mine: list[Range], payloads: Sequence[bytes]) -> None:
         """Our range becomes what everyone else decodes from our result."""
-        self._decode(payloads, mine)
+        self._decode(payloads, mine, me)
+
+    def refuse_implausible(self, me: int) -> dict[int, str]:
+        """Take back the results applied since the last call that are implausible (our values stand there
+        again); return their reducers with the reason. Call once every result of a pass is in."""
+        return self._check.refuse_outliers(me) if self._check is not None else {}
 
     def _validated(self, payloads: list[memoryview], chunks: list[Range]) -> list[memoryview]:
         if len(payloads) != len(chunks):
@@ -71,7 +96,11 @@ class ResultWriter:
             self._codec.validate(payload, b - a)
         return payloads
 
-    def _decode(self, payloads: Sequence[memoryview | bytes], chunks: list[Range]) -> str:
+    def _decode(self, payloads: Sequence[memoryview | bytes], chunks: list[Range], reducer: int) -> str:
         for payload, (a, b) in zip(payloads, chunks, strict=True):
+            if self._check is not None:
+                self._check.keep(a, b)
             self._codec.decode_into(payload, self._flat[a:b])
+        if self._check is not None:
+            self._check.measure(reducer, chunks)
         return "applied"

@@ -219,5 +219,11 @@ def test_config_validation() -> None:
     for bad in (0.0, -1.0, float("inf"), float("nan"), True):
         with pytest.raises(ValueError, match="max_weight"):
             AveragingConfig(max_weight=bad).validate()
+    for bad in (1.0, 0.5, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="result_tolerance"):
+            AveragingConfig(result_tolerance=bad).validate()
+    for rounds in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="distrust_rounds"):
+            replace(FAST.matchmaking, distrust_rounds=rounds).validate()  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="min_group_size"):
         replace(FAST.matchmaking, min_group_size=5).validate()
