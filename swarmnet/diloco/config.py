@@ -91,3 +91,12 @@ class DiLoCoConfig:
         """Fragments whose sync starts once ``step`` inner steps are done (``step`` >= 1)."""
         H, P = self.inner_steps, self.fragments  # noqa: N806 (the papers' names)
         return [p for p in range(P) if step % H == ((p + 1) * H // P) % H]
+
+    def syncs_through(self, step: int) -> int:
+        """Fragment syncs that start at inner steps ``1..step``: the most rounds a state at ``step`` can hold."""
+        H, P = self.inner_steps, self.fragments  # noqa: N806 (the papers' names)
+        total = 0
+        for p in range(P):
+            offset = ((p + 1) * H // P) % H or H  # the first inner step at which fragment p syncs
+            total += 0 if step < offset else (step - offset) // H + 1
+        return total

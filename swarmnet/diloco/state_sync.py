@@ -1,13 +1,18 @@
 """The swarm's global DiLoCo state: published digests, consensus, and verified transfer to joiners.
 
 After every sync each trainer announces a signed ``StateAnnouncement``: the number of syncs and
-inner steps so far, the SHA-256 of its global state blob, and the digest of each part of it.
-The *consensus* is the newest round's most-announced digest (ties go to the smaller digest), so
-a peer that averaged in a minority group, or missed a round, sees it is off and re-fetches.
+inner steps so far, the SHA-256 of its global state blob, and the digest of each part of it, and
+it re-announces while it trains so the record outlives long sync intervals. The *consensus* is
+chosen by counting distinct announcers (``swarmnet.diloco.consensus``: a strict majority, or a
+plurality of believable claims each backed by two or more peers), so a peer that averaged in a
+minority group, or missed a round, sees it is off and re-fetches, while one peer announcing a far
+newer round does not.
 
 A joiner (or a peer that fell behind) fetches the consensus blob in parts, several peers at
 once, checking every part against the announced part digest: a peer serving a bad part is
 skipped and the part is fetched from another, so one liar cannot poison or stall the transfer.
+An announcement whose size does not fit our model is refused before anything is fetched, and
+the blob's own header (step and round) must say what the announcement said.
 """
 
 from __future__ import annotations
@@ -17,12 +22,13 @@ import hashlib
 import json
 import logging
 import struct
-from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from pydantic import Field
 
+from swarmnet.diloco.consensus import Consensus, choose
 from swarmnet.errors import ConfigError, ProtocolError, RemoteFault, SwarmnetError, TransportError
 from swarmnet.identity import Identity
 from swarmnet.records import Payload, RecordVerifier, sign_record
@@ -106,15 +112,6 @@ class StateSyncConfig:
         return f"{self.run}/diloco-state"
 
 
-@dataclass(frozen=True)
-class Consensus:
-    """The state the swarm agrees on: its announcement and the peers that hold it."""
-
-    announcement: StateAnnouncement
-    holders: tuple[str, ...]
-    announcers: int  # peers announcing any state for this round
-
-
 class StateSync:
     """Publishes this peer's state, reads the swarm's consensus, serves and fetches state blobs."""
 
@@ -123,7 +120,9 @@ class StateSync:
         self._transport, self._identity, self.config, self.schema = transport, identity, config, schema
         self._verifier = RecordVerifier()
         self._served: dict[str, bytes] = {}  # digest -> blob, the newest two (a joiner may be mid-fetch)
-        self._last: StateAnnouncement | None = None
+        self._last: StateAnnouncement | None = None  # what we announced last (``holding=False`` once withdrawn)
+        self._stored_at = float("-inf")  # when we last stored it
+        self._lock = asyncio.Lock()  # one store at a time: a refresh must not land after a newer announcement
         self.bytes_served = 0
         self.bytes_fetched = 0
 
@@ -138,18 +137,29 @@ class StateSync:
         self._served[announcement.digest] = blob
         while len(self._served) > 2:
             del self._served[next(iter(self._served))]
-        await self._store(announcement)
-        self._last = announcement
+        async with self._lock:
+            self._last = announcement
+            await self._store(announcement)
         return announcement
+
+    async def refresh(self) -> None:
+        """Store our announcement again if a third of its lifetime passed, so it never lapses while we train."""
+        async with self._lock:
+            due = self._transport.clock.time() - self._stored_at >= self.config.ttl / 3
+            if due and self._last is not None and self._last.holding:
+                await self._store(self._last)
 
     async def withdraw(self) -> None:
         """Stop serving and tell readers so (the DHT keeps the record that expires last: this one)."""
         self._served.clear()
-        if self._last is not None:
-            await self._store(self._last.model_copy(update={"holding": False}), extra_life=1.0)
+        async with self._lock:
+            if self._last is not None:
+                self._last = self._last.model_copy(update={"holding": False})
+                await self._store(self._last, extra_life=1.0)
 
     async def _store(self, announcement: StateAnnouncement, extra_life: float = 0.0) -> None:
         now, me = self._transport.clock.time(), self._identity.peer_id
+        self._stored_at = now
         expires = now + self.config.ttl + extra_life
         key = self.config.key
         value = sign_record(self._identity, announcement, key=key, subkey=me, timestamp=now, expires_at=expires)
@@ -159,28 +169,22 @@ class StateSync:
         except TransportError as e:
             logger.warning("could not announce state for round %d: %s", announcement.rounds, e)
 
-    async def consensus(self) -> Consensus | None:
-        """The newest round's most-announced state of our schema, or None if nobody announced one."""
-        announcements = await self.announcements()
-        if not announcements:
-            return None
-        newest = max(a.rounds for a in announcements.values())
-        current = {peer: a for peer, a in announcements.items() if a.rounds == newest}
-        votes = Counter(a.digest for a in current.values())
-        digest = min(votes, key=lambda d: (-votes[d], d))
-        holders = tuple(sorted(peer for peer, a in current.items() if a.digest == digest))
-        return Consensus(current[holders[0]], holders, len(current))
+    async def consensus(self, plausible: Callable[[str, StateAnnouncement], bool] | None = None) -> Consensus | None:
+        """The state of our schema the announcers agree on (``consensus.choose``), or None."""
+        return choose(await self.announcements(), me=self._identity.peer_id, plausible=plausible)
 
     async def announcements(self) -> dict[str, StateAnnouncement]:
-        """Every verified, unexpired announcement of our schema, by peer."""
+        """Every verified, unexpired announcement of our schema, by peer (ours as we last made it)."""
         key, now = self.config.key, self._transport.clock.time()
-        found = {}
+        found = self._own()
         try:
             stored_values = await self._transport.get(key)
         except TransportError as e:
             logger.warning("could not read state announcements: %s", e)
             return {}
         for subkey, stored in stored_values.items():
+            if subkey == self._identity.peer_id:
+                continue  # ours is what we last announced, whether or not that store reached the DHT
             record = self._verifier.verify_or_none(stored.value, StateAnnouncement, key=key, subkey=subkey, now=now)
             if record is None or record.peer_id != subkey:
                 continue
@@ -193,18 +197,33 @@ class StateSync:
             found[subkey] = announcement
         return found
 
+    def _own(self) -> dict[str, StateAnnouncement]:
+        last = self._last
+        return {self._identity.peer_id: last} if last is not None and last.holding else {}
+
     async def fetch(self, consensus: Consensus, numel: int) -> GlobalState:
         """Download and verify the consensus state from its holders (not us), several at once."""
         announcement = consensus.announcement
         holders = [p for p in consensus.holders if p != self._identity.peer_id]
         if not holders:
             raise StateSyncError("no other peer holds the consensus state")
+        if announcement.size != _HEADER.size + 8 * numel:
+            raise StateSyncError(f"announced state of {announcement.size} bytes does not fit {numel} parameters")
         parts: list[bytes | None] = [None] * len(announcement.parts)
         await asyncio.gather(*(self._fetch_part(announcement, i, holders, parts) for i in range(len(parts))))
         blob = b"".join(p for p in parts if p is not None)
         if hashlib.sha256(blob).hexdigest() != announcement.digest:
             raise StateSyncError("assembled state does not match the announced digest")
-        return GlobalState.from_bytes(blob, numel)
+        try:
+            state = GlobalState.from_bytes(blob, numel)
+        except ProtocolError as e:  # the announcer's own blob, digest and all: refuse it, do not crash on it
+            raise StateSyncError(f"announced state is malformed: {e}") from None
+        if (state.step, state.rounds) != (announcement.step, announcement.rounds):
+            raise StateSyncError(
+                f"state claims step {state.step}, round {state.rounds}; its announcement said "
+                f"step {announcement.step}, round {announcement.rounds}"
+            )
+        return state
 
     async def _fetch_part(
         self, announcement: StateAnnouncement, index: int, holders: list[str], out: list[bytes | None]

@@ -6,10 +6,17 @@ sync point of fragment ``p`` it announces that it got there, takes the pseudo-gr
 the exchange through fragment ``p``'s ``Averager`` in the background; ``overlap_steps`` later (at
 once for plain DiLoCo) it applies the outer step with the average and publishes its new global state.
 
-Membership is elastic. A trainer that sees another one already at its next sync point stops early
-and joins with a weight equal to the steps it did; a trainer whose state is not the swarm's
-consensus (it missed a round, or averaged in a minority group) fetches the consensus state from
-the peers that hold it; a joiner does the same before its first step.
+Membership is elastic. A trainer that sees most of the other trainers already at its next sync
+point stops early and joins with a weight equal to the steps it did; a trainer whose state is not
+the swarm's consensus (it missed a round, or averaged in a minority group) fetches the consensus
+state from the peers that hold it; a joiner does the same before its first step, waiting up to
+``join_wait`` seconds while the announcers disagree.
+
+Nothing another trainer says about its progress is taken on its word alone: the consensus counts
+distinct announcers (``consensus.py``), the stop-early rule needs a majority of the other trainers
+(``progress.py``), and claims beyond what the run's schedule and time allow are ignored
+(``pace.py``). While it trains, a trainer re-stores its progress and state records, so they stay
+live (and counted) through sync intervals longer than their lifetime.
 """
 
 from __future__ import annotations
@@ -25,9 +32,11 @@ import torch
 from swarmnet.averaging import Averager, AveragingConfig, Outcome
 from swarmnet.clock import off_loop
 from swarmnet.data.text import Batch, ShardSampler
-from swarmnet.diloco.progress import ProgressBoard
+from swarmnet.diloco.consensus import Consensus, choose
+from swarmnet.diloco.pace import PaceBound
+from swarmnet.diloco.progress import ProgressBoard, swarm_reached
 from swarmnet.diloco.replica import Replica
-from swarmnet.diloco.state_sync import GlobalState, StateSync, StateSyncConfig, StateSyncError
+from swarmnet.diloco.state_sync import GlobalState, StateAnnouncement, StateSync, StateSyncConfig, StateSyncError
 from swarmnet.errors import ConfigError
 from swarmnet.identity import Identity
 from swarmnet.telemetry.collect import fp32_allreduce_bytes
@@ -50,13 +59,17 @@ class TrainerConfig:
     averaging: AveragingConfig = field(default_factory=AveragingConfig)
     state_ttl: float = 120.0  # seconds a state announcement lives unless refreshed by the next sync
     progress_ttl: float = 30.0  # seconds a "reached sync point" record lives: a dead peer's stops counting
+    max_step_rate: float = 100.0  # inner steps per second no trainer of the run exceeds: bounds others' claims
+    join_wait: float = 30.0  # seconds a joiner waits for the announcers to agree before starting on its own
 
     def validate(self) -> None:
         """Raise ``ConfigError`` for an impossible setting."""
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError("max_steps must be positive")
         if self.poll_interval <= 0 or self.eval_every < 0 or self.state_ttl <= 0 or self.progress_ttl <= 0:
-            raise ConfigError("poll_interval must be positive and eval_every >= 0")
+            raise ConfigError("poll_interval, state_ttl and progress_ttl must be positive and eval_every >= 0")
+        if not self.max_step_rate > 0 or self.join_wait < 0:
+            raise ConfigError("max_step_rate must be positive and join_wait >= 0")
         self.averaging.validate()
 
 
@@ -111,8 +124,9 @@ class SwarmTrainer:
             transport, identity, StateSyncConfig(run=config.run, ttl=config.state_ttl), config.schema
         )
         self.board = ProgressBoard(transport, identity, config.run, config.schema, ttl=config.progress_ttl)
+        self.pace = PaceBound(diloco, config.max_step_rate, transport.clock)
         self._pending: list[_Pending] = []
-        self._furthest = 0  # the furthest sync step another trainer announced
+        self._positions: dict[str, int] = {}  # the sync step each other trainer announced last
         self._loss: float | None = None
         self._steps_done = 0  # inner steps this trainer actually ran (jumps excluded)
         self._since = [0] * diloco.fragments  # ``_steps_done`` at each fragment's last sync
@@ -125,7 +139,7 @@ class SwarmTrainer:
         for averager in self.averagers:
             await averager.start()
         await self.state.start()
-        await self._catch_up()
+        await self._join()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Train until ``stop`` is set or ``max_steps`` is reached; exchanges in flight are finished."""
@@ -175,10 +189,11 @@ class SwarmTrainer:
         step = self.replica.step
         if not self.replica.config.syncs_after(step):
             target = self._next_sync()
-            if self._furthest < target or self._pending:
+            if self._pending or not swarm_reached(self._positions, target, self.pace.check):
                 return
-            logger.info("another trainer reached step %d; joining its sync from step %d", target, step)
+            logger.info("most other trainers reached step %d; joining their sync from step %d", target, step)
             self.replica.step = step = target  # the data cursor and schedule follow the swarm
+        self.pace.mark(step)
         await self.board.reached(step)
         if await self._catch_up():
             return
@@ -229,11 +244,45 @@ class SwarmTrainer:
         if self.on_sync is not None:
             self.on_sync(self)
 
+    async def _join(self) -> None:
+        """Adopt the swarm's state before the first step (waiting up to ``join_wait`` while announcers
+        disagree), or announce our own: from then on every trainer counts in the consensus."""
+        clock = self._transport.clock
+        if self.replica.rounds:  # resumed: our own state is a reference point; a fresh one has none yet
+            self.pace.mark(self.replica.step)
+        deadline = clock.time() + self.config.join_wait
+        adopted = False
+        while True:
+            announcements = await self.state.announcements()
+            consensus = self._choose(announcements)
+            if consensus is not None or not announcements:  # agreed, or a new run
+                adopted = await self._adopt(consensus)
+                break
+            if clock.time() >= deadline:
+                logger.warning(
+                    "%d peers announce states but no consensus formed in %.0f s; starting from our own state",
+                    len(announcements), self.config.join_wait,
+                )  # fmt: skip
+                break
+            await asyncio.sleep(self.config.poll_interval)
+        self.pace.mark(self.replica.step)
+        if not adopted:
+            await self.state.publish(self._global_state())
+
+    def _choose(self, announcements: dict[str, StateAnnouncement]) -> Consensus | None:
+        def plausible(peer: str, a: StateAnnouncement) -> bool:
+            return self.pace.check(peer, a.step, a.rounds)
+
+        return choose(announcements, me=self._transport.peer_id, plausible=plausible)
+
     async def _catch_up(self) -> bool:
         """Adopt the swarm's consensus state if ours is behind or not it; True if we did."""
         if self._pending:
             return False
-        consensus = await self.state.consensus()
+        return await self._adopt(self._choose(await self.state.announcements()))
+
+    async def _adopt(self, consensus: Consensus | None) -> bool:
+        """Fetch and load ``consensus`` unless we hold it or are ahead of it; True if we did."""
         if consensus is None:
             return False
         mine = self._global_state()
@@ -248,14 +297,13 @@ class SwarmTrainer:
             logger.warning("could not fetch the swarm's state (round %d): %s", announced.rounds, e)
             return False
         self.replica.load_global(fetched.global_params, fetched.momentum, fetched.step, fetched.rounds)
+        self.pace.mark(fetched.step)
         self.fetches += 1
         self._since = [self._steps_done] * len(self._since)
         logger.info(
-            "adopted the swarm's state: round %d, step %d, from %d peer(s)",
-            fetched.rounds,
-            fetched.step,
-            len(consensus.holders),
-        )
+            "adopted the swarm's state: round %d, step %d, held by %d of %d announcers (%s)",
+            fetched.rounds, fetched.step, len(consensus.holders), consensus.announcers, consensus.basis,
+        )  # fmt: skip
         await self.state.publish(fetched)
         self._report("fetched")
         return True
@@ -265,9 +313,13 @@ class SwarmTrainer:
         return GlobalState(r.global_params, r.momentum, r.step, r.rounds)
 
     async def _watch(self, stop: asyncio.Event) -> None:
-        """Keep ``_furthest`` fresh while training."""
+        """Keep ``_positions`` fresh and our own records live while training."""
         while not stop.is_set():
-            self._furthest = max(self._furthest, await self.board.furthest())
+            positions = await self.board.positions()
+            if positions is not None:  # a failed lookup keeps the last view rather than an empty swarm
+                self._positions = positions
+            await self.board.refresh()
+            await self.state.refresh()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.config.poll_interval)
 

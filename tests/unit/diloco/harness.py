@@ -9,7 +9,16 @@ import torch
 
 from swarmnet.averaging import AveragingConfig, MatchmakingConfig
 from swarmnet.data import DataConfig, TextData
-from swarmnet.diloco import DiLoCoConfig, InnerConfig, Replica, SwarmTrainer, TrainerConfig
+from swarmnet.diloco import (
+    DiLoCoConfig,
+    GlobalState,
+    InnerConfig,
+    Replica,
+    StateSync,
+    StateSyncConfig,
+    SwarmTrainer,
+    TrainerConfig,
+)
 from swarmnet.identity import Identity
 from swarmnet.models import GPT, preset
 from swarmnet.transport.memory import MemoryNetwork
@@ -58,3 +67,25 @@ def launch(node: Node) -> Node:
 
 def digest(node: Node) -> str:
     return node.trainer.replica.state_digest()
+
+
+NUMEL = 300_000  # 2.4 MB state blob: with a 1 MiB minimum part it travels in three parts
+
+
+def state(seed: int, rounds: int = 3) -> GlobalState:
+    """A random global state of ``NUMEL`` parameters after ``rounds`` syncs of 10 inner steps."""
+    gen = torch.Generator().manual_seed(seed)
+    return GlobalState(torch.randn(NUMEL, generator=gen), torch.randn(NUMEL, generator=gen), rounds * 10, rounds)
+
+
+async def syncs(network: MemoryNetwork, count: int, schema: str = "s") -> list[StateSync]:
+    """``count`` started ``StateSync`` peers of run ``r`` on ``network``."""
+    out = []
+    for _ in range(count):
+        identity = Identity.generate()
+        sync = StateSync(
+            network.add_peer(identity.peer_id), identity, StateSyncConfig(run="r", part_size=1 << 20), schema
+        )
+        await sync.start()
+        out.append(sync)
+    return out

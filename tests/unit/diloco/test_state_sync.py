@@ -5,32 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from swarmnet.clock import run_virtual
-from swarmnet.diloco import GlobalState, StateSync, StateSyncConfig, StateSyncError
+from swarmnet.diloco import GlobalState, StateSyncError
 from swarmnet.errors import ProtocolError, RemoteFault
-from swarmnet.identity import Identity
 from swarmnet.transport.memory import MemoryNetwork
-
-NUMEL = 300_000  # 2.4 MB blob: with a 1 MiB minimum part it travels in three parts
-
-
-def state(seed: int, rounds: int = 3) -> GlobalState:
-    gen = torch.Generator().manual_seed(seed)
-    return GlobalState(torch.randn(NUMEL, generator=gen), torch.randn(NUMEL, generator=gen), rounds * 10, rounds)
-
-
-async def syncs(network: MemoryNetwork, count: int, schema: str = "s") -> list[StateSync]:
-    out = []
-    for _ in range(count):
-        identity = Identity.generate()
-        sync = StateSync(
-            network.add_peer(identity.peer_id), identity, StateSyncConfig(run="r", part_size=1 << 20), schema
-        )
-        await sync.start()
-        out.append(sync)
-    return out
+from tests.unit.diloco.harness import NUMEL, state, syncs
 
 
 def test_majority_digest_of_the_newest_round_wins_and_transfers_verified() -> None:
