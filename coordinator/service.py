@@ -3,9 +3,10 @@
 Handlers take parsed messages (``rpc.py`` parses the bytes and maps every ``Rejected`` to its
 status) and raise ``Rejected`` for anything a client got wrong. Fields are bounded before they
 are used (``request_limits.py``); an update stream is bounded in bytes (its declared size, at
-most ``max_update_bytes``), in chunks (``2 + size / 1024``), in time (the round's deadline) and
-in number (one stream per client at a time). No request can take the coordinator down or change
-a round it was not accepted into.
+most ``max_update_bytes``), in chunks (``2 + size / 1024``), in time (the header within 10 s,
+the rest by the round's deadline) and in number (one stream per client). Every long-lived call
+is capped per client (``concurrency.py``), so no client can pile up coroutines or buffers. No
+request can take the coordinator down or change a round it was not accepted into.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import AsyncIterator
 import grpc
 import torch
 
+from swarmnet.coordinator.concurrency import OpenCalls
 from swarmnet.coordinator.open_round import OpenRound, check_header, check_update
 from swarmnet.coordinator.proto import federated_pb2 as pb
 from swarmnet.coordinator.registry import ClientRegistry
@@ -30,7 +32,7 @@ from swarmnet.federated.signing import PROTOCOL_VERSION, SESSION_METADATA
 __all__ = ["CoordinatorServicer"]
 
 _HISTORY_IN_STATUS = 50
-_HEADER_WAIT_S = 30.0  # an update stream must deliver its header chunk within this
+_HEADER_WAIT_S = 10.0  # an update stream must deliver its header chunk within this
 _BYTES_PER_CHUNK = 1024  # chunks must average at least this much data (bounds the chunk count)
 _TEXT_SESSION = SESSION_METADATA.removesuffix("-bin")
 
@@ -41,12 +43,16 @@ class CoordinatorServicer:
     def __init__(self, engine: RoundEngine, registry: ClientRegistry) -> None:
         self.engine = engine
         self.registry = registry
-        self._streaming: set[str] = set()  # clients with an update stream open
+        self._streams = OpenCalls(1, "update streams")
+        self._awaiting_header = OpenCalls(1024, "update streams awaiting their header")  # all clients together
+        self._polls = OpenCalls(4, "GetTask long polls")
+        self._fetches = OpenCalls(2, "adapter downloads")
+        self._secagg_calls = OpenCalls(2, "secure-aggregation calls")
         self._adapter: tuple[torch.Tensor, bytes, bytes] | None = None  # (tensor, its bytes, SHA-256)
 
     def streaming(self) -> frozenset[str]:
         """Clients whose update is streaming in now."""
-        return frozenset(self._streaming)
+        return self._streams.keys()
 
     def _caller(self, client_id: str, context: grpc.aio.ServicerContext) -> ClientRecord:
         client_id_of(client_id)
@@ -68,19 +74,19 @@ class CoordinatorServicer:
     async def GetTask(self, request: pb.TaskRequest, context: grpc.aio.ServicerContext) -> pb.TaskReply:
         wait_s = wait_of(request)
         self._caller(request.client_id, context)
-        return await self.engine.task(request.client_id, wait_s)
+        with self._polls.hold(request.client_id):
+            return await self.engine.task(request.client_id, wait_s)
 
     async def SubmitUpdate(
         self, chunks: AsyncIterator[pb.UpdateChunk], context: grpc.aio.ServicerContext
     ) -> pb.SubmitReply:
         try:
             async with asyncio.timeout(_HEADER_WAIT_S) as limit:
-                header, record, round_, first = await self._open_stream(aiter(chunks), context)
-                try:
+                with self._awaiting_header.hold(""):
+                    header, record, round_, first = await self._open_stream(aiter(chunks), context)
+                with self._streams.hold(record.client_id):
                     limit.reschedule(asyncio.get_running_loop().time() + round_.deadline - time.monotonic())
                     payload = await self._receive(header, first, chunks)
-                finally:
-                    self._streaming.discard(record.client_id)
         except TimeoutError:
             raise Rejected(
                 grpc.StatusCode.DEADLINE_EXCEEDED, "the update stream did not finish before the round's deadline"
@@ -92,7 +98,7 @@ class CoordinatorServicer:
     async def _open_stream(
         self, chunks: AsyncIterator[pb.UpdateChunk], context: grpc.aio.ServicerContext
     ) -> tuple[pb.UpdateHeader, ClientRecord, OpenRound, bytes]:
-        """Read the header chunk, check it and its sender, and mark the sender as streaming."""
+        """Read the header chunk and check it and its sender."""
         first = await anext(chunks, None)
         if first is None:
             raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, "empty update stream")
@@ -102,9 +108,6 @@ class CoordinatorServicer:
         check_update_header(header)
         record = self._caller(header.client_id, context)
         round_ = self._check_declared(header, record)
-        if record.client_id in self._streaming:
-            raise Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED, "an update from this client is already streaming in")
-        self._streaming.add(record.client_id)
         return header, record, round_, first.data
 
     @staticmethod
@@ -145,19 +148,20 @@ class CoordinatorServicer:
         self, request: pb.FetchRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.AdapterChunk]:
         self._caller(request.client_id, context)
-        state = self.engine.state
-        data, digest = self._adapter_bytes(state.adapter)
-        header = pb.AdapterHeader(
-            version=state.version,
-            round=state.next_round,
-            size=len(data),
-            sha256=digest,
-            schema=[pb.TensorSpec(name=s.name, shape=list(s.shape)) for s in state.schema.tensors],
-        )
-        step = self.engine.config.chunk_bytes
-        yield pb.AdapterChunk(header=header, data=data[:step])
-        for offset in range(step, len(data), step):
-            yield pb.AdapterChunk(data=data[offset : offset + step])
+        with self._fetches.hold(request.client_id):
+            state = self.engine.state
+            data, digest = self._adapter_bytes(state.adapter)
+            header = pb.AdapterHeader(
+                version=state.version,
+                round=state.next_round,
+                size=len(data),
+                sha256=digest,
+                schema=[pb.TensorSpec(name=s.name, shape=list(s.shape)) for s in state.schema.tensors],
+            )
+            step = self.engine.config.chunk_bytes
+            yield pb.AdapterChunk(header=header, data=data[:step])
+            for offset in range(step, len(data), step):
+                yield pb.AdapterChunk(data=data[offset : offset + step])
 
     def _adapter_bytes(self, adapter: torch.Tensor) -> tuple[bytes, bytes]:
         """The adapter as little-endian float32 bytes and their digest, serialised once per version."""
@@ -169,7 +173,8 @@ class CoordinatorServicer:
     async def SecAgg(self, request: pb.SecAggRequest, context: grpc.aio.ServicerContext) -> pb.SecAggReply:
         check_secagg(request)
         self._caller(request.client_id, context)
-        return await self.engine.secagg(request.client_id, request)
+        with self._secagg_calls.hold(request.client_id):
+            return await self.engine.secagg(request.client_id, request)
 
     async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusReply:
         engine, state = self.engine, self.engine.state

@@ -276,3 +276,46 @@ def test_registering_many_keys_fills_a_bounded_registry(tmp_path: Path) -> None:
         finally:
             for outsider in outsiders:
                 outsider.close()
+
+
+def _refused_at_once(call: Callable[[], Any]) -> bool:
+    """Whether ``call`` is refused with RESOURCE_EXHAUSTED (True) or accepted (False)."""
+    try:
+        call()
+    except grpc.RpcError as error:
+        code = error.code()
+    else:
+        return False
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    return True
+
+
+def test_long_polls_and_downloads_are_capped_per_client(tmp_path: Path) -> None:
+    big = {"w": torch.zeros(4 << 20)}  # 16 MiB: an unread download stays open on flow control
+    with running(coordinator_config(tmp_path), big) as coordinator:
+        outsider = Outsider(coordinator.address)
+        try:
+            outsider.register()
+            polls = [threading.Thread(target=outsider.task, args=(3.0,), kwargs={"timeout": 20}) for _ in range(4)]
+            for poll in polls:
+                poll.start()  # no round opens (one client of three): each holds for 3 s
+            try:
+                poll_until(lambda: _refused_at_once(lambda: outsider.task(0.0)), timeout=10, interval=0.05)
+            finally:
+                for poll in polls:
+                    poll.join(30)
+            assert outsider.task(0.0).kind == pb.TaskReply.WAIT  # served again once the polls ended
+            fetch = outsider.channel.unary_stream(SERVICE + "FetchAdapter")
+            request = pb.FetchRequest(client_id=outsider.client_id).SerializeToString()
+            unread = [fetch(request, timeout=30, metadata=outsider.metadata()) for _ in range(2)]
+            try:
+                poll_until(
+                    lambda: _refused_at_once(lambda: next(fetch(request, timeout=30, metadata=outsider.metadata()))),
+                    timeout=10,
+                    interval=0.05,
+                )
+            finally:
+                for call in unread:
+                    call.cancel()
+        finally:
+            outsider.close()
