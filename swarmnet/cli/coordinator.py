@@ -168,6 +168,9 @@ def _edit_revocations(args: argparse.Namespace) -> int:
     if args.revoke is not None and args.reinstate is not None:
         logger.error("--revoke and --reinstate go one at a time")
         return ExitCode.USAGE
+    if not args.state_dir.is_dir():
+        logger.error("%s is not a coordinator state directory", args.state_dir)
+        return ExitCode.USAGE
     try:
         revocations = Revocations(args.state_dir)
         if args.revoke is not None:
