@@ -103,7 +103,6 @@ class GroupRound:
         self.inbox = Inbox(config.deadlines, max_chunks)
         tolerance = config.result_tolerance if config.aggregation.rule != "mean" else None
         self._results = ResultWriter(codec, flat, self.inbox, self._chunk, group.members, tolerance)
-        self._distrusted_elements = 0  # of ranges whose result we refused: they keep our values
         self.report = RoundReport()
         self._link = GroupLink(
             transport, group, self.inbox, self.report.failed, weight=weight, throughput=throughput,
@@ -144,10 +143,14 @@ class GroupRound:
             recovered, reporters, missing, mismatched = await self._reduce_pass(1, again, contributors)
             self.report.phase_seconds["recovery"] = asyncio.get_running_loop().time() - started
             lost = {r for r in again if r not in reporters or r in missing or r in mismatched}
-            self.report.recovered_elements = sum(hi - lo for r in again if r not in lost for lo, hi in again[r])
+            kept = lost | self._results.refused(1)  # a refused range counts among the distrusted ones
+            self.report.recovered_elements = sum(hi - lo for r in again if r not in kept for lo, hi in again[r])
             orphans = [span for r in lost for span in again[r]]
             self.report.consistent = recovered == contributors
-        self.report.unaveraged_elements = sum(hi - lo for lo, hi in orphans) + self._distrusted_elements
+        # A refused result's range keeps our values too: reducing it again would need every contributor's part,
+        # and a lying reducer need not know that it was found out.
+        self.report.distrusted = dict(self._results.distrusted)
+        self.report.unaveraged_elements = sum(hi - lo for lo, hi in orphans) + self._results.distrusted_elements
         if self.report.unaveraged_elements:
             logger.warning("round %s: %d elements keep their local values", self.group.round_id,
                            self.report.unaveraged_elements)  # fmt: skip
@@ -215,7 +218,7 @@ class GroupRound:
         missing, mismatched = await self._collect_results(pass_no, assignment, reporters, contributors)
         if keeping is not None:
             await keeping
-        self._distrust(assignment, self._results.refuse_implausible(self.me))  # every result of the pass is in
+        self._results.refuse_implausible(pass_no, self.me)  # now that every result of the pass is in
         if reducer is not None and not own_ok:
             mismatched.add(self.me)
             self._discard_own_result(mine)
@@ -364,8 +367,8 @@ class GroupRound:
         self, pass_no: int, assignment: dict[int, list[Range]], reporters: set[int], contributors: set[int]
     ) -> tuple[set[int], set[int]]:
         """Write the reducers' results into ``flat``; return the reducers whose result is missing, and those
-        whose result is over other contributors (both keep our own values for now). A bad result distrusts
-        its reducer."""
+        whose result is over other contributors (both keep our own values for now). A bad result's reducer
+        is distrusted instead (``ResultWriter.distrusted``)."""
         verdicts: dict[int, str] = {}
 
         def apply(reducer: int) -> None:
@@ -387,25 +390,13 @@ class GroupRound:
         self.inbox.drop("result", pass_no)
         self.inbox.drop("amend", pass_no)
         self.report.amended_elements = self._results.amended_elements
-        bad = {r: self._results.reasons[r] for r, verdict in verdicts.items() if verdict == "bad"}
-        self._distrust(assignment, bad)
-        used = {r for r, verdict in verdicts.items() if verdict == "applied"}
-        missing = reporters - {self.me} - used - mismatched - bad.keys()
+        used = {r for r, verdict in verdicts.items() if verdict in ("applied", "bad")}
+        missing = reporters - {self.me} - used - mismatched
         for reducer in missing:
             if reducer not in self.report.failed:
                 logger.warning("round %s: no usable result from reducer %s", self.group.round_id,
                                self.group.members[reducer])  # fmt: skip
         return missing, mismatched
-
-    def _distrust(self, assignment: dict[int, list[Range]], reasons: dict[int, str]) -> None:
-        """Reducers whose result we refused (malformed, not finite, implausible): their range keeps our values,
-        since reducing it again would need every contributor's part, and a lying reducer need not know that
-        it was found out; the averager avoids them for a while."""
-        for reducer, reason in reasons.items():
-            logger.warning("round %s: distrusting reducer %s: %s", self.group.round_id,
-                           self.group.members[reducer], reason)  # fmt: skip
-            self.report.distrusted[reducer] = reason
-            self._distrusted_elements += sum(hi - lo for lo, hi in assignment[reducer])
 
     # -- sparse all-gather mode ----------------------------------------------------------------
 

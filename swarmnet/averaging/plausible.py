@@ -57,20 +57,23 @@ class ResultCheck:
                 distance += float(torch.linalg.vector_norm(diff, dtype=torch.float64)) ** 2
         self._pending[reducer] = (spans, distance, own)
 
-    def refuse_outliers(self, me: int) -> dict[int, str]:
+    def refuse_outliers(self, me: int) -> dict[int, tuple[str, list[Range]]]:
         """Judge every result measured since the last call: restore our values where a reducer's result is
-        implausible and return those reducers (never ``me``, whose range we reduced), with the reason."""
+        implausible and return those reducers (never ``me``, whose range we reduced), with the reason and
+        the spans restored."""
         ratios = {r: _ratio(distance, own) for r, (_, distance, own) in self._pending.items()}
         reference = _lower_median([*self._kept, *ratios.values()])
         bound = self._tolerance * max(reference, _FLOOR)
         refused = {}
         for reducer, q in ratios.items():
+            spans = self._pending[reducer][0]
             if reducer != me and not q <= bound:  # NaN included
-                refused[reducer] = (
+                reason = (
                     f"its result is {q:.3g}x our values' norm away from them, over {self._tolerance:g}x "
                     f"the {reference:.3g}x of the round's other ranges"
                 )
-                for a, b in self._pending[reducer][0]:
+                refused[reducer] = (reason, spans)
+                for a, b in spans:
                     self._flat[a:b].copy_(self._own[a:b])
             else:
                 self._kept.append(q)

@@ -27,8 +27,9 @@ class ResultWriter:
     """Writes reducers' results from ``inbox`` into ``flat``: a result is used only if every chunk of it is
     valid and over the round's contributors, so a bad or mismatched one leaves our own values untouched.
 
-    Each ``apply_*`` returns a verdict: "applied", "mismatched" (over other contributors) or "bad" (its
-    reason in ``reasons``). ``tolerance``: check applied results for plausibility (robust rules), or None.
+    Each ``apply_*`` returns a verdict: "applied", "mismatched" (over other contributors) or "bad"; a bad
+    result's reducer is distrusted (``distrusted``, with the reason), as is one whose applied result
+    ``refuse_implausible`` takes back. ``tolerance``: check results for plausibility (robust rules), or None.
     """
 
     def __init__(
@@ -43,7 +44,9 @@ class ResultWriter:
         self._codec, self._flat, self._inbox, self._chunk, self._members = codec, flat, inbox, chunk, members
         self._check = ResultCheck(flat, tolerance) if tolerance is not None else None
         self.amended_elements = 0  # elements taken from amendments, over every pass
-        self.reasons: dict[int, str] = {}  # reducer -> why its result was bad
+        self.distrusted: dict[int, str] = {}  # reducer -> why we refused its result, over every pass
+        self.distrusted_elements = 0  # of the ranges of those results: they keep our values
+        self._refused: dict[int, set[int]] = {}  # pass -> reducers whose result of that pass we refused
 
     def apply_result(self, pass_no: int, spans: list[Range], reducer: int, contributors: set[int]) -> str:
         """Decode one reducer's streamed result."""
@@ -54,9 +57,7 @@ class ResultWriter:
                 raise CodecError("no result")
             payloads = self._validated(message.ordered(), chunks)
         except CodecError as e:
-            logger.warning("result of reducer %s unusable: %s", self._members[reducer], e)
-            self.reasons[reducer] = f"its result: {e}"
-            return "bad"
+            return self._distrust(pass_no, reducer, f"its result: {e}", chunks)
         if any(set(message.tags[j]) != contributors for j in range(len(chunks))):
             return "mismatched"
         return self._decode(payloads, chunks, reducer)
@@ -73,9 +74,7 @@ class ResultWriter:
         try:
             payloads = self._validated(payloads, chunks)
         except CodecError as e:
-            logger.warning("amendment of reducer %s unusable: %s", self._members[reducer], e)
-            self.reasons[reducer] = f"its amendment: {e}"
-            return "bad"
+            return self._distrust(pass_no, reducer, f"its amendment: {e}", chunks)
         patches = amendment.ordered() if amendment is not None else []
         self.amended_elements += sum(b - a for (a, b), patch in zip(chunks, patches, strict=True) if len(patch))
         return self._decode(payloads, chunks, reducer)
@@ -84,10 +83,23 @@ class ResultWriter:
         """Our range becomes what everyone else decodes from our result."""
         self._decode(payloads, mine, me)
 
-    def refuse_implausible(self, me: int) -> dict[int, str]:
-        """Take back the results applied since the last call that are implausible (our values stand there
-        again); return their reducers with the reason. Call once every result of a pass is in."""
-        return self._check.refuse_outliers(me) if self._check is not None else {}
+    def refuse_implausible(self, pass_no: int, me: int) -> None:
+        """Take back the results of pass ``pass_no`` that are implausible (our values stand there again) and
+        distrust their reducers. Call once every result of the pass is in."""
+        if self._check is not None:
+            for reducer, (reason, spans) in self._check.refuse_outliers(me).items():
+                self._distrust(pass_no, reducer, reason, spans)
+
+    def refused(self, pass_no: int) -> set[int]:
+        """Reducers whose result of pass ``pass_no`` we refused."""
+        return set(self._refused.get(pass_no, ()))
+
+    def _distrust(self, pass_no: int, reducer: int, reason: str, spans: list[Range]) -> str:
+        logger.warning("distrusting reducer %s: %s", self._members[reducer], reason)
+        self.distrusted[reducer] = reason
+        self.distrusted_elements += sum(b - a for a, b in spans)
+        self._refused.setdefault(pass_no, set()).add(reducer)
+        return "bad"
 
     def _validated(self, payloads: list[memoryview], chunks: list[Range]) -> list[memoryview]:
         if len(payloads) != len(chunks):

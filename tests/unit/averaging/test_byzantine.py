@@ -17,7 +17,16 @@ from swarmnet.averaging.messages import DataHeader
 from swarmnet.clock import run_virtual
 from swarmnet.compression import get_codec
 from swarmnet.transport.memory import MemoryNetwork
-from tests.unit.averaging.harness import FAST, Peer, average, intercept, make_peers, mean_of, with_group
+from tests.unit.averaging.harness import (
+    FAST,
+    Peer,
+    average,
+    intercept,
+    kill_when,
+    make_peers,
+    mean_of,
+    with_group,
+)
 
 NUMEL = 20_000
 ROBUST = ["median", "centered_clip", "trimmed_mean"]
@@ -171,11 +180,11 @@ Lie = Callable[[torch.Tensor], torch.Tensor]
 CODEC = get_codec("none")
 
 
-def lie_in_results(liar: Peer, lie: Lie) -> None:
-    """``liar`` reduces honestly but replaces every result chunk it sends with ``lie(result)``."""
+def lie_in_results(liar: Peer, lie: Lie, when: Callable[[DataHeader], bool] = lambda header: True) -> None:
+    """``liar`` reduces honestly but replaces each result chunk it sends (when ``when``) with ``lie(result)``."""
 
     def tamper(header: DataHeader, payload: memoryview) -> bytes | None:
-        if header.kind not in ("result", "amend") or not len(payload):
+        if header.kind not in ("result", "amend") or not len(payload) or not when(header):
             return None
         return CODEC.encode(lie(CODEC.decode(payload).clone()).contiguous())
 
@@ -286,5 +295,49 @@ def test_rounds_do_not_wait_for_a_distrusted_reducer() -> None:
         assert all(peers[3].peer_id in o.distrusted for o in outcomes[:3]), outcomes
         assert all(o.recovered_elements == 0 for o in outcomes[:3]), outcomes
         assert took < FAST.matchmaking.min_wait + 2 * FAST.deadlines.minimum, took
+
+    run_virtual(main())
+
+
+def test_a_reducer_lying_in_the_recovery_pass_is_found_out_and_its_share_counted_unaveraged() -> None:
+    """A peer dies as it sends its first part; the liar, honest so far, lies about its share of the dead
+    peer's range when the survivors reduce it again. That share keeps each honest peer's values; the rest
+    of the dead peer's range is recovered."""
+
+    async def main() -> None:
+        network = MemoryNetwork()
+        peers = await make_peers(network, 5, config_of("median", 5))
+        victim, liar = peers[2], peers[4]
+        kill_when(network, victim, lambda header: header.kind == "part")
+        lie_in_results(liar, lambda r: r * 1000, when=lambda header: header.pass_no == 1)
+        outcomes = await average(peers, honest_inputs(5, seed=8))
+        for i in (0, 1, 3):
+            outcome = outcomes[i]
+            assert outcome.succeeded, outcome
+            assert victim.peer_id in outcome.failed, outcome
+            assert set(outcome.distrusted) == {liar.peer_id}, outcome
+            lo, hi = range_of(outcome, victim)
+            assert outcome.unaveraged_elements > 0, outcome
+            assert outcome.recovered_elements > 0, outcome
+            assert outcome.recovered_elements + outcome.unaveraged_elements == hi - lo, outcome
+
+    run_virtual(main())
+
+
+def test_a_distrusted_peer_is_grouped_with_again_after_distrust_rounds() -> None:
+    async def main() -> None:
+        config = config_of("median", 5)
+        config = replace(config, matchmaking=replace(config.matchmaking, distrust_rounds=1))
+        peers = await make_peers(MemoryNetwork(), 5, config)
+        lying = [True]
+        lie_in_results(peers[4], lambda r: r * 1000, when=lambda header: lying[0])
+        outcomes = await average(peers, honest_inputs(5, seed=9))
+        assert all(peers[4].peer_id in o.distrusted for o in outcomes[:4]), outcomes
+        lying.clear()
+        members = []
+        for round_id in (1, 2):
+            outcomes = await average(peers, honest_inputs(5, seed=9 + round_id), round_id=round_id)
+            members.append({len(o.members) for o in outcomes[:4]})
+        assert members == [{4}, {5}], members  # left out for one round, then back
 
     run_virtual(main())

@@ -20,7 +20,9 @@ def judged(
         check.keep(a, b)
         flat[a:b] = values
         check.measure(reducer, [(a, b)])
-    return check.refuse_outliers(me=0), flat
+    refused = check.refuse_outliers(me=0)
+    assert all(spans == [RANGES[r]] for r, (_, spans) in refused.items())
+    return {r: reason for r, (reason, _) in refused.items()}, flat
 
 
 def test_an_outlier_is_refused_and_our_values_restored() -> None:
