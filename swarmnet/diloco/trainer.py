@@ -116,10 +116,13 @@ class SwarmTrainer:
         self.validation, self.on_progress, self.on_sync = validation or [], on_progress, on_sync
         self._transport = transport
         diloco = replica.config
+        # One averager per fragment (each keeps its own error-feedback residuals). A contribution weighs the inner
+        # steps it holds, never more than one sync interval: every trainer of the run refuses a heavier claim.
+        averaging = replace(config.averaging, codec=diloco.codec, max_weight=float(diloco.inner_steps))
         self.averagers = [
-            Averager(transport, identity, replace(config.averaging, run=f"{config.run}-f{p}", codec=diloco.codec))
+            Averager(transport, identity, replace(averaging, run=f"{config.run}-f{p}"))
             for p in range(diloco.fragments)
-        ]  # one per fragment: each keeps its own error-feedback residuals
+        ]
         self.state = StateSync(
             transport, identity, StateSyncConfig(run=config.run, ttl=config.state_ttl), config.schema
         )

@@ -1,4 +1,4 @@
-"""The pace bound on others' claims, the schedule's round count, and the stop-early majority."""
+"""The pace bound on others' claims and the schedule's round count."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import logging
 import pytest
 
 from swarmnet.diloco.pace import PaceBound
-from swarmnet.diloco.progress import swarm_reached
 from tests.unit.diloco.harness import diloco
 
 
@@ -53,17 +52,3 @@ def test_a_rejected_claim_is_logged_once(caplog: pytest.LogCaptureFixture) -> No
     assert [r.getMessage().split(":")[0] for r in caplog.records] == [
         "ignoring attacker's claim of step 10000000, round 1000000"
     ]
-
-
-def test_most_other_trainers_must_be_at_the_sync_point_before_we_stop_early() -> None:
-    def anything(peer: str, step: int) -> bool:
-        return True
-
-    def below_million(peer: str, step: int) -> bool:
-        return step < 10**6
-
-    assert not swarm_reached({}, 10, anything)
-    assert swarm_reached({"a": 10}, 10, anything)
-    assert not swarm_reached({"a": 5, "b": 5, "z": 10**7}, 10, anything)
-    assert not swarm_reached({"a": 10, "z": 10**7}, 10, below_million)
-    assert swarm_reached({"a": 10, "b": 15, "z": 5}, 10, anything)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 
 from swarmnet.clock import run_virtual
-from swarmnet.diloco import GlobalState, StateSyncError
+from swarmnet.diloco import GlobalState, StateSync, StateSyncConfig, StateSyncError
 from swarmnet.errors import ProtocolError, RemoteFault
+from swarmnet.identity import Identity
 from swarmnet.transport.memory import MemoryNetwork
 from tests.unit.diloco.harness import NUMEL, state, syncs
 
@@ -102,3 +104,29 @@ def test_blob_header_and_size_are_checked() -> None:
         GlobalState.from_bytes(blob[:-4], NUMEL)
     with pytest.raises(ProtocolError, match="header"):
         GlobalState.from_bytes(b"XXXX" + blob[4:], NUMEL)
+
+
+def test_a_refreshed_announcement_outlives_its_ttl_and_a_withdrawn_one_is_not_revived() -> None:
+    async def main() -> None:
+        network = MemoryNetwork()
+        announcers = []
+        for _ in range(2):
+            identity = Identity.generate()
+            config = StateSyncConfig(run="r", ttl=3.0, part_size=1 << 20)
+            announcers.append(StateSync(network.add_peer(identity.peer_id), identity, config, "s"))
+        (reader,) = await syncs(network, 1)
+        refreshed, idle = announcers
+        await refreshed.publish(state(1))
+        await idle.publish(state(2))
+        for _ in range(20):  # 10 s: over three lifetimes
+            await asyncio.sleep(0.5)
+            await refreshed.refresh()
+        found = await reader.announcements()
+        assert [a.digest for a in found.values()] == [state(1).digest()]
+        await refreshed.withdraw()
+        for _ in range(12):
+            await asyncio.sleep(0.5)
+            await refreshed.refresh()
+        assert await reader.announcements() == {}
+
+    run_virtual(main())

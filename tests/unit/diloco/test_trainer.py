@@ -24,6 +24,9 @@ def test_trainers_end_with_identical_global_state_and_learn() -> None:
             assert replica.step == 30
             assert replica.rounds == 6
             assert all(o.succeeded and len(o.contributors) == 3 for o in node.trainer.outcomes)
+            # a contribution weighs at most one sync interval of inner steps, and full intervals weigh that much
+            assert [a.config.max_weight for a in node.trainer.averagers] == [5.0]
+            assert all(not o.rejected for o in node.trainer.outcomes)
         after = nodes[0].trainer.replica.evaluate(DATA.validation_batches())
         assert after < before - 0.5, (before, after)
 
