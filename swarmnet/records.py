@@ -10,9 +10,11 @@ The signature covers the body bytes exactly as sent, so a newer peer may add fie
 or payload and older peers still verify and read it (unknown fields are ignored). Binding the key
 and subkey into the signed body stops anyone from copying a genuine record to another slot.
 
-``RecordVerifier.verify`` checks, cheapest first: size, framing, signature, schema, that the
-signer is the claimed author, protocol version, kind, key binding, expiry, a timestamp not from
-the future, a bounded lifetime, and no replay of an older record than one already seen.
+``RecordVerifier.verify`` checks, cheapest first: size, framing, signature, strict JSON (no
+duplicate keys at any depth, no NaN or infinity), schema, that the signer is the claimed author,
+protocol version, kind, key binding, expiry, a timestamp not from the future, a bounded lifetime,
+the limits of the key's family (``swarmnet.keyspace``), and no replay of an older record than one
+already seen. No record model accepts a non-finite number, whatever its fields.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from swarmnet.errors import ConfigError, RecordRejected
 from swarmnet.identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity, peer_id_from_public_key, verify_signature
+from swarmnet.keyspace import family_of
 from swarmnet.version import MIN_PROTOCOL_VERSION, PROTOCOL_VERSION
 
 __all__ = [
@@ -38,6 +42,8 @@ __all__ = [
     "RecordPolicy",
     "RecordVerifier",
     "authenticate_envelope",
+    "check_key_family",
+    "check_strict_json",
     "sign_record",
 ]
 
@@ -49,10 +55,16 @@ _HEADER_SIZE = len(MAGIC) + PUBLIC_KEY_SIZE + SIGNATURE_SIZE
 _SIGNING_DOMAIN = b"swarmnet-record\x00"
 
 
-class Payload(BaseModel):
-    """Base class of record payloads; subclasses set ``KIND``. Unknown fields are ignored."""
+# Every record model: unknown fields ignored (newer peers may add some), immutable, and no NaN or
+# infinity in any float field (they are not JSON, and no reader can order or sum them).
+_MODEL_CONFIG = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+
+class Payload(BaseModel):
+    """Base class of record payloads; subclasses set ``KIND``. Unknown fields are ignored; non-finite
+    numbers are refused in every float field (subclasses inherit the config)."""
+
+    model_config = _MODEL_CONFIG
     KIND: ClassVar[str] = ""
 
 
@@ -62,7 +74,7 @@ P = TypeVar("P", bound=Payload)
 class RecordHeader(BaseModel):
     """The signed fields every record has, whatever its payload."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = _MODEL_CONFIG
 
     protocol_version: int = Field(ge=0)
     kind: str = Field(max_length=64)
@@ -151,7 +163,43 @@ def _record_model(payload_type: type[P]) -> type[Record[P]]:
     return Record[payload_type]  # type: ignore[valid-type]
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's members, refusing a repeated name: parsers disagree on which copy wins."""
+    obj: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in obj:
+            raise RecordRejected(f"malformed: duplicate key {name[:64]!r}")
+        obj[name] = value
+    return obj
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # e.g. 1e999
+        raise RecordRejected(f"malformed: non-finite number {text[:32]}")
+    return value
+
+
+def _no_constant(name: str) -> None:
+    raise RecordRejected(f"malformed: non-finite number {name}")
+
+
+def check_strict_json(body: bytes) -> None:
+    """Raise ``RecordRejected`` unless ``body`` is JSON without duplicate keys or non-finite numbers, at any depth.
+
+    Python's json and pydantic both keep the last of duplicate keys and accept ``NaN``; a signed body
+    must mean one thing to every reader, whatever its parser.
+    """
+    try:
+        json.loads(body, object_pairs_hook=_unique_keys, parse_float=_finite_float, parse_constant=_no_constant)
+    except RecordRejected:
+        raise
+    except (ValueError, RecursionError) as e:  # includes JSONDecodeError and UnicodeDecodeError
+        raise RecordRejected(f"malformed: not JSON ({type(e).__name__})") from None
+
+
 def _parse(body: bytes, model: type[H]) -> H:
+    check_strict_json(body)
     try:
         return model.model_validate_json(body)
     except ValidationError as e:
@@ -163,6 +211,19 @@ def _check_author(header: RecordHeader, public_key: bytes) -> None:
     signer = peer_id_from_public_key(public_key)
     if header.peer_id != signer:
         raise RecordRejected(f"impersonation: signed by {signer} but claims {header.peer_id}")
+
+
+def check_key_family(header: RecordHeader, size: int) -> None:
+    """The limits of the key's family, if the key is one the protocol uses (``swarmnet.keyspace``)."""
+    family = family_of(header.key)
+    if family is None:
+        return
+    if header.kind != family.kind:
+        raise RecordRejected(f"kind: {family.name} keys hold {family.kind!r} records, not {header.kind!r}")
+    if size > family.max_bytes:
+        raise RecordRejected(f"oversized: {size} bytes > {family.max_bytes} for {family.name} records")
+    if header.expires_at - header.timestamp > family.max_lifetime:
+        raise RecordRejected(f"lifetime: over {family.max_lifetime:g}s for {family.name} records")
 
 
 def authenticate_envelope(raw: object, policy: RecordPolicy) -> RecordHeader:
@@ -192,6 +253,7 @@ class RecordVerifier:
         record: Record[P] = _parse(body, _record_model(payload_type))
         _check_author(record, public_key)
         self._check_header(record, payload_type, key=key, subkey=subkey, now=now)
+        check_key_family(record, _HEADER_SIZE + len(body))
         self._check_replay(record, now)
         return record
 

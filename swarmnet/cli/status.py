@@ -1,4 +1,9 @@
-"""``swarmnet status``: list a swarm's live peers as a table or as JSON."""
+"""``swarmnet status``: list a swarm's live peers as a table or as JSON.
+
+A peer's device, compute rate and link speed are what it says of itself: nobody checked them, so
+the output marks them as self-reported (readers already clamp them to plausible bounds). The JSON
+is strict: records cannot carry NaN or infinity, and printing refuses them all the same.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +27,10 @@ from swarmnet.cli.common import (
 from swarmnet.identity import Identity
 from swarmnet.membership import Member, MembershipConfig, Swarm
 
-__all__ = ["add_parser", "member_to_json", "render_table", "run"]
+__all__ = ["SELF_REPORTED", "add_parser", "member_to_json", "render_table", "run"]
+
+# The fields of a peer's entry that only the peer itself vouches for.
+SELF_REPORTED = ("device", "compute_gflops", "bandwidth_mbps", "bandwidth_source")
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +81,7 @@ async def _status(args: argparse.Namespace) -> int:
             members = await swarm.peers()
             now = transport.clock.time()
             if args.json:
-                print(json.dumps(swarm_to_json(args.swarm, members, now)), flush=True)
+                print(json.dumps(swarm_to_json(args.swarm, members, now), allow_nan=False), flush=True)
             else:
                 print(render_table(members, now), flush=True)
             if args.watch is None:
@@ -100,6 +108,7 @@ def member_to_json(member: Member) -> dict[str, Any]:
         "started_at": info.started_at,
         "last_seen": member.last_seen,
         "expires_at": member.expires_at,
+        "self_reported": list(SELF_REPORTED),
     }
 
 
@@ -109,8 +118,8 @@ def swarm_to_json(swarm: str, members: list[Member], now: float) -> dict[str, An
 
 
 def render_table(members: list[Member], now: float) -> str:
-    """A fixed-width table of peers, newest announcement first within equal ids."""
-    header = ("PEER ID", "ROLES", "DEVICE", "GFLOPS", "LINK", "VERSION", "SEEN", "EXPIRES")
+    """A fixed-width table of peers, newest announcement first within equal ids; starred columns are claims."""
+    header = ("PEER ID", "ROLES", "DEVICE*", "GFLOPS*", "LINK*", "VERSION", "SEEN", "EXPIRES")
     rows = [header]
     for m in members:
         info = m.info
@@ -121,4 +130,4 @@ def render_table(members: list[Member], now: float) -> str:
         rows.append((m.peer_id, ",".join(info.roles), device, gflops, link, info.software_version, seen, expires))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    return "\n".join([*lines, f"{len(members)} live peer(s)"])
+    return "\n".join([*lines, f"{len(members)} live peer(s); * self-reported, unverified"])

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pydantic import Field
 
 from swarmnet.errors import ConfigError
+from swarmnet.keyspace import TELEMETRY_MAX_LIFETIME
 from swarmnet.membership import DeviceInfo
 from swarmnet.records import Payload, RecordPolicy
 from swarmnet.version import PROTOCOL_VERSION, __version__
@@ -90,15 +91,17 @@ class TelemetryConfig:
 
     swarm: str = "main"
     period: float = 5.0  # seconds between reports
-    ttl: float = 30.0  # a report stays valid this long: a dead peer's last one expires after it
+    ttl: float = 30.0  # a report stays valid this long (at most TELEMETRY_MAX_LIFETIME): a dead peer's expires then
     retry_interval: float = 1.0  # seconds before retrying a report that could not be built or stored
     leave_linger: float = 10.0  # seconds a "left" report stays at least, so the monitor sees the departure
     records: RecordPolicy = field(default_factory=RecordPolicy)
 
     def validate(self) -> None:
         """Raise ``ConfigError`` for an impossible setting."""
-        if not self.swarm or "/" in self.swarm:
-            raise ConfigError(f"swarm name must be non-empty and contain no '/': {self.swarm!r}")
+        if not 0 < len(self.swarm) <= 128 or "/" in self.swarm:
+            raise ConfigError(f"swarm name must be 1-128 characters without '/': {self.swarm!r}")
+        if not 0 < self.ttl <= TELEMETRY_MAX_LIFETIME or not self.leave_linger <= TELEMETRY_MAX_LIFETIME:
+            raise ConfigError(f"telemetry ttl and leave_linger must be at most {TELEMETRY_MAX_LIFETIME:g} seconds")
         if not 0 < self.period <= self.ttl / 2:
             raise ConfigError(f"telemetry period ({self.period}) must be in (0, ttl/2]")
         if self.retry_interval <= 0 or self.leave_linger <= 0:

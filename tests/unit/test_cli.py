@@ -366,8 +366,8 @@ def test_render_table_has_a_header_a_row_per_member_and_a_count(members: list[Me
     lines = render_table(members, NOW).splitlines()
     assert len(lines) == 1 + len(members) + 1
     header, rows, count = lines[0], lines[1:-1], lines[-1]
-    assert header.split() == ["PEER", "ID", "ROLES", "DEVICE", "GFLOPS", "LINK", "VERSION", "SEEN", "EXPIRES"]
-    assert count == "2 live peer(s)"
+    assert header.split() == ["PEER", "ID", "ROLES", "DEVICE*", "GFLOPS*", "LINK*", "VERSION", "SEEN", "EXPIRES"]
+    assert count == "2 live peer(s); * self-reported, unverified"
 
     gpu, cpu = rows
     assert gpu.startswith(members[0].peer_id)
@@ -397,7 +397,7 @@ def test_render_table_has_a_header_a_row_per_member_and_a_count(members: list[Me
 def test_render_table_without_members() -> None:
     lines = render_table([], NOW).splitlines()
     assert lines[0].startswith("PEER ID")
-    assert lines[1:] == ["0 live peer(s)"]
+    assert lines[1:] == ["0 live peer(s); * self-reported, unverified"]
 
 
 def test_swarm_to_json_is_serialisable_and_complete(members: list[Member]) -> None:

@@ -10,7 +10,8 @@ import pytest
 from swarmnet.clock import run_virtual
 from swarmnet.errors import ConfigError
 from swarmnet.identity import Identity
-from swarmnet.membership import MembershipConfig, PeerInfo, Swarm
+from swarmnet.keyspace import MEMBERSHIP_MAX_LIFETIME
+from swarmnet.membership import MAX_CLAIMED_GFLOPS, MAX_CLAIMED_MBPS, MembershipConfig, PeerInfo, Swarm
 from swarmnet.records import RecordPolicy, seal_body, sign_record
 from swarmnet.transport.faults import FaultPlan
 from swarmnet.transport.memory import MemoryNetwork, MemoryTransport
@@ -198,6 +199,10 @@ def test_include_self_flag() -> None:
         MembershipConfig(heartbeat_interval=0.0),
         MembershipConfig(retry_interval=0.0),
         MembershipConfig(records=RecordPolicy(max_bytes=10)),
+        MembershipConfig(swarm="s" * 129),
+        MembershipConfig(ttl=MEMBERSHIP_MAX_LIFETIME + 1.0),
+        MembershipConfig(leave_linger=MEMBERSHIP_MAX_LIFETIME + 1.0),
+        MembershipConfig(leave_linger=0.0),
     ],
 )
 def test_invalid_configs_are_refused(config: MembershipConfig) -> None:
@@ -210,5 +215,125 @@ def test_swarm_refuses_a_transport_of_another_identity() -> None:
         network = MemoryNetwork()
         with pytest.raises(ConfigError, match="not the identity"):
             Swarm(network.add_peer(), Identity.generate(), CONFIG)
+
+    run_virtual(main())
+
+
+# --- hostile members: lifetimes, claims, sizes ---------------------------------------------------
+
+
+def _store_own(network: MemoryNetwork, info: PeerInfo, *, timestamp: float, expires_at: float) -> str:
+    """A self-signed member with no process behind it, stored once in its own slot; returns its id."""
+    identity, transport, _ = join_peer(network)
+    record = sign_record(
+        identity, info, key=CONFIG.key, subkey=identity.peer_id, timestamp=timestamp, expires_at=expires_at
+    )
+    stored = transport.store(CONFIG.key, record, expires_at, subkey=identity.peer_id)
+    asyncio.get_running_loop().create_task(stored)
+    return identity.peer_id
+
+
+def test_a_member_living_longer_than_the_protocol_allows_is_not_listed() -> None:
+    async def main() -> None:
+        network = MemoryNetwork()  # no storage validator here: the reader alone must refuse it
+        _, _, observer = join_peer(network)
+        now = network.clock.time()
+        day = _store_own(network, PeerInfo(), timestamp=now, expires_at=now + 24 * 3600.0)
+        longest = _store_own(network, PeerInfo(), timestamp=now, expires_at=now + MEMBERSHIP_MAX_LIFETIME)
+        await asyncio.sleep(0)
+        assert await listed(observer) == {longest}
+        assert day not in await listed(observer)
+        assert observer.statistics().rejected_records == {"lifetime": 2}
+
+    run_virtual(main())
+
+
+def test_a_reader_lists_a_member_at_most_twice_its_ttl_after_its_newest_record() -> None:
+    """Within the protocol's bound a record may still outlive this swarm's ttl: our reader caps it."""
+
+    async def main() -> None:
+        network = MemoryNetwork()
+        _, _, observer = join_peer(network)
+        now = network.clock.time()
+        stale = _store_own(network, PeerInfo(), timestamp=now - 2.5 * CONFIG.ttl, expires_at=now + 60.0)
+        fresh = _store_own(network, PeerInfo(), timestamp=now, expires_at=now + MEMBERSHIP_MAX_LIFETIME)
+        await asyncio.sleep(0)
+        members = await observer.peers()
+        assert [m.peer_id for m in members] == [fresh]
+        assert members[0].expires_at == now + 2 * CONFIG.ttl
+        await asyncio.sleep(2 * CONFIG.ttl + 0.1)
+        assert stale not in await listed(observer)
+        assert await listed(observer) == set()  # its signed expiry is still 100 s away
+
+    run_virtual(main())
+
+
+def test_capacity_claims_are_clamped_to_plausible_bounds() -> None:
+    async def main() -> None:
+        network = MemoryNetwork()
+        _, _, observer = join_peer(network)
+        now = network.clock.time()
+        body = {"protocol_version": 1, "kind": "peer_info", "key": CONFIG.key, "timestamp": now,
+                "expires_at": now + 5.0, "payload": {"compute_gflops": 1e9, "bandwidth_mbps": 1e6}}  # fmt: skip
+        braggart, transport, _ = join_peer(network)
+        raw = seal_body(braggart, {**body, "peer_id": braggart.peer_id, "subkey": braggart.peer_id})
+        assert await transport.store(CONFIG.key, raw, now + 5.0, subkey=braggart.peer_id)
+        [member] = await observer.peers()
+        assert (member.info.compute_gflops, member.info.bandwidth_mbps) == (MAX_CLAIMED_GFLOPS, MAX_CLAIMED_MBPS)
+        modest = PeerInfo(compute_gflops=51234.5, bandwidth_mbps=940.0)
+        assert (modest.compute_gflops, modest.bandwidth_mbps) == (51234.5, 940.0)
+
+    run_virtual(main())
+
+
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1e999"])
+def test_a_member_with_a_non_finite_number_is_not_listed(literal: bytes) -> None:
+    async def main() -> None:
+        network = MemoryNetwork()
+        _, _, observer = join_peer(network)
+        identity, transport, _ = join_peer(network)
+        now = network.clock.time()
+        genuine = sign_record(identity, PeerInfo(started_at=12345.5), key=CONFIG.key, subkey=identity.peer_id,
+                              timestamp=now, expires_at=now + 5.0)  # fmt: skip
+        body = genuine[100:].replace(b"12345.5", literal)
+        crafted = genuine[:4] + identity.public_key + identity.sign(b"swarmnet-record\x00" + body) + body
+        assert await transport.store(CONFIG.key, crafted, now + 5.0, subkey=identity.peer_id)
+        assert await observer.peers() == []
+        assert observer.statistics().rejected_records == {"malformed": 1}
+
+    run_virtual(main())
+
+
+def test_an_announcement_too_large_for_the_key_is_refused_with_a_reason(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        network = MemoryNetwork()
+        _, _, observer = join_peer(network)
+        _, _, swarm = join_peer(network)
+        crowded = PeerInfo(addresses=tuple(f"/dns4/{'a' * 230}.example/tcp/{port}" for port in range(32)))
+        with caplog.at_level(logging.ERROR, logger="swarmnet.membership"):
+            assert not await swarm.join(crowded)
+        assert "exceeds" in caplog.text
+        assert await observer.peers() == []
+        assert await swarm.update(addresses=("/ip4/127.0.0.1/tcp/1",))
+        assert len(await observer.peers()) == 1
+        await swarm.leave()
+
+    run_virtual(main())
+
+
+def test_the_farewell_of_a_peer_with_the_longest_ttl_is_stored() -> None:
+    async def main() -> None:
+        network = MemoryNetwork()
+        longest = MembershipConfig(swarm="test", ttl=MEMBERSHIP_MAX_LIFETIME, heartbeat_interval=50.0,
+                                   leave_linger=MEMBERSHIP_MAX_LIFETIME)  # fmt: skip
+        _, _, observer = join_peer(network, longest)
+        identity, _, swarm = join_peer(network, longest)
+        assert await swarm.join(PeerInfo())
+        assert await listed(observer) == {identity.peer_id}
+        await asyncio.sleep(1.0)  # the farewell must expire after the announcement, within the bound
+        await swarm.leave()
+        assert swarm.statistics().failed_announcements == 0
+        assert await listed(observer) == set()
+        assert observer.statistics().rejected_records == {}
 
     run_virtual(main())
