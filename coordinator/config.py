@@ -112,7 +112,10 @@ class CoordinatorConfig:
     session_ttl_s: float = 86400.0  # a session token is refused this long after its registration
     max_registered: int = 10_000  # registered clients kept; when full, only expired ones make room
     allow_insecure: bool = False  # serve plaintext (no TLS) on an address beyond loopback: tokens readable
-    seed: int = 0  # client sampling and secure-aggregation subsets
+    # INSECURE, for experiments and tests only (``swarmnet coordinator`` has no flag for it): derive DP
+    # noise, client sampling and secure-aggregation subsets from this seed, so a run repeats; anyone
+    # who knows it can subtract the noise and predict the sample. None: all from the OS's CSPRNG.
+    insecure_deterministic_seed: int | None = None
 
     def validate(self) -> None:
         """Raise ``ConfigError`` for an impossible setting (checks the nested configs too)."""
@@ -135,6 +138,9 @@ class CoordinatorConfig:
             raise ConfigError("max_update_bytes and chunk_bytes must be >= 1024")
         if not self.run or len(self.run) > 128:
             raise ConfigError("run must be a non-empty name of at most 128 characters")
+        seed = self.insecure_deterministic_seed
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ConfigError(f"insecure_deterministic_seed must be an int >= 0 or None, got {seed!r}")
         self._validate_access()
 
     def _validate_access(self) -> None:

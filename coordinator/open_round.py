@@ -27,7 +27,9 @@ from swarmnet.identity import verify_signature
 
 __all__ = ["MAX_SAMPLES", "OpenRound", "Submission", "check_header", "check_update"]
 
-MAX_SAMPLES = 10**12  # a larger claimed sample count is a lie meant to dominate the weighted average
+# A sanity bound on the wire. What keeps a large claim from dominating the weighted average is the
+# cap on each claim's weight (``strategies/weights.py``), not this.
+MAX_SAMPLES = 10**12
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,14 @@ class OpenRound:
     indices: torch.Tensor | None = None  # secure aggregation's coordinate subset
     submissions: dict[str, Submission] = field(default_factory=dict)
     finished: bool = False  # aggregated or failed; waiting calls are released
+    sample_rate: float = 1.0  # q: each of the population's clients was in the sample with this probability
+    population: int | None = None  # the active clients sampled from (None: the selected ones)
+
+    @property
+    def expected_participants(self) -> float:
+        """``q`` times the population: how many clients the sampling draws on average (fixed before the draw)."""
+        population = len(self.selected) if self.population is None else self.population
+        return max(self.sample_rate * population, 1.0)
 
     def all_in(self) -> bool:
         """Whether no selected client is still expected to submit."""

@@ -18,17 +18,20 @@ from collections.abc import Callable
 import grpc
 import torch
 
-from swarmnet.coordinator.aggregation import aggregate_round
+from swarmnet.coordinator.aggregation import NonFiniteAggregate, aggregate_round
 from swarmnet.coordinator.config import CoordinatorConfig
 from swarmnet.coordinator.history import RoundRecord
 from swarmnet.coordinator.open_round import OpenRound, Submission
 from swarmnet.coordinator.proto import federated_pb2 as pb
 from swarmnet.coordinator.registry import ClientRegistry
 from swarmnet.coordinator.rejection import Rejected
+from swarmnet.coordinator.sampling import Sample, draw_sample
 from swarmnet.coordinator.secagg_round import SecAggRound
 from swarmnet.coordinator.store import CoordinatorState, CoordinatorStore
+from swarmnet.coordinator.strategies import samples_cap
 from swarmnet.errors import ProtocolError
 from swarmnet.federated.privacy import PrivacyAccountant
+from swarmnet.federated.randomness import Randomness
 from swarmnet.federated.secagg.server import threshold_for
 from swarmnet.federated.secure_round import secagg_context
 from swarmnet.federated.secure_update import indices_to_bytes, informed_subset
@@ -53,6 +56,9 @@ class RoundEngine:
         self.round: OpenRound | None = None
         self.phase = "waiting"
         self.accountant = PrivacyAccountant()
+        self.randomness = Randomness(config.insecure_deterministic_seed)
+        if self.randomness.deterministic:
+            logger.warning(self.randomness.warning())
         if state.accountant:
             self.accountant.load_state_dict(dict(state.accountant))
         self.changed = asyncio.Condition()
@@ -73,7 +79,14 @@ class RoundEngine:
         while not self._stopping and not self.done():
             if not await self._wait(lambda: len(self.registry.active()) >= self.config.rounds.min_clients, None):
                 break
-            round_ = self._open()
+            rng = self.randomness.rng(self.state.next_round)  # the draw, then the round's secure subset
+            sample = self._draw(rng)
+            most = self.config.secagg.max_clients if self.config.rounds.secure_aggregation else None
+            problem = sample.problem(self.config.rounds.min_participants, most)
+            if problem:  # nothing is run or released; the next round draws afresh after a pause
+                await self._refuse(sample, problem)
+                continue
+            round_ = self._open(sample, rng)
             try:
                 await self._run_round(round_)
             except Exception as error:  # a bug must cost one round, not the coordinator
@@ -105,11 +118,26 @@ class RoundEngine:
             return True
 
     # -- one round -------------------------------------------------------------------------------
-    def _open(self) -> OpenRound:
+    def _draw(self, rng: random.Random) -> Sample:
+        """This round's participants, drawn from the active clients (``sampling.py``)."""
+        poisson = self.config.privacy is not None
+        return draw_sample(self.registry.active(), self.config.rounds.clients_per_round, poisson, rng)
+
+    async def _refuse(self, sample: Sample, problem: str) -> None:
+        """Record a round whose draw cannot run (no task goes out), then pause before the next draw."""
+        now, state = time.monotonic(), self.state
+        round_ = OpenRound(
+            number=state.next_round, version=state.version, nonce=b"", selected=sample.selected,
+            config=pb.RoundConfig(), opened=now, deadline=now, length=state.schema.numel,
+            sample_rate=sample.rate, population=sample.population,
+        )  # fmt: skip
+        logger.info("round %d not run: %s", round_.number, problem)
+        await self._close(round_, problem, aggregate=False)
+        await self._wait(lambda: self._stopping, time.monotonic() + _IDLE_RECHECK_S)
+
+    def _open(self, sample: Sample, rng: random.Random) -> OpenRound:
         settings, number, state = self.config.rounds, self.state.next_round, self.state
-        rng = random.Random(f"{self.config.seed}:{number}")
-        active = self.registry.active()
-        selected = tuple(sorted(rng.sample(active, min(settings.clients_per_round, len(active)))))
+        selected, active = sample.selected, sample.population
         now = time.monotonic()
         length = state.schema.numel
         config = self._round_config(selected, rng)
@@ -122,6 +150,8 @@ class RoundEngine:
             opened=now,
             deadline=now + settings.round_timeout_s,
             length=length,
+            sample_rate=sample.rate,
+            population=sample.population,
         )
         if settings.secure_aggregation:
             if self._scores is None:
@@ -132,7 +162,7 @@ class RoundEngine:
             context = secagg_context(self.config.run, number, round_.nonce)
             round_.secagg = SecAggRound(selected, config.secagg_threshold, context, int(round_.indices.numel()))
         self.round, self.phase = round_, "advertise" if round_.secagg else "collect"
-        logger.info("round %d opened: %d clients selected of %d active", number, len(selected), len(active))
+        logger.info("round %d opened: %d clients selected of %d active", number, len(selected), active)
         return round_
 
     def _round_config(self, selected: tuple[str, ...], rng: random.Random) -> pb.RoundConfig:
@@ -152,7 +182,8 @@ class RoundEngine:
             config.secagg_max_clients = secagg.max_clients
             config.secagg_threshold = threshold_for(len(selected), secagg.dropout_fraction)
             samples = [self.registry.clients[c].samples for c in selected]
-            config.samples_cap = 0 if privacy is not None else max(max(samples), 1)
+            # Capped like a plain round's weights: one inflated claim must not shrink everyone else's weight.
+            config.samples_cap = 0 if privacy is not None else min(max(samples), samples_cap(samples))
         if privacy is not None:
             config.dp_clip_norm = privacy.clip_norm
             if privacy.placement == "distributed":
@@ -210,6 +241,9 @@ class RoundEngine:
                 )
             except ProtocolError as error:  # unmasking failed: the round is lost, nothing else is
                 reason = f"unmasking failed: {error}"
+            except NonFiniteAggregate as error:  # the adapter stays as it was; the next round goes on
+                logger.warning("round %d refused: %s", round_.number, error)
+                reason = f"refused: {error}"
             else:
                 state = CoordinatorState(
                     next_round=state.next_round,
@@ -222,7 +256,7 @@ class RoundEngine:
                 )
                 contributors, loss = result.contributors, result.train_loss
                 self._remember(round_, result.mean)
-                self._spend_privacy(len(round_.selected))
+                self._spend_privacy(round_.sample_rate)
         record = RoundRecord(
             round=round_.number,
             outcome="failed" if reason else "completed",
@@ -259,11 +293,11 @@ class RoundEngine:
         else:
             self._scores[round_.indices] = mean[round_.indices].abs()
 
-    def _spend_privacy(self, participants: int) -> None:
+    def _spend_privacy(self, sample_rate: float) -> None:
+        """Account for one released aggregate, at the rate its participants were actually drawn with."""
         privacy = self.config.privacy
         if privacy is not None:
-            rate = min(1.0, participants / max(1, len(self.registry.clients)))
-            self.accountant.step(privacy.noise_multiplier, rate)
+            self.accountant.step(privacy.noise_multiplier, sample_rate)
 
     def epsilon(self) -> float:
         """Differential-privacy epsilon spent so far (0 without DP)."""

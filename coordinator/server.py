@@ -18,6 +18,7 @@ import grpc
 import torch
 
 from swarmnet.coordinator.config import CoordinatorConfig
+from swarmnet.coordinator.finite import require_finite
 from swarmnet.coordinator.registry import ClientRegistry
 from swarmnet.coordinator.rounds import RoundEngine
 from swarmnet.coordinator.rpc import coordinator_handler
@@ -39,12 +40,14 @@ def initial_state(store: CoordinatorStore, initial: Mapping[str, torch.Tensor] |
     if stored is not None:
         if initial is not None and AdapterSchema.of(initial) != stored.schema:
             raise ConfigError(f"{store.directory} holds another adapter layout than the initial adapter given")
+        require_finite(stored.adapter, stored.server_state, f"the stored state in {store.directory}")
         logger.info("resuming at round %d (adapter version %d)", stored.next_round, stored.version)
         return stored
     if initial is None:
         raise ConfigError(f"{store.directory} holds no state: give the initial adapter")
     schema = AdapterSchema.of(initial)
     state = CoordinatorState(next_round=1, version=0, adapter=schema.flatten(initial), schema=schema)
+    require_finite(state.adapter, state.server_state, "the initial adapter")
     store.save(state)
     return state
 

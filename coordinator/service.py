@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 import grpc
 import torch
@@ -179,13 +179,20 @@ class CoordinatorServicer:
     async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusReply:
         engine, state = self.engine, self.engine.state
         round_ = engine.round
+        # Under differential privacy who was drawn must stay secret (amplification by sampling
+        # assumes it): callers get counts from the telemetry, never client ids.
+        private = engine.config.privacy is not None
+
+        def shown(ids: Iterable[str]) -> list[str]:
+            return [] if private else list(ids)
+
         history = [
             pb.RoundSummary(
                 round=r.round,
                 outcome=r.outcome,
                 reason=r.reason,
-                selected=list(r.selected),
-                contributors=list(r.contributors),
+                selected=shown(r.selected),
+                contributors=shown(r.contributors),
                 uplink_bytes=r.uplink_bytes,
                 seconds=r.seconds,
                 train_loss=r.train_loss,
@@ -202,8 +209,8 @@ class CoordinatorServicer:
             global_version=state.version,
             registered=len(self.registry.clients),
             active=len(self.registry.active()),
-            selected=list(round_.selected) if round_ else [],
-            submitted=sorted(round_.submissions) if round_ else [],
+            selected=shown(round_.selected) if round_ else [],
+            submitted=shown(sorted(round_.submissions)) if round_ else [],
             history=history,
             strategy=engine.config.strategy_name,
             epsilon=engine.epsilon(),

@@ -18,6 +18,7 @@ from typing import Literal, TypeGuard, get_args
 import torch
 
 from swarmnet.averaging.robust import AggregationConfig
+from swarmnet.coordinator.strategies.weights import cap_weights
 from swarmnet.errors import ConfigError
 
 __all__ = [
@@ -43,7 +44,7 @@ class ClientUpdate:
 
     client_id: str
     delta: torch.Tensor  # float32, 1-D: the client's adapter after local training minus the global one
-    samples: int  # > 0: examples the client trained on, its weight in the aggregate
+    samples: int  # > 0: examples the client says it trained on; its weight, capped (weights.py)
 
 
 @dataclass(frozen=True)
@@ -146,8 +147,10 @@ def _check_update(update: ClientUpdate, length: int) -> None:
 
 
 def stack_updates(updates: Sequence[ClientUpdate]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Checked updates as ``(deltas [k, n] float32, samples [k] float64)``, rows sorted by client id.
+    """Checked updates as ``(deltas [k, n] float32, weights [k] float64)``, rows sorted by client id.
 
+    The weights are the claimed samples capped at twice the round's median claim (``weights.py``):
+    every rule weighs clients through here, so no claim lets one client dominate any of them.
     Sorting makes every rule bit-for-bit independent of the order the updates arrived in (float
     sums are not associative).
     """
@@ -155,7 +158,7 @@ def stack_updates(updates: Sequence[ClientUpdate]) -> tuple[torch.Tensor, torch.
     ordered = sorted(updates, key=lambda u: u.client_id)
     deltas = torch.stack([u.delta for u in ordered])
     samples = torch.tensor([float(u.samples) for u in ordered], dtype=torch.float64)
-    return deltas, samples
+    return deltas, cap_weights(samples)
 
 
 def check_step_inputs(params: torch.Tensor, aggregate: torch.Tensor, state: ServerState) -> None:

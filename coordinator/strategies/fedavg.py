@@ -19,7 +19,9 @@ __all__ = ["sgd_step", "weighted_mean"]
 
 
 def weighted_mean(updates: Sequence[ClientUpdate]) -> torch.Tensor:
-    """``sum_i samples_i delta_i / sum_i samples_i``, accumulated in float64, as float32.
+    """``sum_i w_i delta_i / sum_i w_i``, accumulated in float64, as float32.
+
+    ``w_i`` is client ``i``'s claimed samples, capped at twice the round's median claim (``weights.py``).
 
     Raises ``ValueError`` for invalid updates (see ``check_updates``).
     """

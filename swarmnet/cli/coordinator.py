@@ -81,7 +81,8 @@ def add_parser(subparsers: Any) -> None:
     add("--revoke", metavar="CLIENT_ID", help="refuse this client's sessions and registrations, then exit")
     add("--reinstate", metavar="CLIENT_ID", help="let a revoked client register again, then exit")
     add("--linger", type=float, default=10.0, help="seconds to keep answering DONE after the last round")
-    add("--seed", type=int, default=0)
+    # Refused (see config_from_args): DP noise and client sampling come from the OS, never from a flag.
+    add("--seed", type=int, help=argparse.SUPPRESS)
     add("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     add(
         "--initial-peers",
@@ -101,6 +102,11 @@ def config_from_args(args: argparse.Namespace) -> Any:
     from swarmnet.coordinator.strategies import strategy_config
     from swarmnet.federated.privacy import PrivacyConfig
 
+    if args.seed is not None:
+        raise ConfigError(
+            "--seed is not accepted: differential-privacy noise and client sampling come from the operating "
+            "system's CSPRNG, since anyone who knows a seed can subtract the noise and predict who takes part"
+        )
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ConfigError("--tls-cert and --tls-key go together")
     overrides = {} if args.server_lr is None else {"server_lr": args.server_lr}
@@ -139,7 +145,6 @@ def config_from_args(args: argparse.Namespace) -> Any:
         allow_insecure=args.allow_insecure,
         session_ttl_s=args.session_ttl,
         max_registered=args.max_registered,
-        seed=args.seed,
     )
 
 

@@ -29,6 +29,7 @@ from swarmnet.coordinator.proto import federated_pb2 as pb
 from swarmnet.errors import ProtocolError
 from swarmnet.federated.connection import Connection, GlobalAdapter, TlsSettings
 from swarmnet.federated.local_training import LocalTrainer, StepFn, default_step
+from swarmnet.federated.randomness import Randomness
 from swarmnet.federated.secure_round import run_secure_round
 from swarmnet.federated.update_encoder import SecureValues, UpdateEncoder
 from swarmnet.identity import Identity
@@ -58,7 +59,9 @@ class ClientConfig:
     poll_s: float = 10.0  # how long one GetTask call may wait for a round
     rpc_timeout_s: float = 120.0
     retry_backoff_s: float = 0.5  # first wait after a transient failure (doubles, capped at 10 s)
-    seed: int = 0  # DP noise and stochastic rounding
+    # INSECURE, for experiments and tests only: DP noise and stochastic rounding from this seed, so a
+    # run repeats; anyone who knows it can subtract the noise. None: from the OS's CSPRNG.
+    insecure_deterministic_seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,9 @@ class FederatedClient:
         self.samples = samples if samples is not None else _dataset_size(loader)
         identity = Identity.load_or_create(config.identity_path) if config.identity_path else Identity.generate()
         self.connection = Connection(config.address, identity, tls=config.tls)
-        self.encoder = UpdateEncoder(config.seed)
+        self.encoder = UpdateEncoder(config.insecure_deterministic_seed)
+        if config.insecure_deterministic_seed is not None:
+            logger.warning(Randomness(config.insecure_deterministic_seed).warning())
         self._history: list[RoundResult] = []
         self._errors = 0
         self._registered = False

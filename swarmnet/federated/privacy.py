@@ -13,6 +13,11 @@ Gaussian mechanism, and sampling each client into a round with probability ``q``
   the noise of clients that drop out or collude is missing from the sum, so size ``m`` for the
   clients that are sure to survive the round.
 
+The server divides the noised sum by the *expected* number of participants, ``q`` times the
+clients it sampled from (McMahan et al.'s fixed denominator), not by how many were drawn. Every
+draw of noise comes from the operating system (``swarmnet.federated.randomness``): noise anyone
+can regenerate can be subtracted.
+
 ``PrivacyAccountant`` tracks the Rényi DP (RDP) of the Poisson-subsampled Gaussian mechanism over
 the rounds (Mironov, Talwar, Zhang 2019) and converts it to ``(epsilon, delta)``-DP.
 """
@@ -103,10 +108,12 @@ def clip_update(delta: torch.Tensor, clip_norm: float) -> tuple[torch.Tensor, fl
 
 
 def gaussian_noise(length: int, std: float, generator: torch.Generator) -> torch.Tensor:
-    """``length`` float32 samples of ``N(0, std^2)`` on the generator's device.
+    """``length`` float32 samples of ``N(0, std^2)`` from ``generator``, on its device.
 
-    Seed the generator from a secure source (``secrets.randbits(64)``) in production: noise an
-    observer can predict protects nothing. Raises ``ValueError`` for a negative length or std.
+    Reproducible by anyone who can reproduce the generator, and a torch generator keeps only 32
+    bits of its seed: this is the insecure deterministic mode's noise (experiments, tests). Noise
+    that protects anything comes from ``swarmnet.federated.randomness`` (``os.urandom``). Raises
+    ``ValueError`` for a negative length or std.
     """
     if isinstance(length, bool) or not isinstance(length, int) or length < 0:
         raise ValueError(f"length must be an int >= 0, got {length!r}")
@@ -194,8 +201,10 @@ class PrivacyAccountant:
     (tensors, saveable as safetensors) and ``load_state_dict()``. Not thread-safe.
 
     In DP-FedAvg, ``z`` is ``PrivacyConfig.noise_multiplier`` and ``q`` the probability that a
-    client takes part in a round (expected clients per round / population); the guarantee is then
-    per client, not per example, and assumes each client is sampled independently (Poisson).
+    client takes part in a round; the guarantee is then per client, not per example, and holds
+    only if each client is sampled independently with probability ``q`` (Poisson) from secret
+    randomness. The coordinator does exactly that (``swarmnet.coordinator.sampling``), over the
+    clients active when the round opens, and steps this accountant with the ``q`` it used.
     Only integer orders are tracked (``DEFAULT_ORDERS``), so epsilon is a valid, slightly loose
     upper bound where the best order would be fractional (very small epsilons).
     """

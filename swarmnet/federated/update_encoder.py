@@ -18,6 +18,7 @@ from swarmnet.compression import Codec, ErrorFeedback, TopKCodec, get_codec
 from swarmnet.coordinator.proto import federated_pb2 as pb
 from swarmnet.errors import ProtocolError
 from swarmnet.federated.privacy import clip_update
+from swarmnet.federated.randomness import Randomness
 from swarmnet.federated.secagg.field import dequantize
 from swarmnet.federated.secure_update import encode_values, field_config, indices_from_bytes, secure_weight, subset
 
@@ -44,16 +45,26 @@ class SecureValues:
 class UpdateEncoder:
     """Turns a client's raw delta into what it sends, keeping the error-feedback residual."""
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, insecure_deterministic_seed: int | None = None) -> None:
+        """Noise and stochastic rounding from the OS; ``insecure_deterministic_seed`` (experiments and
+        tests only) makes them one seeded stream instead, which anyone knowing the seed can replay."""
         self.feedback = ErrorFeedback()
-        self._generator = torch.Generator().manual_seed(seed)
+        self._randomness = Randomness(insecure_deterministic_seed)
+        self._seeded = self._randomness.generator() if self._randomness.deterministic else None
+
+    def _generator(self) -> torch.Generator:
+        return self._seeded if self._seeded is not None else self._randomness.generator()
 
     def privatize(self, delta: torch.Tensor, config: pb.RoundConfig) -> torch.Tensor:
         """Clip to the round's DP norm and add this client's share of the noise (no-ops without DP)."""
         if config.dp_clip_norm > 0:
             delta = clip_update(delta, config.dp_clip_norm)[0]
         if config.dp_noise_std > 0:
-            delta = delta + torch.randn(delta.numel(), generator=self._generator) * config.dp_noise_std
+            if self._seeded is not None:
+                noise = torch.randn(delta.numel(), generator=self._seeded) * config.dp_noise_std
+            else:
+                noise = self._randomness.gaussian(delta.numel(), config.dp_noise_std)
+            delta = delta + noise.reshape(delta.shape)
         return delta
 
     def encode(self, delta: torch.Tensor, config: pb.RoundConfig) -> bytes:
@@ -75,7 +86,7 @@ class UpdateEncoder:
             indices = subset(delta.numel(), config.secagg_density, config.secagg_seed)
         field = field_config(config.secagg_bits, config.secagg_clip, config.secagg_max_clients)
         compensated = self.feedback.compensate(_KEY, delta) if config.error_feedback else delta.reshape(-1)
-        words = encode_values(compensated[indices] * weight, field, self._generator)
+        words = encode_values(compensated[indices] * weight, field, self._generator())
         sent = torch.zeros_like(compensated)
         sent[indices] = dequantize(words, field) / weight
         if config.error_feedback:

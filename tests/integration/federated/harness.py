@@ -72,7 +72,7 @@ def make_client(address: str, seed: int, **config: Any) -> FederatedClient:
     torch.manual_seed(0)
     model = AdapterNet()
     return FederatedClient(
-        model, batches(seed), ClientConfig(address=address, poll_s=1.0, seed=seed, **config), samples=16 * (1 + seed)
+        model, batches(seed), ClientConfig(address=address, poll_s=1.0, **config), samples=16 * (1 + seed)
     )
 
 

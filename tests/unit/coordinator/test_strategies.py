@@ -194,18 +194,20 @@ def test_unknown_preset_raises_config_error() -> None:
 
 def test_weighted_mean_is_exact() -> None:
     updates = [
-        ClientUpdate("a", torch.tensor([1.0, 2.0, -4.0]), samples=1),
-        ClientUpdate("b", torch.tensor([3.0, 0.0, 4.0]), samples=3),
+        ClientUpdate("a", torch.tensor([1.0, 4.0, -2.0]), samples=1),
+        ClientUpdate("b", torch.tensor([4.0, 1.0, 4.0]), samples=2),
     ]
-    assert torch.equal(weighted_mean(updates), torch.tensor([2.5, 0.5, 2.0]))
+    assert torch.equal(weighted_mean(updates), torch.tensor([3.0, 2.0, 2.0]))
     equal = [dataclasses.replace(u, samples=7) for u in updates]
-    assert torch.equal(weighted_mean(equal), torch.tensor([2.0, 1.0, 0.0]))
+    assert torch.equal(weighted_mean(equal), torch.tensor([2.5, 2.5, 1.0]))
+    # b claims 4x a's samples: it counts for twice the (lower) median claim, 2, as in the first case.
+    assert torch.equal(weighted_mean([updates[0], dataclasses.replace(updates[1], samples=4)]), weighted_mean(updates))
 
 
 def test_fedavg_round_adds_the_weighted_mean() -> None:
     updates = [
-        ClientUpdate("a", torch.tensor([1.0, -1.0]), samples=3),
-        ClientUpdate("b", torch.tensor([5.0, 3.0]), samples=1),
+        ClientUpdate("a", torch.tensor([1.0, -1.0]), samples=2),
+        ClientUpdate("b", torch.tensor([4.0, 2.0]), samples=1),
     ]
     params, state = server_step(
         torch.tensor([10.0, 20.0]), weighted_mean(updates), ServerState(), strategy_config("fedavg")

@@ -1,0 +1,96 @@
+"""Updates that are well-formed and signed but meant to take over or break the global adapter.
+
+A client that claims 10**12 samples must not outweigh the others, and updates whose aggregate
+overflows float32 must never become the adapter the coordinator commits, serves or resumes from.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from swarmnet.coordinator.proto import federated_pb2 as pb
+from swarmnet.coordinator.server import CoordinatorServer
+from swarmnet.coordinator.store import CoordinatorState, CoordinatorStore
+from swarmnet.errors import ConfigError
+from swarmnet.federated.vector import AdapterSchema
+from tests.integration.federated.harness import coordinator_config, initial_adapter, running, wait_rounds
+from tests.integration.federated.raw_client import RawClient, serve_rounds
+
+pytestmark = pytest.mark.timeout(120)
+
+INITIAL = initial_adapter()
+SCHEMA = AdapterSchema.of(INITIAL)
+LENGTH = SCHEMA.numel
+
+
+def test_a_client_claiming_a_trillion_samples_gets_a_bounded_share(tmp_path: Path) -> None:
+    config = coordinator_config(tmp_path, rounds=1, clients_per_round=4, min_clients=4, min_participants=4)
+    with running(config) as coordinator:
+        honest = [RawClient(coordinator.address, samples=10) for _ in range(3)]
+        liar = RawClient(coordinator.address, samples=10**12)
+        clients = [*honest, liar]
+        stop = threading.Event()
+        thread = serve_rounds(clients, lambda c, _: torch.ones(LENGTH) if c is liar else torch.zeros(LENGTH), stop)
+        try:
+            state = wait_rounds(coordinator, 1)
+        finally:
+            stop.set()
+            thread.join(10)
+            for client in clients:
+                client.close()
+    assert state.history[-1].outcome == "completed"
+    assert len(state.history[-1].contributors) == 4
+    share = state.adapter - SCHEMA.flatten(INITIAL)  # FedAvg, server lr 1: the liar's weight / total weight
+    # Uncapped, 10**12 / (10**12 + 30) is all of it. Capped at twice the round's median claim (10):
+    # 20 / (20 + 30).
+    assert float(share.max()) <= 0.4 + 1e-6, float(share.max())
+    assert float(share.min()) >= 0.4 - 1e-6
+
+
+def _flood_then_zeros(client: RawClient, task: pb.TaskReply) -> torch.Tensor:
+    """3.0e38 per value in the first two rounds (finite, and signed like any update), zeros after."""
+    return torch.full((LENGTH,), 3.0e38) if task.round <= 2 else torch.zeros(LENGTH)
+
+
+def test_an_overflowing_aggregate_is_refused_and_never_served(tmp_path: Path) -> None:
+    config = coordinator_config(tmp_path, rounds=3, clients_per_round=2, min_clients=2, min_participants=2)
+    with running(config) as coordinator:
+        clients = [RawClient(coordinator.address) for _ in range(2)]
+        stop = threading.Event()
+        thread = serve_rounds(clients, _flood_then_zeros, stop)
+        try:
+            state = wait_rounds(coordinator, 4, timeout=60)
+        finally:
+            stop.set()
+            thread.join(10)
+            for client in clients:
+                client.close()
+    outcomes = [(r.round, r.outcome) for r in state.history]
+    # Round 1 takes the adapter to 3e38 (finite); round 2 would take it to Inf and is refused; the
+    # rounds after it train on the last finite adapter as usual.
+    assert outcomes == [(1, "completed"), (2, "failed"), (3, "completed"), (4, "completed")], state.history
+    assert "NaN or Inf" in state.history[1].reason
+    assert state.history[1].global_version == 1
+    assert bool(torch.isfinite(state.adapter).all())
+    with running(config, INITIAL) as restarted:
+        reader = RawClient(restarted.address)
+        try:
+            served = reader.connection.fetch(10)
+        finally:
+            reader.close()
+    assert served.version == state.version == 3
+    assert bool(torch.isfinite(served.vector).all())
+    assert torch.equal(served.vector, state.adapter)
+
+
+def test_a_stored_non_finite_adapter_is_refused_at_start(tmp_path: Path) -> None:
+    """A state directory written with an Inf adapter (by an older coordinator, or edited) is not served."""
+    broken = SCHEMA.flatten(INITIAL)
+    broken[3] = float("inf")
+    CoordinatorStore(tmp_path).save(CoordinatorState(next_round=5, version=4, adapter=broken, schema=SCHEMA))
+    with pytest.raises(ConfigError, match="NaN or Inf"):
+        CoordinatorServer(coordinator_config(tmp_path), INITIAL)
