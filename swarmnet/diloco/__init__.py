@@ -4,8 +4,10 @@
 * **Replica (replica.py)**: one replica's math without networking (inner AdamW, pseudo-gradients,
   outer Nesterov step); **FlatParameters (flat.py)**: parameters as views of one vector, fragments.
 * **SwarmTrainer, TrainerConfig, Progress (trainer.py)**: the trainer on a ``Transport``.
-* **StateSync, GlobalState (state_sync.py)**: published state digests, consensus, verified transfer.
-* **ProgressBoard (progress.py)**: which sync point other trainers reached.
+* **StateSync, GlobalState (state_sync.py)**: published state digests, verified transfer.
+* **Consensus, choose (consensus.py)**: which announced state the swarm agrees on, by counting distinct announcers.
+* **PaceBound (pace.py)**: how far ahead another trainer can plausibly be; claims beyond it are ignored.
+* **ProgressBoard (progress.py)**: which sync point other trainers reached; stop early only behind most of them.
 * **save_checkpoint, load_latest, CheckpointConfig (checkpoint.py)**: atomic safetensors checkpoints.
 """
 

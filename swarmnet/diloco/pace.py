@@ -10,9 +10,10 @@ a state), and believes a claim only if
   Two sync intervals cover peers that were a little ahead when we were last in step with them;
   ``max_step_rate`` (inner steps per second no trainer of the run exceeds) covers the time since.
 
-Before the first reference point (a fresh trainer about to join) only the first check applies:
-a joiner has no clock of the run yet and relies on counting announcers instead (``consensus``).
-Claims that fail are ignored and logged once per peer and claim.
+Before the first reference point (a trainer about to join, fresh or resumed from a checkpoint)
+only the first check applies: a joiner has no clock of the run yet and relies on counting
+announcers instead (``consensus``).
+Claims that fail are ignored: a peer's first one is logged as a warning, later ones at debug level.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ __all__ = ["PaceBound"]
 
 logger = logging.getLogger(__name__)
 
-_MAX_LOGGED = 1024  # distinct rejected claims remembered so that each is logged once
+_MAX_LOGGED = 1024  # peers remembered so that each one's rejected claims are warned about once
 
 
 class PaceBound:
@@ -36,7 +37,7 @@ class PaceBound:
     def __init__(self, config: DiLoCoConfig, max_step_rate: float, clock: Clock) -> None:
         self.config, self.max_step_rate, self._clock = config, max_step_rate, clock
         self._reference: tuple[int, float] | None = None  # (our step, the time we were there)
-        self._logged: set[tuple[str, int, int | None]] = set()
+        self._warned: set[str] = set()
 
     def mark(self, step: int) -> None:
         """We are at inner step ``step`` now (started, reached a sync point, or adopted a state)."""
@@ -58,16 +59,15 @@ class PaceBound:
         return limit is None or step <= limit
 
     def check(self, peer: str, step: int, rounds: int | None = None) -> bool:
-        """``allows``, logging a rejected claim the first time ``peer`` makes it."""
+        """``allows``, logging a rejected claim (a warning for ``peer``'s first, debug level after that)."""
         if self.allows(step, rounds):
             return True
-        claim = (peer, step, rounds)
-        if claim not in self._logged:
-            if len(self._logged) >= _MAX_LOGGED:
-                self._logged.clear()
-            self._logged.add(claim)
-            logger.warning(
-                "ignoring %s's claim of step %d%s: beyond what the run allows (furthest believable step %s)",
-                peer[:16], step, "" if rounds is None else f", round {rounds}", self.max_step(),
-            )  # fmt: skip
+        level = logging.DEBUG if peer in self._warned else logging.WARNING
+        if len(self._warned) >= _MAX_LOGGED:
+            self._warned.clear()
+        self._warned.add(peer)
+        logger.log(
+            level, "ignoring %s's claim of step %d%s: beyond what the run allows (furthest believable step %s)",
+            peer[:16], step, "" if rounds is None else f", round {rounds}", self.max_step(),
+        )  # fmt: skip
         return False

@@ -250,9 +250,8 @@ class SwarmTrainer:
     async def _join(self) -> None:
         """Adopt the swarm's state before the first step (waiting up to ``join_wait`` while announcers
         disagree), or announce our own: from then on every trainer counts in the consensus."""
+        # No pace bound yet, even when resumed from a checkpoint: the swarm may have moved on for any time since.
         clock = self._transport.clock
-        if self.replica.rounds:  # resumed: our own state is a reference point; a fresh one has none yet
-            self.pace.mark(self.replica.step)
         deadline = clock.time() + self.config.join_wait
         adopted = False
         while True:
