@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["markdown", "plot", "seed_summary", "tail_accuracy", "targets"]
+__all__ = ["markdown", "plot", "seed_summary", "summaries", "tail_accuracy", "targets"]
 
 TAIL = 5  # evaluations averaged for the smoothed final accuracy: single rounds swing by several points
 
@@ -37,6 +37,11 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                     "detail": f"compressed - dense: {-drop:+.1f} points"})  # fmt: skip
         out.append({"target": ">= 20x fewer uplink bytes than dense", "holds": ratio >= 20,
                     "detail": f"{ratio:.1f}x"})  # fmt: skip
+    secure = _by_method(report["runs"], "secagg")
+    if compressed and secure:
+        gap = (tail_accuracy(secure) - tail_accuracy(compressed)) * 100
+        out.append({"target": "secure aggregation within 2 points of compressed (last-5 mean)",
+                    "holds": gap >= -2.0, "detail": f"secagg - compressed: {gap:+.1f} points"})  # fmt: skip
     plain = next((r for r in report.get("overhead", []) if r["method"] == "compressed"), None)
     secure = next((r for r in report.get("overhead", []) if r["method"] == "secagg"), None)
     if plain and secure:
@@ -65,8 +70,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"task {s['task']}, {s['clients']} non-IID clients (Dirichlet alpha {s['alpha']}), {s['rounds']} rounds of "
         f"{s['local_steps']} local steps (batch {s['batch_size']}, lr {s['lr']}); compressed: {_codec(s)} "
-        f"with error feedback; secure aggregation of a {s['secagg_density']} subset in a 16-bit field "
-        f"(clip {s['secagg_clip']}). Whole run {report.get('elapsed_s', 0):.0f} s.",
+        f"with error feedback; secure aggregation {_secure(s)} with error feedback. "
+        f"Whole run {report.get('elapsed_s', 0):.0f} s.",
         "",
         *head,
         *(_row(r, dense["uplink_bytes"] if dense else None) for r in report["runs"]),
@@ -77,6 +82,13 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", "## Targets", ""]
         lines += [f"- {'holds' if t['holds'] else 'FAILS'}: {t['target']} ({t['detail']})" for t in report["targets"]]
     return "\n".join(lines) + "\n"
+
+
+def _secure(settings: dict[str, Any]) -> str:
+    if settings.get("secagg_encoding", "fixed") == "scaled":
+        levels = settings.get("secagg_levels", 1)
+        return f"of every coordinate as an integer in [-{levels}, {levels}] times a scale shared by the round"
+    return f"of a {settings['secagg_density']} subset in a 16-bit field (clip {settings['secagg_clip']})"
 
 
 def _codec(settings: dict[str, Any]) -> str:
@@ -107,25 +119,33 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
-def seed_summary(reports: list[dict[str, Any]]) -> str:
-    """Per seed and on average: compressed minus dense, final and last-5 accuracy, in points."""
-    lines = ["| seed | dense final | compressed final | gap | dense last-5 | compressed last-5 | gap |",
+def seed_summary(reports: list[dict[str, Any]], baseline: str = "dense", method: str = "compressed") -> str:
+    """Per seed and on average: ``method`` minus ``baseline``, final and last-5 accuracy, in points."""
+    lines = [f"| seed | {baseline} final | {method} final | gap | {baseline} last-5 | {method} last-5 | gap |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
     finals, tails = [], []
     for report in reports:
-        dense, compressed = _by_method(report["runs"], "dense"), _by_method(report["runs"], "compressed")
-        if not (dense and compressed):
-            raise ValueError(f"seed {report['settings']['seed']}: needs a dense and a compressed run")
-        final = 100 * (compressed["final_accuracy"] - dense["final_accuracy"])
-        tail = 100 * (tail_accuracy(compressed) - tail_accuracy(dense))
+        base, run = _by_method(report["runs"], baseline), _by_method(report["runs"], method)
+        if not (base and run):
+            raise ValueError(f"seed {report['settings']['seed']}: needs a {baseline} and a {method} run")
+        final = 100 * (run["final_accuracy"] - base["final_accuracy"])
+        tail = 100 * (tail_accuracy(run) - tail_accuracy(base))
         finals.append(final)
         tails.append(tail)
-        lines.append(f"| {report['settings']['seed']} | {dense['final_accuracy']:.3f} | "
-                     f"{compressed['final_accuracy']:.3f} | {final:+.1f} | {tail_accuracy(dense):.3f} | "
-                     f"{tail_accuracy(compressed):.3f} | {tail:+.1f} |")  # fmt: skip
+        lines.append(f"| {report['settings']['seed']} | {base['final_accuracy']:.3f} | "
+                     f"{run['final_accuracy']:.3f} | {final:+.1f} | {tail_accuracy(base):.3f} | "
+                     f"{tail_accuracy(run):.3f} | {tail:+.1f} |")  # fmt: skip
     lines.append(f"| mean | | | {statistics.mean(finals):+.1f} | | | {statistics.mean(tails):+.1f} |")
     return "\n".join(lines) + "\n"
 
 
+def summaries(reports: list[dict[str, Any]]) -> str:
+    """Compressed vs dense over the seeds; and secure vs compressed where every seed has a secure run."""
+    out = seed_summary(reports)
+    if all(_by_method(r["runs"], "secagg") for r in reports):
+        out += "\n" + seed_summary(reports, baseline="compressed", method="secagg")
+    return out
+
+
 if __name__ == "__main__":
-    print(seed_summary([json.loads(Path(path).read_text()) for path in sys.argv[1:]]), end="")
+    print(summaries([json.loads(Path(path).read_text()) for path in sys.argv[1:]]), end="")

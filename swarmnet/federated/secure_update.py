@@ -10,6 +10,12 @@ sum of up to ``max_clients`` values never wraps the field ``Z_2^bits``: the unma
 exact sum of the quantized values. With ``bits=16`` a client sends 2 bytes per coordinate. The
 field arithmetic runs in 32-bit words (masks are uniform mod 2^32, hence mod 2^16 too) and only the
 low ``bits`` of each masked word go on the wire.
+
+That is the ``fixed`` encoding. The ``scaled`` one (``secagg.scaled``) sends every coordinate as a
+few-bit integer times a scale the coordinator publishes for the round, packed several to a 32-bit
+word: all clients share the scales, so the integers add exactly, and the scales follow the
+magnitude of the updates round after round. At 3 levels and 8 clients a coordinate costs 6.4 bits
+(5 values of 6 bits per word), where ``fixed`` sends a 10% subset at 16 bits per coordinate.
 """
 
 from __future__ import annotations
@@ -17,9 +23,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from swarmnet.coordinator.proto import federated_pb2 as pb
+from swarmnet.errors import ConfigError
 from swarmnet.federated.secagg.field import FieldConfig, dequantize, quantize
+from swarmnet.federated.secagg.scaled import ScaledEncoding
 
 __all__ = [
+    "ENCODINGS",
+    "decode_secure",
     "decode_sum",
     "encode_values",
     "field_config",
@@ -27,10 +38,16 @@ __all__ = [
     "indices_from_bytes",
     "indices_to_bytes",
     "informed_subset",
+    "scaled_encoding",
+    "scales_from_bytes",
+    "scales_to_bytes",
     "secure_weight",
+    "secure_words",
     "subset",
     "to_wire",
 ]
+
+ENCODINGS = ("fixed", "scaled")
 
 
 def secure_weight(samples: int, samples_cap: int) -> float:
@@ -117,3 +134,48 @@ def decode_sum(total: np.ndarray, config: FieldConfig, bits: int) -> torch.Tenso
     if bits == 16:
         total = (total & 0xFFFF).astype(np.uint16).view(np.int16).astype(np.int32).view(np.uint32)
     return dequantize(total, config)
+
+
+def scales_to_bytes(scales: torch.Tensor) -> bytes:
+    """Shared scales as little-endian float32 (how they travel in the round's config)."""
+    return scales.detach().to(torch.float32).numpy().astype("<f4").tobytes()
+
+
+def scales_from_bytes(data: bytes) -> torch.Tensor:
+    """Parse a round's shared scales; ``ValueError`` unless whole float32 values."""
+    if not data or len(data) % 4:
+        raise ValueError(f"shared scales are a non-empty multiple of 4 bytes, got {len(data)}")
+    return torch.from_numpy(np.frombuffer(data, dtype="<f4").astype(np.float32))
+
+
+def scaled_encoding(config: pb.RoundConfig, length: int) -> ScaledEncoding:
+    """The round's shared-scale settings for an adapter of ``length`` values; ``ValueError`` if unusable."""
+    encoding = ScaledEncoding(
+        levels=config.secagg_levels,
+        block=config.secagg_block,
+        scales=scales_from_bytes(config.secagg_scales),
+        participants=config.participants,
+    )
+    try:
+        encoding.validate(length)
+    except ConfigError as error:
+        raise ValueError(str(error)) from error
+    return encoding
+
+
+def secure_words(config: pb.RoundConfig, length: int, count: int) -> int:
+    """Field words in one masked update of ``count`` coordinates (of ``length``) in this round's encoding."""
+    if config.secagg_encoding == "scaled":
+        return scaled_encoding(config, length).words(count)
+    return count
+
+
+def decode_secure(
+    total: np.ndarray, config: pb.RoundConfig, indices: torch.Tensor, length: int, survivors: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The float sum of the survivors' values on ``indices``, and the next round's scales (``scaled`` only)."""
+    if config.secagg_encoding == "scaled":
+        decoded = scaled_encoding(config, length).decode(total, indices, survivors)
+        return decoded.values, decoded.next_scales
+    field = field_config(config.secagg_bits, config.secagg_clip, config.secagg_max_clients)
+    return decode_sum(total, field, config.secagg_bits).to(torch.float32), None

@@ -3,7 +3,8 @@ Machine Learning", CCS 2017): the coordinator learns the sum of the clients' upd
 
 Pure protocol logic, no networking: the coordinator relays every message as opaque bytes.
 
-Each client quantizes its update into Z_{2^32} and adds two kinds of masks. A pairwise mask
+Each client encodes its update as integers in Z_{2^32} (fixed point, or few-bit values times scales
+the round shares, packed several to a word) and adds two kinds of masks. A pairwise mask
 ±PRG(s_uv) for every other client v, where s_uv comes from an X25519 agreement between their mask
 keys; u and v add it with opposite signs, so it cancels in the sum. And a self mask PRG(b_u) from
 a random seed. Both secrets are Shamir-shared t-of-n among the clients, so that when clients drop
@@ -23,6 +24,8 @@ consistency-check round, so a malicious coordinator that tells different clients
 survivor sets is only stopped by each client's refusal to reveal both secrets of one client.
 
 * **FieldConfig, quantize, dequantize, add_mod, sub_mod (field.py)** - fixed-point encoding into Z_{2^32}
+* **ScaledEncoding, ScaledSum (scaled.py)** - few-bit integers times scales shared by the round
+* **pack, unpack, slot_bits (packing.py)** - several small values per word, their sums exact
 * **split, combine (shamir.py)** - Shamir t-of-n sharing over GF(2^521 - 1)
 * **expand_mask (prg.py)** - the ChaCha20 PRG from a seed to a uint32 mask
 * **KeyPair, agree, encrypt_share, decrypt_share (keys.py)** - X25519, HKDF and ChaCha20-Poly1305
@@ -38,8 +41,10 @@ from swarmnet.federated.secagg.field import FieldConfig, add_mod, dequantize, qu
 from swarmnet.federated.secagg.keys import KeyPair, agree, decrypt_share, encrypt_share
 from swarmnet.federated.secagg.masking import pairwise_masks
 from swarmnet.federated.secagg.messages import AdvertisedKeys, RevealedShare, ShareBundle, ShareKind
+from swarmnet.federated.secagg.packing import pack, slot_bits, unpack
 from swarmnet.federated.secagg.prg import expand_mask
 from swarmnet.federated.secagg.roster import Roster
+from swarmnet.federated.secagg.scaled import ScaledEncoding, ScaledSum
 from swarmnet.federated.secagg.server import threshold_for, unmask_sum
 from swarmnet.federated.secagg.shamir import combine, split
 
@@ -49,6 +54,8 @@ __all__ = [
     "KeyPair",
     "RevealedShare",
     "Roster",
+    "ScaledEncoding",
+    "ScaledSum",
     "SecAggClient",
     "ShareBundle",
     "ShareKind",
@@ -59,10 +66,13 @@ __all__ = [
     "dequantize",
     "encrypt_share",
     "expand_mask",
+    "pack",
     "pairwise_masks",
     "quantize",
     "split",
+    "slot_bits",
     "sub_mod",
     "threshold_for",
     "unmask_sum",
+    "unpack",
 ]
