@@ -28,7 +28,7 @@ from swarmnet.coordinator.rejection import Rejected
 from swarmnet.coordinator.sampling import Sample, draw_sample
 from swarmnet.coordinator.secagg_round import SecAggRound
 from swarmnet.coordinator.store import CoordinatorState, CoordinatorStore
-from swarmnet.coordinator.strategies import samples_cap
+from swarmnet.coordinator.strategies import secure_samples_cap
 from swarmnet.errors import ProtocolError
 from swarmnet.federated.privacy import PrivacyAccountant
 from swarmnet.federated.randomness import Randomness
@@ -182,8 +182,7 @@ class RoundEngine:
             config.secagg_max_clients = secagg.max_clients
             config.secagg_threshold = threshold_for(len(selected), secagg.dropout_fraction)
             samples = [self.registry.clients[c].samples for c in selected]
-            # Capped like a plain round's weights: one inflated claim must not shrink everyone else's weight.
-            config.samples_cap = 0 if privacy is not None else min(max(samples), samples_cap(samples))
+            config.samples_cap = 0 if privacy is not None else secure_samples_cap(samples)
         if privacy is not None:
             config.dp_clip_norm = privacy.clip_norm
             if privacy.placement == "distributed":

@@ -9,7 +9,7 @@ A round: ``aggregate = aggregate_updates(updates, config)``, then
 * **trimmed_mean (trimmed_mean.py)**, **centered_clip (centered_clip.py)**: Byzantine-robust
   rules, both ``swarmnet.averaging.robust`` underneath.
 * **adam_step (fedadam.py)**, **yogi_step (fedyogi.py)**: Reddi et al. 2021's adaptive servers.
-* **samples_cap, cap_weights (weights.py)**: no claimed sample count weighs more than twice the
+* **samples_cap, cap_weights, secure_samples_cap (weights.py)**: no claimed sample count weighs more than twice the
   round's median claim, in every rule.
 * **aggregate_updates, server_step, strategy_config, STRATEGY_NAMES (apply.py)**: dispatch on the
   config, and the presets ``fedavg``, ``fedadam``, ``fedyogi``, ``trimmed_mean``, ``centered_clip``.
@@ -22,7 +22,7 @@ from swarmnet.coordinator.strategies.fedadam import adam_step
 from swarmnet.coordinator.strategies.fedavg import sgd_step, weighted_mean
 from swarmnet.coordinator.strategies.fedyogi import yogi_step
 from swarmnet.coordinator.strategies.trimmed_mean import trimmed_mean
-from swarmnet.coordinator.strategies.weights import WEIGHT_CAP_MEDIANS, cap_weights, samples_cap
+from swarmnet.coordinator.strategies.weights import WEIGHT_CAP_MEDIANS, cap_weights, samples_cap, secure_samples_cap
 
 __all__ = [
     "STRATEGY_NAMES",
@@ -36,6 +36,7 @@ __all__ = [
     "centered_clip",
     "check_updates",
     "samples_cap",
+    "secure_samples_cap",
     "server_step",
     "sgd_step",
     "strategy_config",

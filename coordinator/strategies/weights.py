@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["WEIGHT_CAP_MEDIANS", "cap_weights", "samples_cap"]
+__all__ = ["WEIGHT_CAP_MEDIANS", "cap_weights", "samples_cap", "secure_samples_cap"]
 
 WEIGHT_CAP_MEDIANS = 2.0
 
@@ -34,3 +34,12 @@ def cap_weights(samples: torch.Tensor) -> torch.Tensor:
     """``samples`` (one claim per client) with each entry clamped to ``samples_cap`` of them."""
     cap = samples_cap([int(s) for s in samples.tolist()])
     return samples.clamp(max=float(cap))
+
+
+def secure_samples_cap(samples: Sequence[int]) -> int:
+    """A secure round's ``samples_cap``: each client scales its own values by ``min(s, cap) / cap``.
+
+    The largest registered claim, but at most ``samples_cap``: an inflated claim would otherwise
+    shrink every other client's weight to nothing (and its quantized values to zero).
+    """
+    return max(1, min(max(samples, default=1), samples_cap(samples)))

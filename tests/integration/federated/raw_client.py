@@ -27,10 +27,11 @@ __all__ = ["RawClient", "serve_rounds"]
 class RawClient:
     """One registered identity that sends the dense fp32 update it is told to, claiming ``samples``."""
 
-    def __init__(self, address: str, samples: int = 10) -> None:
+    def __init__(self, address: str, samples: int = 10, secure_aggregation: bool = False) -> None:
         self.connection = Connection(address, Identity.generate())
         self.samples = samples
-        self.connection.register(pb.Capabilities(samples=samples, codecs=["none"]))
+        capabilities = pb.Capabilities(samples=samples, codecs=["none"], secure_aggregation=secure_aggregation)
+        self.connection.register(capabilities)
 
     @property
     def client_id(self) -> str:

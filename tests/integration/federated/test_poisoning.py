@@ -7,6 +7,7 @@ overflows float32 must never become the adapter the coordinator commits, serves 
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from swarmnet.coordinator.proto import federated_pb2 as pb
 from swarmnet.coordinator.server import CoordinatorServer
 from swarmnet.coordinator.store import CoordinatorState, CoordinatorStore
 from swarmnet.errors import ConfigError
+from swarmnet.federated.secure_update import secure_weight
 from swarmnet.federated.vector import AdapterSchema
 from tests.integration.federated.harness import coordinator_config, initial_adapter, running, wait_rounds
 from tests.integration.federated.raw_client import RawClient, serve_rounds
@@ -49,6 +51,25 @@ def test_a_client_claiming_a_trillion_samples_gets_a_bounded_share(tmp_path: Pat
     # 20 / (20 + 30).
     assert float(share.max()) <= 0.4 + 1e-6, float(share.max())
     assert float(share.min()) >= 0.4 - 1e-6
+
+
+def test_a_trillion_sample_registration_does_not_shrink_the_others_in_secure_rounds(tmp_path: Path) -> None:
+    """Secure clients scale their own values by ``samples / samples_cap``: the cap the task carries is bounded."""
+    config = coordinator_config(tmp_path, rounds=1, secure_aggregation=True)  # 3 clients a round
+    with running(config) as coordinator:
+        clients = [RawClient(coordinator.address, samples=n, secure_aggregation=True) for n in (16, 16, 10**12)]
+        try:
+            task = clients[0].task(0.1)
+            deadline = time.monotonic() + 30
+            while task.kind != pb.TaskReply.TRAIN and time.monotonic() < deadline:
+                task = clients[0].task(1.0)
+        finally:
+            for client in clients:
+                client.close()
+    assert task.kind == pb.TaskReply.TRAIN
+    # Uncapped, samples_cap is 10**12 and an honest client weighs 16 / 10**12: nothing, once quantized.
+    assert task.config.samples_cap == 32
+    assert secure_weight(16, task.config.samples_cap) == 0.5
 
 
 def _flood_then_zeros(client: RawClient, task: pb.TaskReply) -> torch.Tensor:

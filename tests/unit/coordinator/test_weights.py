@@ -13,6 +13,7 @@ from swarmnet.coordinator.strategies import (
     ServerState,
     aggregate_updates,
     samples_cap,
+    secure_samples_cap,
     server_step,
     strategy_config,
     weighted_mean,
@@ -39,6 +40,13 @@ def test_the_cap_is_twice_the_lower_median(claims: list[int], cap: int) -> None:
 )
 def test_ordinary_skew_keeps_its_exact_weights(sizes: list[int]) -> None:
     assert samples_cap(sizes) >= max(sizes)
+
+
+@pytest.mark.parametrize(
+    ("claims", "cap"), [([16, 16, 10**12], 32), ([131, 191, 215, 224, 235, 241, 260, 423], 423), ([], 1), ([0], 1)]
+)
+def test_a_secure_rounds_cap_is_the_largest_claim_within_the_cap(claims: list[int], cap: int) -> None:
+    assert secure_samples_cap(claims) == cap
 
 
 def _round(liar_claim: int) -> list[ClientUpdate]:
