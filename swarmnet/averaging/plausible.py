@@ -10,6 +10,10 @@ ratio exceeds ``tolerance`` times the lower median of the round's ratios (this r
 included, which it reduced itself) is a lie or a fault: its reducer is distrusted and the receiver
 keeps its own values there. A minority of lying reducers cannot move the lower median.
 
+A receiver whose own values are themselves the outlier in some range (an update that diverged there)
+looks at an honest result there as a liar would: it keeps its own values in that range and avoids that
+reducer for a while, which costs it averaging there, never correctness elsewhere.
+
 What this cannot catch: a lie within the bound. A reducer can still move its range by up to about
 ``tolerance`` times as far from each receiver's values as honest results are (measured in
 scripts/bench/averaging_byzantine.py), and it can send different receivers different results. Under the

@@ -27,9 +27,10 @@ class ResultWriter:
     """Writes reducers' results from ``inbox`` into ``flat``: a result is used only if every chunk of it is
     valid and over the round's contributors, so a bad or mismatched one leaves our own values untouched.
 
-    Each ``apply_*`` returns a verdict: "applied", "mismatched" (over other contributors) or "bad"; a bad
-    result's reducer is distrusted (``distrusted``, with the reason), as is one whose applied result
-    ``refuse_implausible`` takes back. ``tolerance``: check results for plausibility (robust rules), or None.
+    Each ``apply_*`` returns a verdict: "applied", "missing", "mismatched" (over other contributors) or
+    "bad"; a bad result's reducer is distrusted (``distrusted``, with the reason), as is one whose applied
+    result ``refuse_implausible`` takes back. ``tolerance``: check results for plausibility (robust rules),
+    or None.
     """
 
     def __init__(
@@ -52,9 +53,9 @@ class ResultWriter:
         """Decode one reducer's streamed result."""
         chunks = chunk_bounds(spans, self._chunk)
         message = self._inbox.get("result", pass_no, reducer)
+        if message is None:
+            return "missing"
         try:
-            if message is None:
-                raise CodecError("no result")
             payloads = self._validated(message.ordered(), chunks)
         except CodecError as e:
             return self._distrust(pass_no, reducer, f"its result: {e}", chunks)
