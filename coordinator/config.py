@@ -52,7 +52,7 @@ class SecAggSettings:
 class RoundSettings:
     """What each round asks of the clients, and when it gives up on them."""
 
-    clients_per_round: int = 8  # K: clients sampled from the active ones
+    clients_per_round: int = 8  # K: clients sampled from the active ones (with DP: each with probability K / active)
     min_clients: int = 2  # active clients needed before a round opens
     min_participants: int = 2  # updates needed to aggregate; fewer and the round fails
     round_timeout_s: float = 120.0  # from opening the round to the last accepted update
