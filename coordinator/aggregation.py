@@ -26,7 +26,7 @@ from swarmnet.coordinator.open_round import OpenRound
 from swarmnet.coordinator.strategies import ClientUpdate, ServerState, aggregate_updates, samples_cap, server_step
 from swarmnet.federated.privacy import PrivacyConfig, clip_update
 from swarmnet.federated.randomness import Randomness
-from swarmnet.federated.secure_update import decode_sum, field_config, secure_weight
+from swarmnet.federated.secure_update import decode_secure, secure_weight
 
 __all__ = ["Aggregated", "NonFiniteAggregate", "aggregate_round", "secure_weight"]
 
@@ -40,6 +40,7 @@ class Aggregated:
     contributors: tuple[str, ...]
     train_loss: float
     mean: torch.Tensor  # the aggregate before the server optimizer (what the round's updates say)
+    next_scales: torch.Tensor | None = None  # secure rounds with shared scales: what the next round publishes
 
 
 def aggregate_round(
@@ -51,8 +52,9 @@ def aggregate_round(
     would hold NaN or Inf (finite updates can overflow float32 together): the caller keeps what it had.
     """
     randomness = Randomness(config.insecure_deterministic_seed)
+    next_scales = None
     if round_.secagg is not None:
-        mean, contributors = _secure_mean(round_, config, randomness)
+        mean, contributors, next_scales = _secure_mean(round_, config, randomness)
     else:
         mean, contributors = _plain_mean(round_, config, randomness)
     if not bool(torch.isfinite(mean).all()):
@@ -61,7 +63,7 @@ def aggregate_round(
     broken = non_finite_parts(new_adapter, new_state)
     if broken:
         raise NonFiniteAggregate(f"applying the round's aggregate makes {', '.join(broken)} NaN or Inf")
-    return Aggregated(new_adapter, new_state, contributors, _mean_loss(round_, contributors), mean)
+    return Aggregated(new_adapter, new_state, contributors, _mean_loss(round_, contributors), mean, next_scales)
 
 
 def _plain_mean(
@@ -84,13 +86,12 @@ def _plain_mean(
 
 def _secure_mean(
     round_: OpenRound, config: CoordinatorConfig, randomness: Randomness
-) -> tuple[torch.Tensor, tuple[str, ...]]:
+) -> tuple[torch.Tensor, tuple[str, ...], torch.Tensor | None]:
     assert round_.secagg is not None
     assert round_.indices is not None
-    bits = round_.config.secagg_bits
-    field = field_config(bits, round_.config.secagg_clip, round_.config.secagg_max_clients)
-    total = decode_sum(round_.secagg.total(), field, bits).to(torch.float32)
     survivors = tuple(round_.secagg.survivors())
+    unmasked = round_.secagg.total()
+    total, next_scales = decode_secure(unmasked, round_.config, round_.indices, round_.length, len(survivors))
     privacy = config.privacy
     if privacy is None:
         weight = sum(secure_weight(round_.submissions[c].samples, round_.config.samples_cap) for c in survivors)
@@ -100,7 +101,7 @@ def _secure_mean(
             total = total + _central_noise(total.numel(), privacy, round_, randomness)
     mean = torch.zeros(round_.length)
     mean[round_.indices] = total / weight
-    return mean, survivors
+    return mean, survivors, next_scales
 
 
 def _central_noise(length: int, privacy: PrivacyConfig, round_: OpenRound, randomness: Randomness) -> torch.Tensor:

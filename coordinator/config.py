@@ -26,9 +26,20 @@ class TlsConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class SecAggSettings:
-    """Secure aggregation: how updates are encoded into the finite field before masking."""
+    """Secure aggregation: how updates are encoded into the finite field before masking.
 
-    bits: Literal[16, 32] = 16  # field Z_2^bits; 16 halves the uplink and keeps 2**15 / max_clients levels
+    ``scaled`` (the default) sends every coordinate as an integer in ``[-levels, levels]`` times a
+    scale per ``block`` that the coordinator publishes (``initial_scale`` in the first round, then
+    derived from the magnitudes the last round summed), packed several to a word. ``fixed`` clips
+    to ``clip`` and sends ``bits``-bit fixed point for a ``density`` share of the coordinates; it is
+    the encoding for differential privacy, whose noise coarse rounding would distort.
+    """
+
+    encoding: Literal["scaled", "fixed"] = "scaled"
+    levels: int = 3  # scaled: integers in [-3, 3] times the scale (6 bits a value for 8 clients, 5 per word)
+    block: int = 4096  # scaled: coordinates per shared scale
+    initial_scale: float = 1e-3  # scaled: the first round's scale, before any magnitudes came back
+    bits: Literal[16, 32] = 16  # fixed: field Z_2^bits; 16 halves the uplink and keeps 2**15 / max_clients levels
     clip: float = 0.05  # per-coordinate range [-clip, clip] of the (weighted) delta before quantization
     density: float = 1.0  # share of coordinates sent: a shared random subset per round, residual kept by EF
     max_clients: int = 16  # headroom: sums of this many field values never wrap
@@ -46,6 +57,12 @@ class SecAggSettings:
             raise ConfigError(f"secagg max_clients must be in [2, 1024], got {self.max_clients}")
         if not 0.0 <= self.dropout_fraction < 0.5:
             raise ConfigError(f"dropout_fraction must be in [0, 0.5), got {self.dropout_fraction}")
+        if self.encoding not in ("scaled", "fixed"):
+            raise ConfigError(f"secagg encoding must be 'scaled' or 'fixed', got {self.encoding!r}")
+        if not 1 <= self.levels <= 127 or not 1 <= self.block <= 1 << 24:
+            raise ConfigError(f"secagg levels must be in [1, 127], block in [1, 2^24]: {self.levels}, {self.block}")
+        if not (math.isfinite(self.initial_scale) and self.initial_scale > 0):
+            raise ConfigError(f"secagg initial_scale must be finite and > 0, got {self.initial_scale}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,6 +147,11 @@ class CoordinatorConfig:
             )
         if self.rounds.secure_aggregation and self.rounds.clients_per_round > self.secagg.max_clients:
             raise ConfigError("clients_per_round exceeds secagg max_clients: the masked sum could wrap")
+        if self.privacy is not None and self.rounds.secure_aggregation and self.secagg.encoding == "scaled":
+            raise ConfigError(
+                "differential privacy needs secagg encoding 'fixed': the scaled encoding's coarse rounding and "
+                "error feedback would distort the noise and carry updates past the clip"
+            )
         if self.privacy is not None and self.strategy.aggregation != "mean":
             raise ConfigError("differential privacy is accounted for the clipped mean; use aggregation 'mean'")
         if not 0 <= self.port < 65536:

@@ -32,9 +32,10 @@ from swarmnet.coordinator.strategies import secure_samples_cap
 from swarmnet.errors import ProtocolError
 from swarmnet.federated.privacy import PrivacyAccountant
 from swarmnet.federated.randomness import Randomness
+from swarmnet.federated.secagg.scaled import default_scales
 from swarmnet.federated.secagg.server import threshold_for
 from swarmnet.federated.secure_round import secagg_context
-from swarmnet.federated.secure_update import indices_to_bytes, informed_subset
+from swarmnet.federated.secure_update import indices_to_bytes, informed_subset, scales_to_bytes, secure_words
 
 __all__ = ["RoundEngine"]
 
@@ -67,6 +68,9 @@ class RoundEngine:
         # steers the next secure subset. The first secure round sends every coordinate, so every
         # score starts informed; not persisted, so a restart repeats that dense round once.
         self._scores: torch.Tensor | None = None
+        # The shared scales of the next secure round (scaled encoding), from the magnitudes the last
+        # one summed; None: SecAggSettings.initial_scale (first round, or after a restart).
+        self._scales: torch.Tensor | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def done(self) -> bool:
@@ -160,7 +164,8 @@ class RoundEngine:
             if round_.indices.numel() < length:
                 config.secagg_indices = indices_to_bytes(round_.indices)
             context = secagg_context(self.config.run, number, round_.nonce)
-            round_.secagg = SecAggRound(selected, config.secagg_threshold, context, int(round_.indices.numel()))
+            words = secure_words(config, length, int(round_.indices.numel()))
+            round_.secagg = SecAggRound(selected, config.secagg_threshold, context, words)
         self.round, self.phase = round_, "advertise" if round_.secagg else "collect"
         logger.info("round %d opened: %d clients selected of %d active", number, len(selected), active)
         return round_
@@ -181,6 +186,10 @@ class RoundEngine:
             config.secagg_seed = rng.getrandbits(62)
             config.secagg_max_clients = secagg.max_clients
             config.secagg_threshold = threshold_for(len(selected), secagg.dropout_fraction)
+            config.secagg_encoding = secagg.encoding
+            if secagg.encoding == "scaled":  # whole packed words travel; scales as the last round left them
+                config.secagg_bits, config.secagg_levels, config.secagg_block = 32, secagg.levels, secagg.block
+                config.secagg_scales = scales_to_bytes(self._shared_scales())
             samples = [self.registry.clients[c].samples for c in selected]
             config.samples_cap = 0 if privacy is not None else secure_samples_cap(samples)
         if privacy is not None:
@@ -254,7 +263,7 @@ class RoundEngine:
                     accountant=state.accountant,
                 )
                 contributors, loss = result.contributors, result.train_loss
-                self._remember(round_, result.mean)
+                self._remember(round_, result.mean, result.next_scales)
                 self._spend_privacy(round_.sample_rate)
         record = RoundRecord(
             round=round_.number,
@@ -283,10 +292,19 @@ class RoundEngine:
         await self.notify()
         return record
 
-    def _remember(self, round_: OpenRound, mean: torch.Tensor) -> None:
-        """Update the secure-subset scores with the coordinates this round sent."""
+    def _shared_scales(self) -> torch.Tensor:
+        """What the next scaled secure round publishes: the last round's, or the initial scale."""
+        if self._scales is not None:
+            return self._scales
+        secagg = self.config.secagg
+        return default_scales(self.state.schema.numel, secagg.block, secagg.initial_scale)
+
+    def _remember(self, round_: OpenRound, mean: torch.Tensor, next_scales: torch.Tensor | None) -> None:
+        """Update the secure-subset scores with the coordinates this round sent, and the shared scales."""
         if round_.indices is None:
             return
+        if next_scales is not None:
+            self._scales = next_scales
         if self._scores is None or self._scores.numel() != mean.numel():
             self._scores = mean.abs()
         else:

@@ -10,8 +10,11 @@ first poll to the last one's reply). Configurations:
 * ``dense``: FedAvg of full fp32 LoRA deltas (what FlowerTune and FedML clients send);
 * ``compressed``: ``--codec`` with client-side error feedback: top-k (``--topk-ratio``) with int8
   values, or any registered codec (``sign1bit``: one bit per value and a scale per block);
-* ``secagg``: secure aggregation (pairwise masks, dropout-tolerant) of a shared random
-  ``--secagg-density`` subset in a 16-bit field, error feedback on the client.
+* ``secagg``: secure aggregation (pairwise masks, dropout-tolerant) with error feedback on the
+  client. ``--secagg-encoding scaled`` (the default): every coordinate as an integer in
+  ``[-levels, levels]`` times a per-block scale the coordinator publishes for the round (from the
+  magnitudes the last round summed), packed several to a 32-bit word; ``fixed``: a steered
+  ``--secagg-density`` subset in a 16-bit fixed-point field clipped to ``--secagg-clip``.
 
 Then ``overhead``: ``--overhead-clients`` (16) clients on the fast digits task, compressed with and
 without secure aggregation, to time what the masking protocol itself costs per round.
@@ -32,7 +35,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -66,8 +69,12 @@ class Settings:
     # per block) with error feedback tracks dense; top-k 5% lagged it by 10 points (see the README).
     codec: str = "sign1bit"
     topk_ratio: float = 0.05
-    secagg_density: float = 0.1
-    secagg_clip: float = 0.2  # per-coordinate range of the field encoding (the EF residual can exceed one delta)
+    # Secure aggregation's encoding: "scaled" (shared scales, every coordinate, levels per value) or
+    # "fixed" (a steered density subset in a 16-bit field within clip).
+    secagg_encoding: str = "scaled"
+    secagg_levels: int = 3
+    secagg_density: float = 0.1  # fixed only
+    secagg_clip: float = 0.2  # fixed only: per-coordinate range (the EF residual can exceed one delta)
     seed: int = 0
 
 
@@ -86,7 +93,13 @@ def coordinator_config(settings: Settings, method: str, state_dir: Path, clients
         topk_ratio=settings.topk_ratio,
         secure_aggregation=method == "secagg",
     )
-    secagg = SecAggSettings(bits=16, clip=settings.secagg_clip, density=settings.secagg_density, max_clients=16)
+    encoding: Literal["scaled", "fixed"] = "scaled" if settings.secagg_encoding == "scaled" else "fixed"
+    if settings.secagg_encoding != encoding:
+        raise SystemExit(f"unknown --secagg-encoding {settings.secagg_encoding!r}: scaled or fixed")
+    secagg = SecAggSettings(
+        encoding=encoding, levels=settings.secagg_levels, bits=16, clip=settings.secagg_clip,
+        density=settings.secagg_density if encoding == "fixed" else 1.0, max_clients=16,
+    )  # fmt: skip
     return CoordinatorConfig(
         state_dir=state_dir, run=f"fed-{method}", rounds=rounds, secagg=secagg,
         insecure_deterministic_seed=settings.seed,  # the experiment repeats draw for draw; no DP here to lose

@@ -61,6 +61,14 @@ def add_parser(subparsers: Any) -> None:
     add("--strategy", default="fedavg", help="fedavg, fedadam, fedyogi, trimmed_mean or centered_clip")
     add("--server-lr", type=float, help="server optimizer learning rate (strategy default if unset)")
     add("--secure-aggregation", action="store_true")
+    add(
+        "--secagg-encoding",
+        default="scaled",
+        choices=("scaled", "fixed"),
+        help="scaled: every value as an integer in [-levels, levels] times a scale shared by the round; "
+        "fixed: --secagg-bits fixed point within --secagg-clip (needed with differential privacy)",
+    )
+    add("--secagg-levels", type=int, default=3)
     add("--secagg-bits", type=int, default=16, choices=(16, 32))
     add("--secagg-clip", type=float, default=0.05)
     add("--secagg-density", type=float, default=1.0)
@@ -134,7 +142,13 @@ def config_from_args(args: argparse.Namespace) -> Any:
         ),
         strategy=strategy_config(args.strategy, **overrides),
         strategy_name=args.strategy,
-        secagg=SecAggSettings(bits=args.secagg_bits, clip=args.secagg_clip, density=args.secagg_density),
+        secagg=SecAggSettings(
+            encoding=args.secagg_encoding,
+            levels=args.secagg_levels,
+            bits=args.secagg_bits,
+            clip=args.secagg_clip,
+            density=args.secagg_density,
+        ),
         privacy=None
         if args.dp_clip is None
         else PrivacyConfig(

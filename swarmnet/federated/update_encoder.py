@@ -20,7 +20,15 @@ from swarmnet.errors import ProtocolError
 from swarmnet.federated.privacy import clip_update
 from swarmnet.federated.randomness import Randomness
 from swarmnet.federated.secagg.field import dequantize
-from swarmnet.federated.secure_update import encode_values, field_config, indices_from_bytes, secure_weight, subset
+from swarmnet.federated.secagg.scaled import ScaledEncoding
+from swarmnet.federated.secure_update import (
+    encode_values,
+    field_config,
+    indices_from_bytes,
+    scaled_encoding,
+    secure_weight,
+    subset,
+)
 
 __all__ = ["SecureValues", "UpdateEncoder", "codec_for"]
 
@@ -84,11 +92,32 @@ class UpdateEncoder:
                 raise ProtocolError(f"the coordinator sent a bad secure-aggregation subset: {error}") from error
         else:
             indices = subset(delta.numel(), config.secagg_density, config.secagg_seed)
-        field = field_config(config.secagg_bits, config.secagg_clip, config.secagg_max_clients)
+        scaled = _scaled_encoding(config, delta.numel())
         compensated = self.feedback.compensate(_KEY, delta) if config.error_feedback else delta.reshape(-1)
-        words = encode_values(compensated[indices] * weight, field, self._generator())
+        try:
+            if scaled is not None:  # every coordinate's integer times the round's shared scale
+                words, values = scaled.encode(compensated[indices] * weight, indices, compensated * weight, None)
+            else:
+                field = field_config(config.secagg_bits, config.secagg_clip, config.secagg_max_clients)
+                words = encode_values(compensated[indices] * weight, field, self._generator())
+                values = dequantize(words, field)
+        except ValueError:
+            self.feedback.reset(_KEY)  # a diverged update: start the residual afresh, not half-updated
+            raise
         sent = torch.zeros_like(compensated)
-        sent[indices] = dequantize(words, field) / weight
+        sent[indices] = values / weight
         if config.error_feedback:
             self.feedback.update(_KEY, sent)
         return SecureValues(words=words, weight=weight)
+
+
+def _scaled_encoding(config: pb.RoundConfig, length: int) -> ScaledEncoding | None:
+    """The round's shared-scale settings, or None for the fixed-point encoding."""
+    if config.secagg_encoding in ("", "fixed"):
+        return None
+    if config.secagg_encoding != "scaled":
+        raise ProtocolError(f"the coordinator asked for an unknown secure encoding {config.secagg_encoding!r}")
+    try:
+        return scaled_encoding(config, length)
+    except ValueError as error:
+        raise ProtocolError(f"the coordinator sent unusable shared scales: {error}") from error

@@ -62,9 +62,8 @@ def coordinator_config(state_dir: Path, **rounds: Any) -> CoordinatorConfig:
         clients_per_round=3, min_clients=3, min_participants=2, round_timeout_s=20.0, phase_timeout_s=10.0,
         rounds=2, local_steps=3, learning_rate=0.05, active_window_s=30.0,
     )  # fmt: skip
-    return CoordinatorConfig(
-        state_dir=state_dir, rounds=replace(settings, **rounds), secagg=SecAggSettings(bits=32, clip=1.0)
-    )
+    secagg = SecAggSettings(encoding="fixed", bits=32, clip=1.0)  # fine fixed point: compared with plain rounds
+    return CoordinatorConfig(state_dir=state_dir, rounds=replace(settings, **rounds), secagg=secagg)
 
 
 def make_client(address: str, seed: int, **config: Any) -> FederatedClient:
