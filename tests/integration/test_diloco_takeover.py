@@ -20,7 +20,7 @@ import pytest
 from tests.integration.test_diloco_processes import bootstrap, summary, trainer, wait_for_round
 from tests.support import SwarmnetProcess
 
-pytestmark = pytest.mark.multiprocess
+pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(300)]  # five processes on two cores: about 90 s
 
 ATTACKER = Path(__file__).with_name("diloco_attacker.py")
 STEPS = 200  # 20 syncs of H = 10: the attacker and the joiner are up well before the honest trainers finish
