@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-import base58
 from hivemind.dht.routing import DHTID
 from hivemind.dht.validation import DHTRecord, RecordValidatorBase
 from hivemind.utils.serializer import MSGPackSerializer
@@ -35,22 +34,9 @@ from swarmnet.errors import RecordRejected
 from swarmnet.keyspace import family_of
 from swarmnet.records import MAGIC, RecordHeader, RecordPolicy, authenticate_envelope, check_key_family
 
-__all__ = ["SwarmnetRecordValidator", "is_peer_id"]
+__all__ = ["SwarmnetRecordValidator"]
 
 logger = logging.getLogger(__name__)
-
-_ED25519_PEER_ID_PREFIX = bytes([0x00, 0x24, 0x08, 0x01, 0x12, 0x20])
-
-
-def is_peer_id(text: object) -> bool:
-    """Whether ``text`` is an Ed25519 libp2p peer id (the only kind swarmnet peers have)."""
-    if not isinstance(text, str) or not 40 <= len(text) <= 60:
-        return False
-    try:
-        raw = base58.b58decode(text)
-    except ValueError:
-        return False
-    return len(raw) == len(_ED25519_PEER_ID_PREFIX) + 32 and raw.startswith(_ED25519_PEER_ID_PREFIX)
 
 
 class SwarmnetRecordValidator(RecordValidatorBase):  # type: ignore[misc]

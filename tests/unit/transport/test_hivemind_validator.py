@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 from typing import Any
 
-import base58
 import pytest
 from hivemind.dht.routing import DHTID
 from hivemind.dht.validation import CompositeValidator, DHTRecord, RecordValidatorBase
@@ -17,7 +15,7 @@ from hivemind.utils.serializer import MSGPackSerializer
 from swarmnet.identity import Identity
 from swarmnet.keyspace import FAMILIES, MEMBERSHIP_MAX_LIFETIME, KeyFamily, family_of
 from swarmnet.records import MAGIC, Payload, RecordPolicy, seal_body, sign_record
-from swarmnet.transport.hivemind_validator import SwarmnetRecordValidator, is_peer_id
+from swarmnet.transport.hivemind_validator import SwarmnetRecordValidator
 from swarmnet.version import PROTOCOL_VERSION
 
 NOW = 1_700_000_000.0
@@ -355,61 +353,6 @@ def test_refusals_are_logged_at_debug(caplog: pytest.LogCaptureFixture, validato
     messages = [r.getMessage() for r in caplog.records if r.name == "swarmnet.transport.hivemind_validator"]
     assert any("own slot" in m for m in messages)
     assert any("not a swarmnet record" in m for m in messages)
-
-
-# --- is_peer_id ----------------------------------------------------------------------------------
-
-
-def test_is_peer_id_accepts_real_ids() -> None:
-    for identity in (ALICE, BOB, *(Identity.generate() for _ in range(20))):
-        assert is_peer_id(identity.peer_id) is True
-
-
-def _base58(data: bytes) -> str:
-    return base58.b58encode(data).decode("ascii")
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "",
-        "junk",
-        "12D3KooW",
-        ALICE.peer_id[:39],
-        ALICE.peer_id[:-1],
-        ALICE.peer_id + "1",
-        ALICE.peer_id + "x" * 10,
-        "0" * 52,  # not in the base58 alphabet
-        "I" * 52,
-        "l" * 52,
-        "é" * 52,
-        " " + ALICE.peer_id[1:],
-        "1" * 52,
-        # base58 strings of the right length range but another kind of peer id:
-        _base58(bytes([0x12, 0x20]) + hashlib.sha256(b"rsa key").digest()),  # RSA-style "Qm..." id
-        _base58(bytes([0x00, 0x25, 0x08, 0x02, 0x12, 0x21]) + b"\x02" * 33),  # secp256k1 identity id
-        _base58(bytes([0x00, 0x24, 0x08, 0x01, 0x12, 0x20]) + b"\x01" * 31),  # Ed25519 prefix, short key
-        _base58(bytes([0x00, 0x24, 0x08, 0x01, 0x12, 0x20]) + b"\x01" * 33),  # Ed25519 prefix, long key
-        _base58(bytes([0x01, 0x24, 0x08, 0x01, 0x12, 0x20]) + b"\x01" * 32),  # wrong multihash code
-    ],
-)
-def test_is_peer_id_rejects_junk(text: str) -> None:
-    assert is_peer_id(text) is False
-
-
-@pytest.mark.parametrize(
-    "value",
-    [None, 42, 4.2, b"12D3KooW", ALICE.peer_id.encode(), [ALICE.peer_id], (ALICE.peer_id,), {ALICE.peer_id: 1}],
-)
-def test_is_peer_id_rejects_non_strings(value: object) -> None:
-    assert is_peer_id(value) is False
-
-
-def test_rsa_style_id_has_plausible_length() -> None:
-    """The RSA-style id above really is in the length window, so the prefix check is what refuses it."""
-    rsa_like = _base58(bytes([0x12, 0x20]) + hashlib.sha256(b"rsa key").digest())
-    assert rsa_like.startswith("Qm")
-    assert 40 <= len(rsa_like) <= 60
 
 
 # --- hivemind integration points -----------------------------------------------------------------
