@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from swarmnet.errors import ConfigError
+from swarmnet.errors import ConfigError, ProtocolError
 from swarmnet.federated.secagg.field import U32Array
 from swarmnet.federated.secagg.packing import pack, packed_words, slot_bits, unpack
 
@@ -75,6 +75,11 @@ class ScaledEncoding:
         """Bits per value: enough for the sum of ``participants`` values in ``[0, 2 * levels]``."""
         return slot_bits(2 * self.levels * self.participants)
 
+    @property
+    def _statistic_cap(self) -> int:
+        """The largest magnitude word one client sends: ``participants`` of them never wrap the field."""
+        return (2**32 - 1) // self.participants
+
     def words(self, count: int) -> int:
         """Field words of one client's vector: ``count`` packed values, then a statistic per block."""
         return packed_words(count, self.slot_bits) + self.scales.numel()
@@ -107,16 +112,30 @@ class ScaledEncoding:
         return words, q.float() * scale
 
     def decode(self, total: U32Array, positions: torch.Tensor, survivors: int) -> ScaledSum:
-        """The sum of ``survivors`` clients' values from their unmasked field sum, and the next scales."""
+        """The sum of ``survivors`` clients' values from their unmasked field sum, and the next scales.
+
+        Raises:
+            ProtocolError: a sum no ``survivors`` honest clients could produce (values out of range).
+            ValueError: ``total`` does not have this encoding's length.
+        """
         count = positions.numel()
         if not 1 <= survivors <= self.participants:
             raise ValueError(f"survivors must be in [1, {self.participants}], got {survivors}")
         if total.dtype != np.uint32 or total.shape != (self.words(count),):
             raise ValueError(f"a shared-scale total of {count} values has {self.words(count)} uint32 words")
         value_words = packed_words(count, self.slot_bits)
-        sums = unpack(total[:value_words], self.slot_bits, count) - survivors * self.levels
-        values = torch.from_numpy(sums).float() * self.scales[positions.reshape(-1) // self.block]
-        magnitude = torch.from_numpy(total[value_words:].astype(np.float64) / (STAT_ONE * survivors))
+        slots, statistics = unpack(total[:value_words], self.slot_bits, count), total[value_words:]
+        # Honest inputs cannot add up to more than this; a larger sum means a client sent values outside
+        # the round's range (which could also have carried into the next slot): refuse the round.
+        if count and int(slots.max()) > 2 * self.levels * survivors:
+            raise ProtocolError(f"the unmasked sum exceeds what {survivors} clients' values in range can add up to")
+        if int(statistics.max()) > survivors * self._statistic_cap:
+            raise ProtocolError(f"the unmasked magnitudes exceed what {survivors} clients can report")
+        values = (
+            torch.from_numpy(slots - survivors * self.levels).float()
+            * self.scales[positions.reshape(-1) // self.block]
+        )
+        magnitude = torch.from_numpy(statistics.astype(np.float64) / (STAT_ONE * survivors))
         step = (2.0 * magnitude / (self.levels + 1)).clamp(1 / MAX_SCALE_STEP, MAX_SCALE_STEP)
         return ScaledSum(values, (self.scales.double() * step).float())
 
@@ -128,8 +147,7 @@ class ScaledEncoding:
         sizes = torch.full((blocks,), float(self.block), dtype=torch.float64)
         sizes[-1] = whole.numel() - (blocks - 1) * self.block
         ratio = padded.view(blocks, self.block).sum(dim=1) / sizes / self.scales.double()
-        cap = (2**32 - 1) // self.participants
-        fixed = torch.round(ratio * STAT_ONE).clamp(0, cap)
+        fixed = torch.round(ratio * STAT_ONE).clamp(0, self._statistic_cap)
         return fixed.numpy().astype(np.uint32)
 
 

@@ -25,6 +25,7 @@ from swarmnet.coordinator.proto import federated_pb2 as pb
 from swarmnet.coordinator.secagg_round import SecAggRound
 from swarmnet.federated import FederatedClient
 from swarmnet.federated.secagg import threshold_for
+from swarmnet.federated.secagg.packing import pack, packed_words
 from swarmnet.federated.update_encoder import SecureValues
 from tests.integration.federated.harness import coordinator_config, make_client, run_all, running, wait_rounds
 
@@ -143,3 +144,37 @@ def test_unmasked_sums_are_exact_with_dropouts_before_and_after_submitting(
         assert 0 < len(second.secagg_indices) // 4 < state.schema.numel  # the steered subset
     else:
         assert second.secagg_scales != first.secagg_scales  # the scales followed round 1's magnitudes
+
+
+def test_a_client_filling_its_slots_past_the_range_fails_the_round_instead_of_steering_it(tmp_path: Path) -> None:
+    """An SDK client altered to put the largest slot value in every coordinate (outweighing the other
+    clients several times over): the unmasked sum is one no honest clients could produce, so the round
+    fails with that reason and the global adapter is left as it was."""
+    config = replace(
+        coordinator_config(tmp_path, rounds=1, clients_per_round=4, min_clients=4, secure_aggregation=True),
+        secagg=SETTINGS["scaled"],
+    )
+    with running(config) as coordinator:
+        clients = [make_client(coordinator.address, seed) for seed in range(4)]
+        original = clients[0].encoder.encode_secure
+
+        def forge(delta: Any, round_config: pb.RoundConfig, samples: int) -> SecureValues:
+            honest = original(delta, round_config, samples)
+            bits = (2 * round_config.secagg_levels * round_config.participants).bit_length()
+            slots = packed_words(delta.numel(), bits)
+            words = honest.words.copy()
+            words[:slots] = pack(np.full(delta.numel(), 2**bits - 1), bits)
+            return SecureValues(words=words, weight=honest.weight)
+
+        clients[0].encoder.encode_secure = forge  # type: ignore[method-assign]
+        try:
+            run_all(clients, lambda c: c.run(max_rounds=1, timeout_s=60), timeout=90)
+        finally:
+            for client in clients:
+                client.close()
+        state = wait_rounds(coordinator, 1)
+    record = state.history[0]
+    assert record.outcome == "failed"
+    assert "unmasking failed" in record.reason
+    assert "exceeds" in record.reason
+    assert state.version == 0

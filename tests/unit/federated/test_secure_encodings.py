@@ -8,10 +8,17 @@ round's update waiting in the residuals.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
 
+from swarmnet.coordinator.config import CoordinatorConfig, RoundSettings, SecAggSettings
 from swarmnet.coordinator.proto import federated_pb2 as pb
+from swarmnet.errors import ConfigError, ProtocolError
+from swarmnet.federated.privacy import PrivacyConfig
+from swarmnet.federated.secagg.packing import packed_words
 from swarmnet.federated.secagg.scaled import default_scales
 from swarmnet.federated.secure_update import decode_secure, indices_from_bytes, scales_to_bytes, secure_weight, subset
 from swarmnet.federated.update_encoder import UpdateEncoder
@@ -72,3 +79,41 @@ def test_shared_scales_deliver_nearly_all_of_the_updates() -> None:
     scaled, fixed_subset = _tracking_error("scaled"), _tracking_error("fixed")
     assert scaled < 0.1, scaled
     assert scaled < fixed_subset / 3, (scaled, fixed_subset)
+
+
+def test_unusable_scales_from_the_coordinator_are_refused_and_nothing_is_lost() -> None:
+    encoder, delta = UpdateEncoder(), torch.full((LENGTH,), 0.01)
+    good = _config("scaled", 0, default_scales(LENGTH, 512, 1e-2))
+    bad = [
+        replace_config(good, secagg_scales=scales_to_bytes(torch.full((8,), float("nan")))),
+        replace_config(good, secagg_scales=scales_to_bytes(torch.ones(3))),  # 8 blocks need 8 scales
+        replace_config(good, secagg_scales=b"\x00\x01"),
+        replace_config(good, secagg_levels=0),
+        replace_config(good, secagg_encoding="float64"),
+    ]
+    for config in bad:
+        with pytest.raises(ProtocolError):
+            encoder.encode_secure(delta, config, SAMPLES[0])
+    values = encoder.encode_secure(delta, good, max(SAMPLES))  # the residual was never left half-updated
+    assert values.words.shape == (packed_words(LENGTH, 5) + 8,)  # 8 clients at 1 level: 5-bit slots
+
+
+def test_differential_privacy_needs_the_fixed_encoding(tmp_path: Path) -> None:
+    privacy = PrivacyConfig(clip_norm=0.1, noise_multiplier=1.0, placement="distributed")
+    rounds = RoundSettings(secure_aggregation=True)
+    with pytest.raises(ConfigError, match="fixed"):
+        CoordinatorConfig(state_dir=tmp_path, rounds=rounds, privacy=privacy).validate()
+    fixed = CoordinatorConfig(
+        state_dir=tmp_path, rounds=rounds, privacy=privacy, secagg=SecAggSettings(encoding="fixed")
+    )
+    fixed.validate()
+    CoordinatorConfig(state_dir=tmp_path, rounds=rounds).validate()  # scaled without DP
+
+
+def replace_config(config: pb.RoundConfig, **fields: object) -> pb.RoundConfig:
+    """A copy of ``config`` with ``fields`` set."""
+    copy = pb.RoundConfig()
+    copy.CopyFrom(config)
+    for name, value in fields.items():
+        setattr(copy, name, value)
+    return copy

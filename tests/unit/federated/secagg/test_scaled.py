@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from swarmnet.errors import ConfigError
+from swarmnet.errors import ConfigError, ProtocolError
 from swarmnet.federated.secagg import threshold_for
-from swarmnet.federated.secagg.packing import packed_words, unpack
+from swarmnet.federated.secagg.packing import pack, packed_words, unpack
 from swarmnet.federated.secagg.scaled import MAX_SCALE_STEP, ScaledEncoding, default_scales
 from tests.unit.federated.secagg.simulation import aggregate, field_sum, make_clients, run_round
 
@@ -123,3 +123,20 @@ def test_validate_refuses_what_no_client_could_encode() -> None:
         good.encode(torch.full((3,), float("nan")), torch.arange(3), torch.zeros(LENGTH), None)
     with pytest.raises(ValueError, match="words"):
         good.decode(np.zeros(3, dtype=np.uint32), torch.arange(LENGTH), 2)
+
+
+def test_sums_no_honest_clients_could_produce_are_refused() -> None:
+    """A client that fills its slots past the round's range (to outweigh the others) or reports a huge
+    magnitude makes the sum one no honest clients could produce: decoding refuses it instead of using it.
+    (Inputs are not proven in range: a forger who stays in range, or hides a carry, goes unnoticed.)"""
+    encoding, positions = _encoding(levels=1, participants=4), torch.arange(LENGTH)
+    honest = [encoding.encode(x, positions, x, None)[0] for x in _updates(2, 9)]
+    value_words = packed_words(LENGTH, encoding.slot_bits)
+    top = np.full(LENGTH, 2**encoding.slot_bits - 1)
+    forged_values = np.concatenate([pack(top, encoding.slot_bits), np.zeros(encoding.scales.numel(), np.uint32)])
+    forged_magnitude = np.zeros(encoding.words(LENGTH), dtype=np.uint32)
+    forged_magnitude[value_words:] = 0xF0000000
+    for forged in (forged_values, forged_magnitude):
+        with pytest.raises(ProtocolError, match="exceed"):
+            encoding.decode(honest[0] + honest[1] + forged, positions, 3)
+    assert encoding.decode(honest[0] + honest[1], positions, 2).values.abs().max() > 0  # honest sums decode
