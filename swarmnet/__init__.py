@@ -4,6 +4,8 @@ Modules of the protocol core (class to file):
 
 * **Identity (identity.py)**: a peer's Ed25519 key and the peer id derived from it.
 * **Record, RecordVerifier (records.py)**: signed, typed, versioned DHT values.
+* **KeyFamily, family_of (keyspace.py)**: the DHT keys the protocol uses and the kind, size and
+  lifetime bounds of their records, which storage nodes and readers enforce.
 * **Transport (transport/)**: DHT and RPC, real (hivemind) or in-memory.
 * **Swarm, PeerInfo (membership.py)**: announcing this peer and listing live ones.
 * **errors.py**: the exception hierarchy; **clock.py**: wall and virtual time.
