@@ -158,9 +158,9 @@ def test_a_client_filling_its_slots_past_the_range_fails_the_round_instead_of_st
         clients = [make_client(coordinator.address, seed) for seed in range(4)]
         original = clients[0].encoder.encode_secure
 
-        def forge(delta: Any, round_config: pb.RoundConfig, samples: int) -> SecureValues:
-            honest = original(delta, round_config, samples)
-            bits = (2 * round_config.secagg_levels * round_config.participants).bit_length()
+        def forge(delta: Any, config: pb.RoundConfig, samples: int) -> SecureValues:
+            honest = original(delta, config, samples)
+            bits = (2 * config.secagg_levels * config.participants).bit_length()
             slots = packed_words(delta.numel(), bits)
             words = honest.words.copy()
             words[:slots] = pack(np.full(delta.numel(), 2**bits - 1), bits)
