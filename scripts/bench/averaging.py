@@ -36,7 +36,7 @@ def bound_seconds(codec: str, numel: int, peers: int, rate_mbit: float) -> float
 
 
 def targets(report: dict[str, Any]) -> list[tuple[str, bool]]:
-    """The issue's targets, each with whether this run met it."""
+    """The project's targets, each with whether this run met it."""
     c = report["configs"]
     checks = [(f"{n}: data phase <= 1.3x bound", c[n]["data_seconds"] <= 1.3 * c[n]["bound_seconds"]) for n in
               ("none", "fp16", "int8")]  # fmt: skip

@@ -251,7 +251,7 @@ def roofs(g: torch.Tensor, repeats: int) -> tuple[float, float]:
 
 
 def checks(codec_rows: dict[str, Entry], baseline_rows: dict[str, Entry]) -> dict[str, bool]:
-    """The issue's targets; an unavailable figure fails its check."""
+    """The project's targets; an unavailable figure fails its check."""
 
     def get(rows: dict[str, Entry], name: str, key: str) -> float:
         value = rows.get(name, {}).get(key)

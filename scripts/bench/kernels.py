@@ -25,10 +25,10 @@ A kernel whose module is missing (or whose inputs cannot be prepared) is skipped
 as ``{"skipped": "ImportError: ..."}``; a backend that raises is recorded as null with the error in
 ``meta["errors"]``.
 
-Roof (``roof_gbps``): on the CPU ``x.add_(1.0)`` on ``n`` fp32 elements in GB/s of fp32 input (the issue's
+Roof (``roof_gbps``): on the CPU ``x.add_(1.0)`` on ``n`` fp32 elements in GB/s of fp32 input (the project's
 definition; reads and writes each element once); on CUDA a device-to-device ``y.copy_(x)`` counting the
 bytes read and written (``8 * n / 1e9 / s``, the HBM bandwidth). Both roofs are measured before and after
-the kernels, the better of the two counts; the other figures are in meta. The issue's CPU target for
+the kernels, the better of the two counts; the other figures are in meta. The project's CPU target for
 kernels 1-4 is printed as PASS/FAIL: ``cpu >= min(3 * reference, 0.5 * roof)``.
 
 On a shared machine pass ``--threads 1``: a two-thread parallel region whose second thread is not
@@ -272,7 +272,7 @@ def run(path: Path, numel: int, repeats: int, device: torch.device) -> int:
 
 
 def cpu_checks(kernels: dict[str, dict[str, float | str | None]], roof: float) -> dict[str, bool]:
-    """The issue's CPU target for kernels 1-4: ``cpu >= min(3 * reference, 0.5 * roof)``."""
+    """The project's CPU target for kernels 1-4: ``cpu >= min(3 * reference, 0.5 * roof)``."""
     results = {}
     for name in TARGETED:
         entry = kernels.get(name, {})
