@@ -8,6 +8,7 @@ from typing import Literal
 
 from swarmnet.averaging.robust import AggregationConfig
 from swarmnet.errors import ConfigError
+from swarmnet.keyspace import AVERAGING_MAX_LIFETIME
 
 __all__ = ["AveragingConfig", "DeadlineConfig", "MatchmakingConfig"]
 
@@ -42,6 +43,9 @@ class MatchmakingConfig:
             )
         if not 0 <= self.min_wait < self.timeout:
             raise ConfigError(f"need 0 <= min_wait ({self.min_wait}) < timeout ({self.timeout})")
+        # A join record lives timeout + 5 s; storage nodes refuse longer-lived ones.
+        if self.timeout + 5.0 > AVERAGING_MAX_LIFETIME:
+            raise ConfigError(f"timeout must be at most {AVERAGING_MAX_LIFETIME - 5.0:g} s, got {self.timeout}")
         if self.poll_interval <= 0 or self.request_timeout <= 0 or self.settle_time <= 0:
             raise ConfigError("poll_interval, settle_time and request_timeout must be positive")
         if self.regroup_window < 0:

@@ -39,6 +39,7 @@ from swarmnet.diloco.replica import Replica
 from swarmnet.diloco.state_sync import GlobalState, StateAnnouncement, StateSync, StateSyncConfig, StateSyncError
 from swarmnet.errors import ConfigError
 from swarmnet.identity import Identity
+from swarmnet.keyspace import DILOCO_PROGRESS_MAX_LIFETIME, DILOCO_STATE_MAX_LIFETIME
 from swarmnet.telemetry.collect import fp32_allreduce_bytes
 from swarmnet.transport.base import Transport
 
@@ -70,6 +71,12 @@ class TrainerConfig:
             raise ConfigError("poll_interval, state_ttl and progress_ttl must be positive and eval_every >= 0")
         if not self.max_step_rate > 0 or self.join_wait < 0:
             raise ConfigError("max_step_rate must be positive and join_wait >= 0")
+        # Records live their ttl + 1 s at most; storage nodes refuse longer-lived ones.
+        if self.state_ttl + 1.0 > DILOCO_STATE_MAX_LIFETIME or self.progress_ttl + 1.0 > DILOCO_PROGRESS_MAX_LIFETIME:
+            raise ConfigError(
+                f"state_ttl must be at most {DILOCO_STATE_MAX_LIFETIME - 1.0:g} s and progress_ttl at most "
+                f"{DILOCO_PROGRESS_MAX_LIFETIME - 1.0:g} s"
+            )
         self.averaging.validate()
 
 

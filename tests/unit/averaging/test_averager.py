@@ -227,3 +227,7 @@ def test_config_validation() -> None:
             replace(FAST.matchmaking, distrust_rounds=rounds).validate()  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="min_group_size"):
         replace(FAST.matchmaking, min_group_size=5).validate()
+    # A join record must not outlive what storage nodes keep for averaging keys.
+    replace(FAST.matchmaking, timeout=595.0).validate()
+    with pytest.raises(ValueError, match="timeout must be at most"):
+        replace(FAST.matchmaking, timeout=596.0).validate()

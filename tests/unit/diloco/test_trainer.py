@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
+import pytest
+
 from swarmnet.clock import run_virtual
+from swarmnet.diloco import TrainerConfig
+from swarmnet.errors import ConfigError
+from swarmnet.keyspace import DILOCO_PROGRESS_MAX_LIFETIME, DILOCO_STATE_MAX_LIFETIME
 from swarmnet.transport.memory import MemoryNetwork
 from tests.support import apoll_until
 from tests.unit.averaging.harness import kill_when
@@ -88,3 +93,12 @@ def test_streaming_fragments_keep_identical_global_state() -> None:
         assert all(o.succeeded and o.codec == "int4" for o in trainer.outcomes), sizes
 
     run_virtual(main())
+
+
+@pytest.mark.parametrize("field", ["state_ttl", "progress_ttl"])
+def test_record_ttls_stay_within_what_storage_nodes_keep(field: str) -> None:
+    """A ttl whose records storage nodes would refuse is a config error, not silently failing stores."""
+    bound = {"state_ttl": DILOCO_STATE_MAX_LIFETIME, "progress_ttl": DILOCO_PROGRESS_MAX_LIFETIME}[field]
+    TrainerConfig(run="r", schema="s", **{field: bound - 1.0}).validate()
+    with pytest.raises(ConfigError, match=field):
+        TrainerConfig(run="r", schema="s", **{field: bound}).validate()
