@@ -8,7 +8,6 @@ leaves the round exactly as it was.
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, field
 
 import grpc
@@ -29,6 +28,9 @@ __all__ = ["MAX_SAMPLES", "OpenRound", "Submission", "check_header", "check_upda
 
 # A sanity bound on the wire. What keeps a large claim from dominating the weighted average is the
 # cap on each claim's weight (``strategies/weights.py``), not this.
+# A reported training loss is shown, never trusted: a larger one (or NaN) counts as unknown, so one
+# client's 1e308 cannot turn the round's mean loss into Inf in the history.
+MAX_REPORTED_LOSS = 1e9
 MAX_SAMPLES = 10**12
 
 
@@ -95,7 +97,7 @@ def check_update(
     )
     if not verify_signature(record.public_key, header.signature, message):
         raise Rejected(grpc.StatusCode.UNAUTHENTICATED, "update signature missing or invalid for this round")
-    loss = header.train_loss if math.isfinite(header.train_loss) else float("nan")
+    loss = header.train_loss if abs(header.train_loss) <= MAX_REPORTED_LOSS else float("nan")  # NaN fails too
     if round_.secagg is not None:
         return Submission(record.client_id, header.samples, len(payload), loss, masked=_masked_words(round_, payload))
     return Submission(record.client_id, header.samples, len(payload), loss, delta=_decoded_delta(round_, payload))

@@ -30,6 +30,7 @@ class RawClient:
     def __init__(self, address: str, samples: int = 10, secure_aggregation: bool = False) -> None:
         self.connection = Connection(address, Identity.generate())
         self.samples = samples
+        self.train_loss = 1.0  # the training loss it reports with each update (not signed)
         capabilities = pb.Capabilities(samples=samples, codecs=["none"], secure_aggregation=secure_aggregation)
         self.connection.register(capabilities)
 
@@ -64,6 +65,7 @@ class RawClient:
             payload_sha256=digest,
             encoding="codec",
             signature=self.connection.identity.sign(signed),
+            train_loss=self.train_loss,
         )
         reply: pb.SubmitReply = self.connection.stub.SubmitUpdate(
             iter([pb.UpdateChunk(header=header, data=payload)]), timeout=10, metadata=self.connection.metadata()

@@ -53,6 +53,24 @@ def test_a_client_claiming_a_trillion_samples_gets_a_bounded_share(tmp_path: Pat
     assert float(share.min()) >= 0.4 - 1e-6
 
 
+def test_a_huge_reported_loss_leaves_the_round_loss_finite(tmp_path: Path) -> None:
+    config = coordinator_config(tmp_path, rounds=1, clients_per_round=3, min_clients=3, min_participants=3)
+    with running(config) as coordinator:
+        clients = [RawClient(coordinator.address) for _ in range(3)]
+        clients[0].train_loss = 1e308  # with the others' 1.0, a weighted sum of these overflows to Inf
+        stop = threading.Event()
+        thread = serve_rounds(clients, lambda _c, _t: torch.zeros(LENGTH), stop)
+        try:
+            state = wait_rounds(coordinator, 1)
+        finally:
+            stop.set()
+            thread.join(10)
+            for client in clients:
+                client.close()
+    assert state.history[-1].outcome == "completed"
+    assert state.history[-1].train_loss == pytest.approx(1.0)  # the liar's figure counts as unknown
+
+
 def test_a_trillion_sample_registration_does_not_shrink_the_others_in_secure_rounds(tmp_path: Path) -> None:
     """Secure clients scale their own values by ``samples / samples_cap``: the cap the task carries is bounded."""
     config = coordinator_config(tmp_path, rounds=1, secure_aggregation=True)  # 3 clients a round
