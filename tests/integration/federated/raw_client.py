@@ -7,10 +7,11 @@ hand-signed update header, any claimed sample count and any payload. Only the tr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import grpc
 import torch
@@ -21,7 +22,7 @@ from swarmnet.federated import Connection
 from swarmnet.federated.signing import update_message
 from swarmnet.identity import Identity
 
-__all__ = ["RawClient", "serve_rounds"]
+__all__ = ["RawClient", "serve_rounds", "serving"]
 
 
 class RawClient:
@@ -99,3 +100,17 @@ def serve_rounds(
     thread = threading.Thread(target=body, name="raw-clients", daemon=True)
     thread.start()
     return thread
+
+
+@contextlib.contextmanager
+def serving(clients: list[RawClient], delta_for: Callable[[RawClient, pb.TaskReply], torch.Tensor]) -> Iterator[None]:
+    """``serve_rounds`` for the body of a ``with``; on leaving it, stop serving and close the clients."""
+    stop = threading.Event()
+    thread = serve_rounds(clients, delta_for, stop)
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
+        for client in clients:
+            client.close()

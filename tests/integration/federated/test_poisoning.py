@@ -6,7 +6,6 @@ overflows float32 must never become the adapter the coordinator commits, serves 
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from swarmnet.errors import ConfigError
 from swarmnet.federated.secure_update import secure_weight
 from swarmnet.federated.vector import AdapterSchema
 from tests.integration.federated.harness import coordinator_config, initial_adapter, running, wait_rounds
-from tests.integration.federated.raw_client import RawClient, serve_rounds
+from tests.integration.federated.raw_client import RawClient, serving
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,15 +34,8 @@ def test_a_client_claiming_a_trillion_samples_gets_a_bounded_share(tmp_path: Pat
         honest = [RawClient(coordinator.address, samples=10) for _ in range(3)]
         liar = RawClient(coordinator.address, samples=10**12)
         clients = [*honest, liar]
-        stop = threading.Event()
-        thread = serve_rounds(clients, lambda c, _: torch.ones(LENGTH) if c is liar else torch.zeros(LENGTH), stop)
-        try:
+        with serving(clients, lambda c, _: torch.ones(LENGTH) if c is liar else torch.zeros(LENGTH)):
             state = wait_rounds(coordinator, 1)
-        finally:
-            stop.set()
-            thread.join(10)
-            for client in clients:
-                client.close()
     assert state.history[-1].outcome == "completed"
     assert len(state.history[-1].contributors) == 4
     share = state.adapter - SCHEMA.flatten(INITIAL)  # FedAvg, server lr 1: the liar's weight / total weight
@@ -58,15 +50,8 @@ def test_a_huge_reported_loss_leaves_the_round_loss_finite(tmp_path: Path) -> No
     with running(config) as coordinator:
         clients = [RawClient(coordinator.address) for _ in range(3)]
         clients[0].train_loss = 1e308  # with the others' 1.0, a weighted sum of these overflows to Inf
-        stop = threading.Event()
-        thread = serve_rounds(clients, lambda _c, _t: torch.zeros(LENGTH), stop)
-        try:
+        with serving(clients, lambda _c, _t: torch.zeros(LENGTH)):
             state = wait_rounds(coordinator, 1)
-        finally:
-            stop.set()
-            thread.join(10)
-            for client in clients:
-                client.close()
     assert state.history[-1].outcome == "completed"
     assert state.history[-1].train_loss == pytest.approx(1.0)  # the liar's figure counts as unknown
 
@@ -99,15 +84,8 @@ def test_an_overflowing_aggregate_is_refused_and_never_served(tmp_path: Path) ->
     config = coordinator_config(tmp_path, rounds=3, clients_per_round=2, min_clients=2, min_participants=2)
     with running(config) as coordinator:
         clients = [RawClient(coordinator.address) for _ in range(2)]
-        stop = threading.Event()
-        thread = serve_rounds(clients, _flood_then_zeros, stop)
-        try:
+        with serving(clients, _flood_then_zeros):
             state = wait_rounds(coordinator, 4, timeout=60)
-        finally:
-            stop.set()
-            thread.join(10)
-            for client in clients:
-                client.close()
     outcomes = [(r.round, r.outcome) for r in state.history]
     # Round 1 takes the adapter to 3e38 (finite); round 2 would take it to Inf and is refused; the
     # rounds after it train on the last finite adapter as usual.

@@ -9,7 +9,6 @@ that, and the epsilon a coordinator reports must be that of the sampling it actu
 from __future__ import annotations
 
 import random
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +21,7 @@ from swarmnet.federated.privacy import PrivacyConfig, gaussian_noise
 from swarmnet.federated.vector import AdapterSchema
 from swarmnet.identity import Identity
 from tests.integration.federated.harness import coordinator_config, initial_adapter, running, wait_rounds
-from tests.integration.federated.raw_client import RawClient, serve_rounds
+from tests.integration.federated.raw_client import RawClient, serving
 from tests.unit.federated.rdp_numeric import numeric_epsilon, numeric_rdp
 
 pytestmark = pytest.mark.timeout(120)
@@ -46,15 +45,8 @@ def test_central_noise_cannot_be_regenerated_and_subtracted(tmp_path: Path) -> N
     known = torch.zeros(LENGTH)  # the attacker's own update
     with running(config) as coordinator:
         victim, attacker = RawClient(coordinator.address), RawClient(coordinator.address)
-        stop = threading.Event()
-        thread = serve_rounds([victim, attacker], lambda c, _: secret if c is victim else known, stop)
-        try:
+        with serving([victim, attacker], lambda c, _: secret if c is victim else known):
             state = wait_rounds(coordinator, 1)
-        finally:
-            stop.set()
-            thread.join(10)
-            victim.close()
-            attacker.close()
     assert state.history[-1].outcome == "completed"
     mean = state.adapter - _flat_initial()
     # The attack: an older coordinator drew the noise of round r from seed * 1_000_003 + r (seed 0
@@ -90,9 +82,7 @@ def test_epsilon_is_that_of_the_sampling_done_over_the_active_clients(tmp_path: 
     with running(config) as coordinator:
         clients = [RawClient(coordinator.address) for _ in range(4)]
         active = sorted(c.client_id for c in clients)
-        stop = threading.Event()
-        thread = serve_rounds(clients, lambda _c, _t: torch.zeros(LENGTH), stop)
-        try:
+        with serving(clients, lambda _c, _t: torch.zeros(LENGTH)):
             engine = coordinator.server.engine
             assert engine is not None
             deadline = time.monotonic() + 60
@@ -102,11 +92,6 @@ def test_epsilon_is_that_of_the_sampling_done_over_the_active_clients(tmp_path: 
             history, rdp, steps = engine.state.history, engine.accountant.rdp(), engine.accountant.steps
             epsilon, orders = engine.epsilon(), engine.accountant.orders
             status = clients[0].connection.status()  # what any client may ask
-        finally:
-            stop.set()
-            thread.join(10)
-            for client in clients:
-                client.close()
     assert len(engine.registry.clients) == 10
     completed = [r for r in history if r.outcome == "completed"]
     assert steps == len(completed) == rounds
