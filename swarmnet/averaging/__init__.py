@@ -5,8 +5,12 @@ Class to file:
 * **Averager (averager.py)**: ``start()``, ``step(tensors, round_id=, weight=)`` -> ``Outcome``, ``statistics()``.
 * **AveragingConfig, MatchmakingConfig, DeadlineConfig (config.py)**.
 * **Matchmaker (matchmaking.py)**: group formation through the DHT; GroupJoin, the signed join record
-  (seeking.py); the cut into runs in each round's order (runs.py).
-* **GroupRound (allreduce.py)**: reduce-scatter / tally / all-gather / recovery of one round.
+  (seeking.py); storing and reading join records (join_records.py); a member's answers to a leader
+  (answers.py); the cut into runs in each round's order (runs.py).
+* **GroupRound (allreduce.py)**: reduce-scatter / tally / all-gather / recovery of one round;
+  **RoundReport (report.py)**: what it found out; **RoundExchange (exchange.py)**: turn order, waits and
+  tally, shared by both modes; **PartSender (parts.py)**: our parts of a pass; sparse all-gather mode
+  (allgather.py).
 * **aggregate, AggregationConfig (robust.py)**: mean, trimmed mean, median, centered clip.
 * **ThroughputModel, Arrivals (deadlines.py)**; **Inbox (inbox.py)**; wire messages (messages.py);
   **Group, partition, schema_id (group.py)**; flat vectors and error-feedback state (vectors.py).

@@ -18,8 +18,10 @@ Reduce mode (butterfly, as in hivemind and 1-bit Adam's compressed all-reduce):
    still the average over them.
 
 Sparse all-gather mode (top-k codecs, when cheaper): every member sends its whole sparse vector to
-all others, then tally, then every member aggregates everything itself (exact sum of the sparse
-vectors; no reducer-side compression).
+all others, then tally, then every member aggregates everything itself (``allgather.py``).
+
+The steps both modes share (turn order, waits, tally) are in ``exchange.py``; our parts' encoding and
+streaming in ``parts.py``; what the round found out in ``report.py``.
 """
 
 from __future__ import annotations
@@ -27,24 +29,25 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TypeVar
 
 import torch
 
+from swarmnet.averaging.allgather import gather_pass, prefers_allgather
 from swarmnet.averaging.amend import amend
-from swarmnet.averaging.background import finish, together, until_set
+from swarmnet.averaging.background import together, until_set
 from swarmnet.averaging.config import AveragingConfig
 from swarmnet.averaging.contributions import Contributions
 from swarmnet.averaging.deadlines import ThroughputModel
+from swarmnet.averaging.exchange import RoundExchange
 from swarmnet.averaging.group import Group, partition, split_spans
 from swarmnet.averaging.inbox import Inbox
 from swarmnet.averaging.link import GroupLink
-from swarmnet.averaging.messages import DataHeader, Kind
+from swarmnet.averaging.messages import DataHeader
 from swarmnet.averaging.outbox import Outbox
 from swarmnet.averaging.pacer import Pacer
+from swarmnet.averaging.parts import PartSender
 from swarmnet.averaging.reducer import RangeReducer
+from swarmnet.averaging.report import RoundReport
 from swarmnet.averaging.results import ResultWriter
 from swarmnet.averaging.vectors import Feedback, Range, chunk_bounds, encode_chunk
 from swarmnet.clock import off_loop
@@ -54,26 +57,6 @@ from swarmnet.transport.base import Transport
 __all__ = ["GroupRound", "RoundReport"]
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-_HEADER_OVERHEAD = 400  # bytes of framing per message, for the sparse mode choice
-
-
-@dataclass
-class RoundReport:
-    """What ``GroupRound.run`` found out; the averager turns it into an ``Outcome``."""
-
-    contributors: set[int] = field(default_factory=set)
-    rejected: dict[int, str] = field(default_factory=dict)
-    failed: dict[int, str] = field(default_factory=dict)
-    distrusted: dict[int, str] = field(default_factory=dict)  # reducers whose result we refused
-    phase_seconds: dict[str, float] = field(default_factory=dict)
-    recovered_elements: int = 0
-    amended_elements: int = 0
-    unaveraged_elements: int = 0
-    consistent: bool = True
-    mode: str = "reduce"
 
 
 class GroupRound:
@@ -97,7 +80,6 @@ class GroupRound:
         self._feedback, self._config, self._throughput = feedback, config, throughput
         self._ratio = codec.estimated_ratio(max(1, flat.numel()))
         self._contributions = Contributions(codec, flat, feedback)
-        self._parts: dict[tuple[int, int], Outbox] = {}  # (pass, reducer) -> our part for it, which paces results
         self._chunk = config.chunk_size(self._ratio)
         max_chunks = len(chunk_bounds([(0, flat.numel())], self._chunk)) + len(group.members)
         self.inbox = Inbox(config.deadlines, max_chunks)
@@ -108,6 +90,10 @@ class GroupRound:
             transport, group, self.inbox, self.report.failed, weight=weight, throughput=throughput,
             largest_chunk=4 * self._ratio * self._chunk, probe_interval=config.deadlines.probe_interval, pacer=pacer,
         )  # fmt: skip
+        self._exchange = RoundExchange(
+            group, self.me, self.inbox, self._link, self.report, throughput, ratio=self._ratio, numel=flat.numel()
+        )
+        self._parts = PartSender(self._contributions, self._link, self._exchange, self._chunk)
         self.bytes_sent = self._link.bytes_sent
         self.bytes_received: Counter[int] = Counter()
 
@@ -119,9 +105,13 @@ class GroupRound:
     async def run(self) -> RoundReport:
         """Run the data phase; never raises for a peer's fault (it is recorded in the report)."""
         members = set(range(len(self.group.members)))
-        if self._sparse_allgather():
+        if prefers_allgather(self.codec, self._config.sparse_mode, len(members), self._ratio, self.flat.numel()):
             self.report.mode = "allgather"
-            await self._gather_pass(members)
+            chunks = chunk_bounds([(0, self.flat.numel())], self._chunk)
+            await gather_pass(
+                self._exchange, self._link, self.inbox, self._contributions, self._reducer,
+                flat=self.flat, chunks=chunks, weight=self.weight,
+            )  # fmt: skip
             return self.report
         assignment = {r: [span] for r, span in enumerate(partition(self.flat.numel(), self.group.bandwidths))}
         assignment = {r: spans for r, spans in assignment.items() if spans[0][1] > spans[0][0]}
@@ -156,18 +146,6 @@ class GroupRound:
                            self.report.unaveraged_elements)  # fmt: skip
         return self.report
 
-    def _sparse_allgather(self) -> bool:
-        mode = self._config.sparse_mode
-        if not type(self.codec).__name__.startswith("TopK") or mode == "reduce":
-            return False
-        if mode == "allgather":
-            return True
-        # Per peer, reduce-scatter sends 2(N-1)/N payloads in 2(N-1) messages; all-gather sends
-        # N-1 whole payloads in N-1 messages: all-gather wins when payloads are tiny (or N <= 2).
-        n = len(self.group.members)
-        payload = self._ratio * 4 * self.flat.numel()
-        return payload * (n - 2) / n <= (n - 1) * _HEADER_OVERHEAD
-
     # -- reduce mode ---------------------------------------------------------------------------
 
     async def _reduce_pass(
@@ -182,11 +160,9 @@ class GroupRound:
         started = loop.time()
         mine = chunk_bounds(assignment.get(self.me, []), self._chunk)
         if self.me in senders:
-            for r, spans in assignment.items():
-                if r != self.me:
-                    self._parts[pass_no, r] = Outbox(len(chunk_bounds(spans, self._chunk)))
+            self._parts.open(pass_no, assignment)
         encoded = loop.create_future()
-        sends = asyncio.ensure_future(self._send_parts(pass_no, assignment, encoded))
+        sends = asyncio.ensure_future(self._parts.send(pass_no, assignment, encoded))
         reducer = self._reducer(mine) if mine else None
         payloads: list[bytes] = []
         tags: list[set[int]] = []
@@ -195,18 +171,19 @@ class GroupRound:
             if self.me in senders:
                 await off_loop(self._add_own, pass_no, mine, reducer)
             payloads, tags, results = await self._reduce_streaming(pass_no, mine, reducer, senders)
-        self._phase(pass_no, "reduce_scatter", started)
+        self.report.time_phase(pass_no, "reduce_scatter", started)
         started = loop.time()
         accepted = reducer.accepted if reducer is not None else set()
-        tallies = await self._tally(pass_no, sorted(accepted) if mine else None, set(assignment), biggest=assignment)
-        await finish(sends, self._throughput.timeout(0))
+        reporting = sorted(accepted) if mine else None
+        tallies = await self._exchange.tally(pass_no, reporting, set(assignment), biggest=assignment)
+        await self._exchange.finish(sends)
         reporters = set(tallies) | ({self.me} if mine else set())
         contributors = set(senders) & (reporters | (senders - set(assignment)))
         for tally in tallies.values():
             contributors &= set(tally)
         if mine:
             contributors &= accepted
-        self._phase(pass_no, "tally", started)
+        self.report.time_phase(pass_no, "tally", started)
         started = loop.time()
         await encoded  # nothing may overwrite a range while our part of it is still being encoded
         amending = None
@@ -224,8 +201,8 @@ class GroupRound:
             self._discard_own_result(mine)
         for sending in (results, amending):
             if sending is not None:
-                await finish(sending, self._throughput.timeout(0))
-        self._phase(pass_no, "all_gather", started)
+                await self._exchange.finish(sending)
+        self.report.time_phase(pass_no, "all_gather", started)
         self.inbox.drop("part", pass_no)
         return contributors, reporters, missing, mismatched
 
@@ -242,12 +219,12 @@ class GroupRound:
         arrivals = self.inbox.arrivals("part", pass_no)
         arrivals.expect(expected, self.report.failed)
         inbound = len(expected) * 4 * self._ratio * sum(b - a for a, b in mine)
-        deadline, floor = self._wait_for(inbound)
+        deadline, floor = self._exchange.wait_for(inbound)
         received_before, started = self.inbox.bytes_received, asyncio.get_running_loop().time()
         waiting = asyncio.ensure_future(self._link.wait(arrivals, deadline, floor))
-        outboxes = {r: Outbox(len(mine)) for r in self._others()}
+        outboxes = {r: Outbox(len(mine)) for r in self._exchange.others()}
         for r, box in outboxes.items():
-            box.paced_by = self._parts.get((pass_no, r))
+            box.paced_by = self._parts.box(pass_no, r)
         sending = asyncio.ensure_future(
             together([self._link.send_outbox(r, box, deadline) for r, box in outboxes.items()])
         )
@@ -290,7 +267,8 @@ class GroupRound:
         for sender in senders - reducer.refused:
             declared = self.inbox.declared_chunks("part", pass_no, sender)
             if declared is not None and declared != count:
-                self._reject(sender, reducer.refuse(sender, f"sent a part of {declared} chunks, expected {count}"))
+                reason = f"sent a part of {declared} chunks, expected {count}"
+                self._exchange.reject(sender, reducer.refuse(sender, reason))
 
     def _reduce_chunk(
         self, j: int, a: int, b: int, reducer: RangeReducer, present: dict[int, tuple[float, memoryview]]
@@ -300,7 +278,7 @@ class GroupRound:
         for sender in sorted(present):
             weight, payload = present[sender]
             if (reason := reducer.add_chunk(sender, weight, j, payload)) is not None:
-                self._reject(sender, reason)
+                self._exchange.reject(sender, reason)
         tag = reducer.members(j)
         if not tag:  # nobody left to average: keep our own values for this range
             return self.codec.encode(self.flat[a:b]), tag
@@ -321,7 +299,7 @@ class GroupRound:
         amendment = await off_loop(amend, self.codec, reducer, mine, payloads, tags, contributors, residual)
         amended = sum(b - a for (a, b), patch in zip(mine, amendment, strict=True) if patch)
         logger.info("round %s: amending %d elements of our result", self.group.round_id, amended)
-        sends = [self._link.send_all(r, "amend", pass_no, amendment, contributors) for r in self._others()]
+        sends = [self._link.send_all(r, "amend", pass_no, amendment, contributors) for r in self._exchange.others()]
         return asyncio.ensure_future(together(sends))
 
     def _discard_own_result(self, mine: list[Range]) -> None:
@@ -330,38 +308,6 @@ class GroupRound:
         if self._feedback is not None:
             for a, b in mine:
                 self._feedback.reduced[a:b].zero_()
-
-    async def _send_parts(
-        self, pass_no: int, assignment: dict[int, list[Range]], encoded: asyncio.Future[None]
-    ) -> None:
-        """Stream our part to every other reducer at once, encoding chunk by chunk across them (in turn
-        order): every reducer gets its first chunks from everyone early and starts reducing, instead
-        of waiting for the senders that encode its part last."""
-        boxes = {r: box for (p, r), box in self._parts.items() if p == pass_no}
-        order = sorted(boxes, key=self._turn)
-        chunks = {r: chunk_bounds(assignment[r], self._chunk) for r in order}
-        sends = [asyncio.ensure_future(self._send_part(r, boxes[r])) for r in order]
-        try:
-            for k in range(max((len(c) for c in chunks.values()), default=0)):
-                # Even to a reducer that failed meanwhile: recovery rebuilds our contribution to its range
-                # from the whole part as encoded (the error feedback residual was updated for all of it).
-                for r in order:
-                    if k < len(chunks[r]):
-                        # One chunk per hop to the worker: the first goes on the wire after one encode, not N-1.
-                        payload = await off_loop(self._contributions.encode_next, pass_no, r, chunks[r][k])
-                        self._link.fill(boxes[r], "part", pass_no, [payload])
-        finally:
-            encoded.set_result(None)
-            for box in boxes.values():  # encoding stopped early: results to its peer must not wait for it
-                if len(box.items) < box.count:
-                    box.release()
-        await together(sends)
-
-    async def _send_part(self, reducer: int, box: Outbox) -> None:
-        try:
-            await self._link.send_outbox(reducer, box)
-        finally:
-            box.release()
 
     async def _collect_results(
         self, pass_no: int, assignment: dict[int, list[Range]], reporters: set[int], contributors: set[int]
@@ -378,14 +324,14 @@ class GroupRound:
         def size(reducers: set[int]) -> float:
             return 4 * self._ratio * sum(hi - lo for r in reducers for lo, hi in assignment[r])
 
-        await self._receive("result", pass_no, reporters - {self.me}, size(reporters - {self.me}), apply)
+        await self._exchange.receive("result", pass_no, reporters - {self.me}, size(reporters - {self.me}), apply)
         mismatched = {r for r, verdict in verdicts.items() if verdict == "mismatched"}
         if mismatched:  # their reducers amend what they streamed, once they know the contributors too
 
             def patch(reducer: int) -> None:
                 verdicts[reducer] = self._results.apply_amendment(pass_no, assignment[reducer], reducer, contributors)
 
-            await self._receive("amend", pass_no, mismatched, size(mismatched), patch)
+            await self._exchange.receive("amend", pass_no, mismatched, size(mismatched), patch)
             mismatched = {r for r, verdict in verdicts.items() if verdict == "mismatched"}
         self.inbox.drop("result", pass_no)
         self.inbox.drop("amend", pass_no)
@@ -398,117 +344,6 @@ class GroupRound:
                                self.group.members[reducer])  # fmt: skip
         return missing, mismatched
 
-    # -- sparse all-gather mode ----------------------------------------------------------------
-
-    async def _gather_pass(self, members: set[int]) -> None:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        chunks = chunk_bounds([(0, self.flat.numel())], self._chunk)
-        payloads = await off_loop(lambda: [self._contributions.encode_part(0, a, b) for a, b in chunks])
-        sends = asyncio.ensure_future(
-            together([self._link.send_all(r, "gather", 0, payloads) for r in self._others()])
-        )
-        reducer = self._reducer(chunks)
-        reducer.add_payloads(self.me, self.weight, payloads)  # the exact sparse values the others get
-        inbound = (len(members) - 1) * sum(len(p) for p in payloads)
-        await self._receive("gather", 0, members - {self.me}, inbound,
-                            lambda sender: self._accept("gather", 0, sender, reducer))  # fmt: skip
-        self._phase(0, "all_gather", started)
-        started = loop.time()
-        tallies = await self._tally(0, sorted(reducer.accepted), members, biggest=None)
-        await finish(sends, self._throughput.timeout(0))
-        contributors = reducer.accepted & (set(tallies) | {self.me})
-        for tally in tallies.values():
-            contributors &= set(tally)
-        self.report.contributors = contributors
-        self._phase(0, "tally", started)
-        for j, (a, b) in enumerate(chunks):
-            self.flat[a:b].copy_(reducer.result(j, contributors))
-        self.inbox.drop("gather", 0)
-
-    # -- shared steps --------------------------------------------------------------------------
-
-    def _accept(self, kind: Kind, pass_no: int, sender: int, reducer: RangeReducer) -> None:
-        """Hand a complete contribution to ``reducer``; name its sender in the report if it is refused."""
-        message = self.inbox.get(kind, pass_no, sender)
-        reason = "incomplete message" if message is None else reducer.add_payloads(
-            sender, message.weight, message.ordered()
-        )  # fmt: skip
-        if reason is not None:
-            self._reject(sender, reason)
-
-    def _reject(self, sender: int, reason: str) -> None:
-        """Name a refused contributor in the report (once: later chunks are refused for the same cause)."""
-        if sender not in self.report.rejected:
-            peer = self.group.members[sender]
-            logger.warning("round %s: rejected the contribution of %s: %s", self.group.round_id, peer, reason)
-            self.report.rejected[sender] = reason
-
-    async def _receive(
-        self, kind: Kind, pass_no: int, expected: set[int], inbound: float, handle: Callable[[int], None]
-    ) -> None:
-        """Wait for the messages of a slot (adaptive deadline, straggler cutoff, liveness probes), handing
-        each complete one to ``handle`` in a worker thread as soon as it arrives, so decoding overlaps
-        with the transfers still going on."""
-        arrivals = self.inbox.arrivals(kind, pass_no)
-        arrivals.expect(expected, self.report.failed)
-        queue = self.inbox.completions(kind, pass_no)
-        handled: set[int] = set()
-
-        async def consume() -> None:
-            while (sender := await queue.get()) is not None:
-                if sender in expected and sender not in handled:
-                    handled.add(sender)
-                    await off_loop(handle, sender)
-
-        consumer = asyncio.ensure_future(consume())
-        try:
-            await self._link.wait(arrivals, *self._wait_for(inbound))
-        finally:
-            queue.put_nowait(None)  # stop after what has arrived: a handler is never cut off midway
-            await consumer
-
-    async def _tally(
-        self, pass_no: int, accepted: list[int] | None, reducers: set[int], *, biggest: dict[int, list[Range]] | None
-    ) -> dict[int, tuple[int, ...]]:
-        """Tell everyone whom we accepted (if we reduce); return the reducers' tallies that arrived."""
-        sends = []
-        if accepted is not None:
-            header = DataHeader(
-                group_id=self.group.group_id, kind="tally", pass_no=pass_no, contributors=tuple(accepted)
-            )
-            sends = [self._link.send(r, header, b"") for r in self._others()]
-        sending = asyncio.gather(*sends)
-        arrivals = self.inbox.arrivals("tally", pass_no)
-        arrivals.expect(reducers - {self.me}, self.report.failed)
-        # Other reducers report when their own reduce-scatter ends, which may be well after ours.
-        spans = [sum(hi - lo for lo, hi in s) for s in biggest.values()] if biggest else [self.flat.numel()]
-        inbound = len(self.group.members) * 4 * self._ratio * max(spans, default=0)
-        arrived = await self._link.wait(arrivals, *self._wait_for(inbound))
-        await finish(sending, self._throughput.timeout(0))
-        tallies = {}
-        for reducer in arrived:
-            message = self.inbox.get("tally", pass_no, reducer)
-            if message is not None:
-                tallies[reducer] = message.contributors
-        return tallies
-
     def _reducer(self, chunks: list[Range]) -> RangeReducer:
+        """A reducer of ``chunks`` under this run's aggregation rule and weight bound."""
         return RangeReducer(self.codec, chunks, self._config.aggregation, max_weight=self._config.max_weight)
-
-    def _wait_for(self, inbound: float) -> tuple[float, float]:
-        """(deadline, straggler floor) for receiving ``inbound`` bytes."""
-        return self._throughput.timeout(inbound), 1.5 * self._throughput.transfer_time(inbound)
-
-    def _others(self) -> list[int]:
-        """Other live members, in this peer's turn order."""
-        others = [i for i in range(len(self.group.members)) if i != self.me and i not in self.report.failed]
-        return sorted(others, key=self._turn)
-
-    def _turn(self, target: int) -> int:
-        """Member i addresses i+1 first, then i+2, ...: staggered, so no reducer is everyone's first."""
-        return (target - self.me) % len(self.group.members)
-
-    def _phase(self, pass_no: int, name: str, started: float) -> None:
-        key = name if pass_no == 0 else f"recovery_{name}"
-        self.report.phase_seconds[key] = asyncio.get_running_loop().time() - started

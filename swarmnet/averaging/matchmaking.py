@@ -32,6 +32,9 @@ forget the group.
 
 A peer whose result this peer refused lately (``distrust``) is skipped in its run and its proposals are
 refused, for ``distrust_rounds`` groups.
+
+The join records' storing and reading is in ``join_records.py``; how a member answers a proposal or a
+commit in ``answers.py``.
 """
 
 from __future__ import annotations
@@ -39,27 +42,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import secrets
 from collections import deque
 from typing import Any
 
+from swarmnet.averaging.answers import NOT_LOOKING, refusal, well_formed
 from swarmnet.averaging.config import MatchmakingConfig
 from swarmnet.averaging.group import Group
+from swarmnet.averaging.join_records import JoinRecords
 from swarmnet.averaging.messages import Commit, Propose, Reply, decode_message, encode_message, method_name
 from swarmnet.averaging.runs import free_run
 from swarmnet.averaging.seeking import GroupJoin, Seeking
 from swarmnet.errors import ProtocolError, SwarmnetError, TransportClosed
 from swarmnet.identity import Identity
-from swarmnet.records import Record, RecordVerifier, sign_record
 from swarmnet.transport.base import Transport
 from swarmnet.version import PROTOCOL_VERSION
 
 __all__ = ["Matchmaker"]
 
 logger = logging.getLogger(__name__)
-
-_NOT_LOOKING = "not looking for a group for that run, round and schema"
 
 
 class Matchmaker:
@@ -70,12 +71,10 @@ class Matchmaker:
         self.run = run
         self._propose, self._commit = method_name(run, "propose"), method_name(run, "commit")
         self._transport, self._identity, self.config = transport, identity, config
-        self._verifier = RecordVerifier()
+        self._records = JoinRecords(transport, identity)
         self._seeking: dict[tuple[str, int, str], Seeking] = {}
-        self._own_bandwidth = 0.0
         self._background: set[asyncio.Task[None]] = set()
         self._last_full: dict[str, Group] = {}  # per schema: the last full group we were in, while still ours
-        self._verified_cache: dict[tuple[str, str | None, bytes], Record[GroupJoin] | None] = {}
         self._recent: deque[str] = deque(maxlen=64)  # groups we joined lately, for data arriving early
         self._distrusted: dict[str, int] = {}  # peer -> groups we still seek without it
 
@@ -115,7 +114,7 @@ class Matchmaker:
             join = GroupJoin(bandwidth_mbps=bandwidth_mbps)
             # A leader may commit us before our store is done (it re-formed last round's group): then
             # the store is moot, and the one saying we are grouped supersedes it anyway.
-            announce = asyncio.create_task(self._announce(dht_key, join, expires_at))
+            announce = asyncio.create_task(self._records.announce(dht_key, join, expires_at))
             waiting: list[asyncio.Future[Any]] = [announce, state.committed]
             await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             announce.cancel()
@@ -148,62 +147,15 @@ class Matchmaker:
         self, dht_key: str, group: Group, grouped: GroupJoin | None, expires_at: float, regrouped: bool
     ) -> None:
         if grouped is not None:
-            await self._announce(dht_key, grouped, expires_at)
+            await self._records.announce(dht_key, grouped, expires_at)
         if regrouped:
             with contextlib.suppress(TransportClosed):  # we are shutting down: nothing left to confirm
                 await self._confirm_run(dht_key, group)
 
-    async def _announce(self, dht_key: str, join: GroupJoin, expires_at: float) -> None:
-        now = self._transport.clock.time()
-        me = self._identity.peer_id
-        value = sign_record(self._identity, join, key=dht_key, subkey=me, timestamp=now, expires_at=expires_at)
-        self._own_bandwidth = join.bandwidth_mbps
-        with contextlib.suppress(TransportClosed):
-            if not await self._transport.store(dht_key, value, expires_at, subkey=me):
-                logger.warning("could not store our join record under %s; others may not see it", dht_key)
-
-    async def _announce_again(self, state: Seeking) -> None:
-        """Store our join record again: it is not in the DHT (the store failed, or the record was lost),
-        and without it nobody counts us, so a group that needs us would never form. At most once a
-        second, with the same expiry."""
-        loop = asyncio.get_running_loop()
-        if state.join is None or loop.time() - state.announced_at < 1.0:
-            return
-        dht_key, join, expires_at = state.join
-        logger.info("our join record under %s is not in the DHT; storing it again", dht_key)
-        state.announced_at = loop.time()
-        await self._announce(dht_key, join, expires_at)
-
-    async def _candidates(self, dht_key: str) -> tuple[dict[str, float], set[str], bool]:
-        """The peers still looking (with their bandwidths, us included), those already grouped, and
-        whether our own record was among what the DHT returned."""
-        now = self._transport.clock.time()
-        found, grouped = {self._identity.peer_id: self._own_bandwidth}, set()
-        records = await self._transport.get(dht_key)
-        for subkey, stored in records.items():
-            record = self._verified(dht_key, subkey, stored.value, now)
-            if record is None or record.peer_id != subkey or record.expires_at <= now:
-                continue
-            if record.payload.grouped:
-                grouped.add(subkey)
-            else:
-                found[subkey] = record.payload.bandwidth_mbps
-        return found, grouped, self._identity.peer_id in records
-
-    def _verified(self, dht_key: str, subkey: str | None, value: bytes, now: float) -> Record[GroupJoin] | None:
-        """Verify a join record once: we poll the same records many times while waiting."""
-        cache_key = (dht_key, subkey, value)
-        if cache_key not in self._verified_cache:
-            if len(self._verified_cache) >= 16_384:
-                self._verified_cache.clear()
-            record = self._verifier.verify_or_none(value, GroupJoin, key=dht_key, subkey=subkey, now=now)
-            self._verified_cache[cache_key] = record
-        return self._verified_cache[cache_key]
-
     async def _maybe_lead(self, state: Seeking, dht_key: str, elapsed: float) -> Group | None:
-        candidates, grouped, visible = await self._candidates(dht_key)
+        candidates, grouped, visible = await self._records.candidates(dht_key)
         if not visible:
-            await self._announce_again(state)
+            await self._records.announce_again(state)
         target, minimum = self.config.target_group_size, self.config.min_group_size
         run, round_id, _ = state.key
         skipped = set(state.refusals) | self._distrusted.keys()
@@ -304,12 +256,12 @@ class Matchmaker:
             while pending and not failure and (left := deadline - loop.time()) > 0:
                 replies = await self._propose_to(state, group_id, pending, min(left, self.config.request_timeout))
                 accepted += [p for p, reply in zip(pending, replies, strict=True) if reply.ok]
-                failure = next((r.reason for r in replies if not r.ok and r.reason != _NOT_LOOKING), "")
+                failure = next((r.reason for r in replies if not r.ok and r.reason != NOT_LOOKING), "")
                 pending = [p for p, reply in zip(pending, replies, strict=True) if not reply.ok]
                 if pending and not failure:
                     await asyncio.sleep(max(0.0, min(self.config.settle_time, deadline - loop.time())))
             if pending:
-                logger.info("could not re-form group of %d: %s", len(previous.members), failure or _NOT_LOOKING)
+                logger.info("could not re-form group of %d: %s", len(previous.members), failure or NOT_LOOKING)
                 if failure:
                     self._last_full.pop(state.key[2], None)
                 await self._abort(group_id, accepted)
@@ -323,7 +275,7 @@ class Matchmaker:
     async def _confirm_run(self, dht_key: str, group: Group) -> None:
         """After a re-formed round, forget the group if anyone else sought that round: a peer joined (it
         waited out the round), so the DHT must decide again, and groups mix from then on."""
-        looking, grouped, _ = await self._candidates(dht_key)
+        looking, grouped, _ = await self._records.candidates(dht_key)
         if not set(looking) | grouped <= set(group.members):
             logger.info("our run under %s is no longer group %s; back to the DHT", dht_key, group.group_id)
             self._last_full = {s: g for s, g in self._last_full.items() if g is not group}
@@ -380,17 +332,7 @@ class Matchmaker:
     async def _on_propose(self, caller: str, request: bytes) -> bytes:
         proposal, _ = decode_message(request, Propose)
         state = self._seeking.get((proposal.run, proposal.round_id, proposal.schema_id))
-        reason = ""
-        if state is None:
-            reason = _NOT_LOOKING
-        elif state.committed.done():
-            reason = "already in a group for this round"
-        elif state.leading:
-            reason = "leading a group of my own"
-        elif caller in self._distrusted:
-            reason = "distrusted: a result of yours was refused lately"
-        elif state.reserved_by is not None and state.reserved_by != caller:
-            reason = "reserved by another leader"
+        reason = refusal(state, caller, distrusted=caller in self._distrusted)
         if state is None or reason:
             return encode_message(Reply(ok=False, reason=reason))
         state.reserved_by, state.group_id = caller, proposal.group_id
@@ -406,16 +348,8 @@ class Matchmaker:
         if commit.abort:
             state.reserved_by = state.group_id = None
             return encode_message(Reply(ok=True))
-        me = self._identity.peer_id
         members, bandwidths = commit.members, commit.bandwidths
-        if (
-            len(set(members)) != len(members)
-            or me not in members
-            or not members
-            or members[0] != caller
-            or len(bandwidths) != len(members)
-            or not all(math.isfinite(b) and b >= 0 for b in bandwidths)
-        ):
+        if not well_formed(commit, caller, self._identity.peer_id):
             state.reserved_by = state.group_id = None
             raise ProtocolError(
                 f"malformed commit from {caller}: members {len(members)}, bandwidths {len(bandwidths)}"
