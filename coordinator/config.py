@@ -36,7 +36,7 @@ class SecAggSettings:
     """
 
     encoding: Literal["scaled", "fixed"] = "scaled"
-    levels: int = 3  # scaled: integers in [-3, 3] times the scale (6 bits a value for 8 clients, 5 per word)
+    levels: int = 7  # scaled: integers in [-7, 7] times the scale (7 bits a value for 8 clients, 4 per word)
     block: int = 4096  # scaled: coordinates per shared scale
     initial_scale: float = 1e-3  # scaled: the first round's scale, before any magnitudes came back
     bits: Literal[16, 32] = 16  # fixed: field Z_2^bits; 16 halves the uplink and keeps 2**15 / max_clients levels

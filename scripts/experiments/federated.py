@@ -72,7 +72,7 @@ class Settings:
     # Secure aggregation's encoding: "scaled" (shared scales, every coordinate, levels per value) or
     # "fixed" (a steered density subset in a 16-bit field within clip).
     secagg_encoding: str = "scaled"
-    secagg_levels: int = 3
+    secagg_levels: int = 7
     secagg_density: float = 0.1  # fixed only
     secagg_clip: float = 0.2  # fixed only: per-coordinate range (the EF residual can exceed one delta)
     seed: int = 0

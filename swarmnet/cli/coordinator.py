@@ -68,7 +68,7 @@ def add_parser(subparsers: Any) -> None:
         help="scaled: every value as an integer in [-levels, levels] times a scale shared by the round; "
         "fixed: --secagg-bits fixed point within --secagg-clip (needed with differential privacy)",
     )
-    add("--secagg-levels", type=int, default=3)
+    add("--secagg-levels", type=int, default=7)
     add("--secagg-bits", type=int, default=16, choices=(16, 32))
     add("--secagg-clip", type=float, default=0.05)
     add("--secagg-density", type=float, default=1.0)

@@ -14,8 +14,8 @@ low ``bits`` of each masked word go on the wire.
 That is the ``fixed`` encoding. The ``scaled`` one (``secagg.scaled``) sends every coordinate as a
 few-bit integer times a scale the coordinator publishes for the round, packed several to a 32-bit
 word: all clients share the scales, so the integers add exactly, and the scales follow the
-magnitude of the updates round after round. At 3 levels and 8 clients a coordinate costs 6.4 bits
-(5 values of 6 bits per word), where ``fixed`` sends a 10% subset at 16 bits per coordinate.
+magnitude of the updates round after round. At 7 levels and 8 clients a coordinate costs 8 bits
+(4 values of 7 bits per word), where ``fixed`` sends a 10% subset at 16 bits per coordinate.
 """
 
 from __future__ import annotations
