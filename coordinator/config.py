@@ -152,6 +152,10 @@ class CoordinatorConfig:
                 "differential privacy needs secagg encoding 'fixed': the scaled encoding's coarse rounding and "
                 "error feedback would distort the noise and carry updates past the clip"
             )
+        if self.privacy is not None and self.rounds.secure_aggregation and self.secagg.density < 1:
+            # The coordinator cannot re-clip a masked update: coordinates left out of one round's subset
+            # would arrive later on top of a new clipped delta, past the sensitivity the noise assumes.
+            raise ConfigError("differential privacy with secure aggregation needs secagg density 1")
         if self.privacy is not None and self.strategy.aggregation != "mean":
             raise ConfigError("differential privacy is accounted for the clipped mean; use aggregation 'mean'")
         if not 0 <= self.port < 65536:

@@ -108,6 +108,9 @@ def test_differential_privacy_needs_the_fixed_encoding(tmp_path: Path) -> None:
     )
     fixed.validate()
     CoordinatorConfig(state_dir=tmp_path, rounds=rounds).validate()  # scaled without DP
+    subset = SecAggSettings(encoding="fixed", density=0.1)  # unsent coordinates would arrive later, unclipped
+    with pytest.raises(ConfigError, match="density"):
+        CoordinatorConfig(state_dir=tmp_path, rounds=rounds, privacy=privacy, secagg=subset).validate()
 
 
 def replace_config(config: pb.RoundConfig, **fields: object) -> pb.RoundConfig:
