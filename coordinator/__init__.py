@@ -1,4 +1,3 @@
-"""swarmnet.coordinator: the federated round service (gRPC), aggregation strategies and the monitor.
-"""
+"""swarmnet.coordinator: the federated round service (gRPC), aggregation strategies and the monitor."""
 
 __all__: list[str] = []
