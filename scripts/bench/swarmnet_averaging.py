@@ -48,11 +48,12 @@ class PeerSpec:
     min_wait: float = 0.5
     victim: int | None = None  # this peer SIGKILLs itself mid-round (after sending its first part)
     pace_mbps: float | None = None  # AveragingConfig.pace_mbps
+    straggler_grace: float | None = None  # DeadlineConfig.straggler_grace (None: the default)
 
 
 async def run_peer(spec: PeerSpec) -> None:
     """One peer: join the DHT, then for each codec run ``rounds`` synchronized steps."""
-    from swarmnet.averaging import Averager, AveragingConfig, MatchmakingConfig
+    from swarmnet.averaging import Averager, AveragingConfig, DeadlineConfig, MatchmakingConfig
     from swarmnet.identity import Identity
     from swarmnet.transport.hivemind_transport import HivemindConfig, HivemindTransport
 
@@ -72,6 +73,7 @@ async def run_peer(spec: PeerSpec) -> None:
             target_group_size=spec.peers, min_group_size=spec.peers, min_wait=spec.min_wait, timeout=60.0
         )
         base = make_pattern(spec.numel)
+        grace = {} if spec.straggler_grace is None else {"straggler_grace": spec.straggler_grace}
         for codec in spec.codecs:
             averager = Averager(
                 transport,
@@ -82,6 +84,7 @@ async def run_peer(spec: PeerSpec) -> None:
                     bandwidth_mbps=spec.bandwidth_mbps,
                     pace_mbps=spec.pace_mbps,
                     matchmaking=matchmaking,
+                    deadlines=DeadlineConfig(**grace),
                 ),
             )
             await averager.start()
@@ -142,6 +145,7 @@ def run_swarmnet(
     victim: int | None = None,
     fresh_per_codec: bool = True,
     pace_mbps: float | None = None,
+    straggler_grace: float | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run every codec for ``warmup_rounds + rounds`` rounds among ``nodes``; medians of the measured rounds.
 
@@ -154,14 +158,17 @@ def run_swarmnet(
     ``fresh_per_codec``: each codec gets its own peer processes (new DHT, daemons and connections), as
     the hivemind baseline does. Measured: on peers that already ran one codec, rounds of the next were
     0.5-0.9 s slower at fp16 with identical settings, so sharing processes favours the first codec.
-    ``pace_mbps``: each peer's ``AveragingConfig.pace_mbps`` (None: unpaced).
+    ``pace_mbps``: each peer's ``AveragingConfig.pace_mbps`` (None: unpaced). ``straggler_grace``: the
+    least time a reducer waits for a part (None: the default); tests on a busy loopback raise it, since
+    a peer the OS does not schedule for a second is cut as a straggler.
     """
+    grace = straggler_grace
     if fresh_per_codec:
         report: dict[str, dict[str, Any]] = {}
         for codec in codecs:
-            report |= _run_codecs(nodes, numel, rounds, [codec], warmup_rounds, rate_mbit, victim, pace_mbps)
+            report |= _run_codecs(nodes, numel, rounds, [codec], warmup_rounds, rate_mbit, victim, pace_mbps, grace)
         return report
-    return _run_codecs(nodes, numel, rounds, codecs, warmup_rounds, rate_mbit, victim, pace_mbps)
+    return _run_codecs(nodes, numel, rounds, codecs, warmup_rounds, rate_mbit, victim, pace_mbps, grace)
 
 
 def _run_codecs(
@@ -173,6 +180,7 @@ def _run_codecs(
     rate_mbit: float,
     victim: int | None,
     pace_mbps: float | None,
+    straggler_grace: float | None = None,
 ) -> dict[str, dict[str, Any]]:
     """``run_swarmnet`` with one set of peer processes for all of ``codecs``, one after another."""
     total = warmup_rounds + rounds
@@ -192,6 +200,7 @@ def _run_codecs(
                     tmp,
                     victim=victim,
                     pace_mbps=pace_mbps,
+                    straggler_grace=straggler_grace,
                 ),
             )
             for i, node in enumerate(nodes)

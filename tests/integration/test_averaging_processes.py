@@ -31,11 +31,14 @@ class LoopbackNode:
 
 def test_three_processes_average_exactly_and_compressed() -> None:
     report = run_swarmnet(
-        [LoopbackNode()] * 3, 200_000, 2, ["none", "int8", "sign1bit"], warmup_rounds=0, fresh_per_codec=False
+        [LoopbackNode()] * 3,
+        200_000,
+        2,
+        ["none", "int8", "sign1bit"],
+        warmup_rounds=0,
+        fresh_per_codec=False,
+        straggler_grace=10.0,  # on a busy 2-core machine a peer may go unscheduled past the 1 s default
     )
-    assert report["none"]["max_abs_error"] < 1e-5
-    assert report["int8"]["rel_error"] < 0.01
-    assert report["sign1bit"]["payload_bytes_per_peer"] < report["none"]["payload_bytes_per_peer"] / 25
     short = [
         {"codec": name, "round": rd["round"], **{k: p[k] for k in ("peer", "reason", "failed", "rejected", "phases")}}
         for name, codec in report.items()
@@ -44,6 +47,9 @@ def test_three_processes_average_exactly_and_compressed() -> None:
         if not (p["succeeded"] and p["contributors"] == 3)
     ]
     assert not short, short  # who was left out, and what each peer said about it
+    assert report["none"]["max_abs_error"] < 1e-5
+    assert report["int8"]["rel_error"] < 0.01
+    assert report["sign1bit"]["payload_bytes_per_peer"] < report["none"]["payload_bytes_per_peer"] / 25
 
 
 @pytest.mark.slow

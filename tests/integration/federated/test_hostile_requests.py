@@ -290,15 +290,28 @@ def _refused_at_once(call: Callable[[], Any]) -> bool:
     return True
 
 
+def _hold_a_long_poll(outsider: Outsider, wait_s: float) -> None:
+    """One long poll that is held open; a refusal (our own probe briefly held a slot) is retried."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            outsider.task(wait_s, timeout=20)
+            return
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise
+            time.sleep(0.02)
+
+
 def test_long_polls_and_downloads_are_capped_per_client(tmp_path: Path) -> None:
     big = {"w": torch.zeros(4 << 20)}  # 16 MiB: an unread download stays open on flow control
     with running(coordinator_config(tmp_path), big) as coordinator:
         outsider = Outsider(coordinator.address)
         try:
             outsider.register()
-            polls = [threading.Thread(target=outsider.task, args=(3.0,), kwargs={"timeout": 20}) for _ in range(4)]
+            polls = [threading.Thread(target=_hold_a_long_poll, args=(outsider, 5.0)) for _ in range(4)]
             for poll in polls:
-                poll.start()  # no round opens (one client of three): each holds for 3 s
+                poll.start()  # no round opens (one client of three): each holds for 5 s
             try:
                 poll_until(lambda: _refused_at_once(lambda: outsider.task(0.0)), timeout=10, interval=0.05)
             finally:
