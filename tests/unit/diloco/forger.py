@@ -86,14 +86,18 @@ class Forger:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def announce(self) -> None:
-        parts = [
+    @property
+    def parts(self) -> list[str]:
+        """The SHA-256 of each part of the served blob, as an announcement lists them."""
+        return [
             hashlib.sha256(self.blob[i : i + self.part_size]).hexdigest()
             for i in range(0, len(self.blob), self.part_size)
         ]
+
+    async def announce(self) -> None:
         state = _State(
             layout=self.schema, rounds=self.rounds, step=self.step, digest=self.digest, size=len(self.blob),
-            part_size=self.part_size, parts=parts,
+            part_size=self.part_size, parts=self.parts,
         )  # fmt: skip
         await self._put(f"{self.run}/diloco-state", state, 120.0)
         await self._put(f"{self.run}/diloco-progress", _Progress(layout=self.schema, step=self.progress()), 60.0)

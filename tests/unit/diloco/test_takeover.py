@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 
 import pytest
 
@@ -92,13 +91,9 @@ def test_a_peer_always_at_the_next_sync_point_does_not_cut_inner_steps_short() -
 
 
 def _consensus_of(forger: Forger) -> Consensus:
-    parts = [
-        hashlib.sha256(forger.blob[i : i + forger.part_size]).hexdigest()
-        for i in range(0, len(forger.blob), forger.part_size)
-    ]
     announcement = StateAnnouncement(
         layout=forger.schema, rounds=forger.rounds, step=forger.step, digest=forger.digest, size=len(forger.blob),
-        part_size=forger.part_size, parts=parts,
+        part_size=forger.part_size, parts=forger.parts,
     )  # fmt: skip
     return Consensus(announcement, (forger.peer_id,), 1)
 
