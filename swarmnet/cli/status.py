@@ -123,7 +123,7 @@ def render_table(members: list[Member], now: float) -> str:
     rows = [header]
     for m in members:
         info = m.info
-        link = f"{info.bandwidth_mbps:g} Mbit/s" if info.bandwidth_mbps else "?"
+        link = f"{info.bandwidth_mbps:g} Mbit/s" if info.bandwidth_mbps else "unmeasured"
         gflops = f"{info.compute_gflops:.0f}" if info.compute_gflops is not None else "?"
         device = f"{info.device.kind}:{info.device.name}"[:28]
         seen, expires = f"{now - m.last_seen:.0f}s ago", f"in {m.expires_at - now:.0f}s"
