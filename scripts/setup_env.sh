@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create the project venv (.venv, or $SWARMNET_VENV) if missing and install swarmnet into it
 # with the extras given as arguments (e.g. `dev`). Works on a machine with only python3 and pip.
-# torch goes in first as the CPU build (torch==2.13.0) so pip never pulls a multi-GB CUDA build.
+# torch goes in first as the CPU build (torch==2.13.0) so pip never pulls a multi-GB CUDA build,
+# together with numpy: torch imported without numpy warns "Failed to initialize NumPy".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${SWARMNET_VENV:-.venv}"
@@ -9,13 +10,17 @@ extras="$(IFS=,; echo "$*")"
 pip_opts=(--disable-pip-version-check --progress-bar off -q)
 
 [ -x "$venv/bin/python" ] || "${PYTHON:-python3}" -m venv "$venv"
-if ! "$venv/bin/python" -c "import torch" >/dev/null 2>&1; then
-    echo "setup: installing torch==2.13.0 (CPU build) into $venv"
-    "$venv/bin/python" -m pip install "${pip_opts[@]}" torch==2.13.0 2>&1 | grep -v "is ignored: it is neither" || true
+# Read installed versions from the package metadata: importing torch before numpy is in would warn.
+installed() { "$venv/bin/python" -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$1" 2>/dev/null; }
+if ! installed torch >/dev/null; then
+    echo "setup: installing torch==2.13.0 (CPU build) and numpy into $venv"
+    "$venv/bin/python" -m pip install "${pip_opts[@]}" torch==2.13.0 "numpy>=1.26" 2>&1 \
+        | grep -v "is ignored: it is neither" || true
 fi
 echo "setup: installing swarmnet${extras:+[$extras]} (editable) into $venv"
 # Pin the torch already there, so no extra (peft, transformers, sentence-transformers) can pull another build.
-torch_version="$("$venv/bin/python" -c "import torch; print(torch.__version__.split('+')[0])")"
+torch_version="$(installed torch)"
+torch_version="${torch_version%%+*}"
 "$venv/bin/python" -m pip install "${pip_opts[@]}" -e ".${extras:+[$extras]}" "torch==$torch_version" 2>&1 \
     | grep -v "is ignored: it is neither" || true
 "$venv/bin/python" -c "import swarmnet, torch, hivemind" || { echo "setup: install failed" >&2; exit 1; }
