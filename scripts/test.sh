@@ -36,7 +36,7 @@ install_chromium() {
     echo "== chromium: apt-get install chromium${sudo_cmd:+ (through sudo)} for $test (SWARMNET_NO_APT=1 skips this)"
     # sudo drops the caller's environment, so DEBIAN_FRONTEND goes through `env` after it.
     if { $sudo_cmd apt-get update -q && $sudo_cmd env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -q chromium; } >"$log" 2>&1; then
+        apt-get install -y -q chromium; } >"$log" 2>&1 && [ -x /usr/bin/chromium ]; then
         echo "   installed /usr/bin/chromium"
     else
         echo "   could not install Chromium (full log: $log); $test will skip"
