@@ -6,6 +6,9 @@
 Each round: long-poll for a task; when selected, fetch the global adapter, train ``local_steps``
 on the local loader, and send ``local - global`` compressed with error feedback (or masked, for
 secure aggregation), signed with the client's Ed25519 key. Raw data never leaves the process.
+Each update carries its FedAvg weight: ``samples=`` or the loader's dataset size when given, else
+the examples this round's batches held (a loader without ``len()``, such as an ``IterableDataset``
+or a generator); the coordinator caps every claim at twice the round's median claim.
 Transient failures (coordinator restarting, round aborted, deadline missed) are logged and the
 client polls again; a rejected registration or a malformed update is raised.
 """
@@ -28,7 +31,7 @@ from swarmnet.compression import codec_names
 from swarmnet.coordinator.proto import federated_pb2 as pb
 from swarmnet.errors import ProtocolError
 from swarmnet.federated.connection import Connection, GlobalAdapter, TlsSettings
-from swarmnet.federated.local_training import LocalTrainer, StepFn, default_step
+from swarmnet.federated.local_training import LocalRound, LocalTrainer, StepFn, default_step
 from swarmnet.federated.randomness import Randomness
 from swarmnet.federated.secure_round import run_secure_round
 from swarmnet.federated.update_encoder import SecureValues, UpdateEncoder
@@ -73,6 +76,7 @@ class RoundResult:
     train_loss: float
     uplink_bytes: int
     seconds: float
+    samples: int = 0  # the FedAvg weight the update claimed (before the coordinator's cap)
 
 
 @dataclass(frozen=True)
@@ -99,8 +103,13 @@ class FederatedClient:
         samples: int | None = None,
         step: StepFn = default_step,
     ) -> None:
-        """``lora`` is a ``peft.LoraConfig`` (the model is wrapped with it); ``samples`` the FedAvg weight
-        (default: ``len(loader.dataset)`` when there is one)."""
+        """``lora`` is a ``peft.LoraConfig`` (the model is wrapped with it).
+
+        ``samples`` is this client's FedAvg weight: its training-set size. By default
+        ``len(loader.dataset)``; a loader without one (an ``IterableDataset``, a generator) reports,
+        for each round, the examples its batches held in that round (``batch_samples``), and
+        registers with 0 (unknown).
+        """
         if lora is not None:
             from swarmnet.models.classifiers import with_lora
 
@@ -108,7 +117,10 @@ class FederatedClient:
         self.model = model
         self.config = config
         self.trainer = LocalTrainer(model, loader, step)
-        self.samples = samples if samples is not None else _dataset_size(loader)
+        if samples is not None and samples < 1:
+            raise ValueError(f"samples must be >= 1, got {samples}")
+        # None: counted per round from the batches drawn.
+        self.samples: int | None = samples if samples is not None else _dataset_size(loader)
         identity = Identity.load_or_create(config.identity_path) if config.identity_path else Identity.generate()
         self.connection = Connection(config.address, identity, tls=config.tls)
         self.encoder = UpdateEncoder(config.insecure_deterministic_seed)
@@ -129,7 +141,7 @@ class FederatedClient:
             codecs=[*codec_names(), "topk"],
             secure_aggregation=True,
             device=str(next(self.model.parameters()).device),
-            samples=self.samples,
+            samples=self.samples or 0,  # 0: no fixed size, each update reports its round's count
             software_version=__version__,
         )
         self.connection.register(capabilities, self.config.token, timeout=self.config.rpc_timeout_s)
@@ -190,44 +202,72 @@ class FederatedClient:
             return None
         config = task.config
         if config.secure_aggregation:
-            outcome: dict[str, float] = {}
+            trained: list[tuple[float, int]] = []  # (loss, samples), filled once the phases reach training
 
             def train() -> tuple[SecureValues, int, float]:
-                delta, loss = self._local_delta(adapter, config)
-                outcome["loss"] = loss
-                return self.encoder.encode_secure(delta, config, self.samples), self.samples, loss
+                delta, local = self._local_delta(adapter, config)
+                samples = self._round_samples(local)
+                trained.append((local.loss, samples))
+                return self.encoder.encode_secure(delta, config, samples), samples, local.loss
 
             reply = run_secure_round(self.connection, task, train, self.config.rpc_timeout_s)
-            loss = outcome["loss"]
+            loss, samples = trained[0]
         else:
-            delta, loss = self._local_delta(adapter, config)
+            delta, local = self._local_delta(adapter, config)
+            loss, samples = local.loss, self._round_samples(local)
             payload = self.encoder.encode(delta, config)
             reply = self.connection.submit(
-                task,
-                payload,
-                samples=self.samples,
-                encoding="codec",
-                train_loss=loss,
-                timeout=self.config.rpc_timeout_s,
+                task, payload, samples=samples, encoding="codec", train_loss=loss, timeout=self.config.rpc_timeout_s
             )
         result = RoundResult(
-            task.round, task.global_version, loss, int(reply.bytes_received), time.monotonic() - started
+            task.round, task.global_version, loss, int(reply.bytes_received), time.monotonic() - started, samples
         )
         logger.info(
-            "round %d: loss %.4f, sent %d B in %.1f s", result.round, loss, result.uplink_bytes, result.seconds
+            "round %d: loss %.4f on %d samples, sent %d B in %.1f s",
+            result.round,
+            loss,
+            samples,
+            result.uplink_bytes,
+            result.seconds,
         )
         return result
 
-    def _local_delta(self, adapter: GlobalAdapter, config: pb.RoundConfig) -> tuple[torch.Tensor, float]:
+    def _local_delta(self, adapter: GlobalAdapter, config: pb.RoundConfig) -> tuple[torch.Tensor, LocalRound]:
+        self._load(adapter)
+        local = self.trainer.train(config.local_steps, config.learning_rate)
+        delta = self.trainer.vector() - adapter.vector
+        return self.encoder.privatize(delta, config), local
+
+    def _round_samples(self, local: LocalRound) -> int:
+        """The FedAvg weight this round's update claims (the coordinator caps it, whatever it is)."""
+        if self.samples is not None:
+            return self.samples
+        if local.samples is None:
+            raise ValueError(
+                "cannot count the examples in this loader's batches (neither a tensor, a dict with 'labels' nor "
+                "an (inputs, targets) pair): pass FederatedClient(..., samples=<training-set size>)"
+            )
+        return max(1, local.samples)  # the protocol's floor; an empty round would have failed its loss
+
+    def _load(self, adapter: GlobalAdapter) -> None:
         if adapter.schema != self.trainer.schema:
             raise ProtocolError(
                 f"the federation trains adapter layout {adapter.schema.digest()}, this model has "
                 f"{self.trainer.schema.digest()}: same base model and LoRA config needed"
             )
         self.trainer.load(adapter.vector)
-        loss = self.trainer.train(config.local_steps, config.learning_rate)
-        delta = self.trainer.vector() - adapter.vector
-        return self.encoder.privatize(delta, config), loss
+
+    def load_global_adapter(self) -> int:
+        """Put the coordinator's current global adapter into the model and return its version.
+
+        After ``run`` the model holds this client's own last local update; call this to use the
+        federation's adapter (for inference, or to save it with ``adapter_state``).
+        """
+        if not self._registered:
+            self.register()
+        adapter = self.connection.fetch(self.config.rpc_timeout_s)
+        self._load(adapter)
+        return adapter.version
 
     def adapter_state(self) -> dict[str, torch.Tensor]:
         """The adapter tensors by name (e.g. to seed a coordinator with the initial adapter)."""
@@ -244,9 +284,11 @@ class FederatedClient:
         self.connection.close()
 
 
-def _dataset_size(loader: Iterable[Any]) -> int:
+def _dataset_size(loader: Iterable[Any]) -> int | None:
+    """``len(loader.dataset)``, or ``None`` when the loader has no sized dataset (counted per round then)."""
     dataset = getattr(loader, "dataset", None)
     try:
-        return max(1, len(dataset)) if dataset is not None else 1
-    except TypeError:
-        return 1
+        size = len(dataset)
+    except TypeError:  # no dataset, or an IterableDataset: its size is unknown until it is drawn
+        return None
+    return size if size > 0 else None
