@@ -19,6 +19,7 @@ from swarmnet.compression.base import (
 )
 from swarmnet.compression.wire import CodecId, Header, pack
 from swarmnet.errors import CodecError
+from swarmnet.kernels.threads import parallel_map, spans
 
 __all__ = ["BFloat16Codec", "Float16Codec", "NoneCodec"]
 
@@ -28,7 +29,9 @@ def _from_bytes(
 ) -> torch.Tensor:
     """Copy the section out as ``dtype`` in one pass (the payload buffer itself is read-only)."""
     values = section_tensor(section, wire_dtype)
-    return allocate(values.numel(), dtype).copy_(values).view(shape)
+    out = allocate(values.numel(), dtype)
+    parallel_map(lambda span: out[span[0] : span[1]].copy_(values[span[0] : span[1]]), spans(values.numel()))
+    return out.view(shape)
 
 
 class _CastCodec(Codec):
@@ -54,7 +57,14 @@ class _CastCodec(Codec):
         self, payload: bytes | bytearray | memoryview, out: torch.Tensor, alpha: float = 1.0
     ) -> None:
         """``out += alpha * decode(payload)`` straight from the payload's bytes (no decoded copy)."""
-        out.add_(self._wire_view(payload, out), alpha=alpha)
+        view, dtype = self._wire_values(payload, out)
+        if not out.is_contiguous() or out.device.type != "cpu":
+            out.add_(view.to(dtype), alpha=alpha)
+            return
+        flat, wire = out.view(-1), view.reshape(-1)
+        # In pieces on the kernels' threads (see swarmnet.kernels.threads); each piece rounds to the payload's
+        # dtype first, as decode() does.
+        parallel_map(lambda s: flat[s[0] : s[1]].add_(wire[s[0] : s[1]].to(dtype), alpha=alpha), spans(flat.numel()))
 
     def decode_into(
         self, payload: bytes | bytearray | memoryview, out: torch.Tensor, *, require_finite: bool = False
@@ -72,12 +82,19 @@ class _CastCodec(Codec):
 
     def _wire_view(self, payload: bytes | bytearray | memoryview, out: torch.Tensor) -> torch.Tensor:
         """The payload's values as a read-only tensor shaped like ``out``, after every check ``decode`` makes."""
+        view, dtype = self._wire_values(payload, out)
+        # decode() rounds to the payload's dtype first; so must we, for the same values.
+        return view.to(dtype)
+
+    def _wire_values(
+        self, payload: bytes | bytearray | memoryview, out: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.dtype]:
+        """The payload's values in the wire dtype, shaped like ``out`` (read-only), and the payload's dtype;
+        after every check ``decode`` makes."""
         header, sections = unpack_matching(self, payload, out)
         wire_dtype = header.dtype if self.wire_dtype is None else self.wire_dtype
         check_section_sizes(header, sections, [header.numel * wire_dtype.itemsize])
-        view = section_tensor(sections[0], wire_dtype).view(out.shape)
-        # decode() rounds to the payload's dtype first; so must we, for the same values.
-        return view if self.wire_dtype is None or header.dtype == wire_dtype else view.to(header.dtype)
+        return section_tensor(sections[0], wire_dtype).view(out.shape), header.dtype
 
     def estimated_ratio(self, numel: int, dtype: torch.dtype = torch.float32) -> float:
         """Exact: the wire dtype's size over the input's."""
@@ -93,6 +110,9 @@ class NoneCodec(_CastCodec):
     wire_dtype = None
 
 
+_FP16_MAX = torch.finfo(torch.float16).max
+
+
 class Float16Codec(_CastCodec):
     """IEEE half precision: 2 bytes per value, relative error at most 2**-11 (saturates at 65504)."""
 
@@ -101,13 +121,18 @@ class Float16Codec(_CastCodec):
 
     def encode(self, tensor: torch.Tensor) -> bytes:
         """Saturate at +-65504 rather than send infinities (an inf would poison every average)."""
-        flat = flat_float(tensor)
-        limit = torch.finfo(torch.float16).max
-        if flat.numel():
-            low, high = torch.aminmax(flat)
-            if float(high) > limit or float(low) < -limit:
-                flat = flat.clamp(-limit, limit)
-        return pack(self.codec_id, tensor.dtype, tensor.shape, [as_bytes(flat.to(torch.float16))])
+        flat = flat_float(tensor).reshape(-1)
+        wire = torch.empty(flat.numel(), dtype=torch.float16)
+
+        def cast(span: tuple[int, int]) -> None:
+            piece = flat[span[0] : span[1]]
+            low, high = torch.aminmax(piece)
+            if float(high) > _FP16_MAX or float(low) < -_FP16_MAX:
+                piece = piece.clamp(-_FP16_MAX, _FP16_MAX)
+            wire[span[0] : span[1]].copy_(piece)
+
+        parallel_map(cast, spans(flat.numel()))  # in pieces: see swarmnet.kernels.threads
+        return pack(self.codec_id, tensor.dtype, tensor.shape, [as_bytes(wire)])
 
 
 class BFloat16Codec(_CastCodec):

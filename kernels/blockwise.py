@@ -32,7 +32,7 @@ which asks for huge pages (faulting in 100 MB of 4 KiB pages costs more than the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Protocol
 
 import torch
@@ -41,6 +41,7 @@ import torch.nn.functional as F  # noqa: N812
 from swarmnet.buffers import empty
 from swarmnet.errors import KernelError
 from swarmnet.kernels.dispatch import Dispatch, select_backend
+from swarmnet.kernels.threads import parallel_map
 
 __all__ = [
     "DEQUANTIZE_DISPATCH",
@@ -221,49 +222,44 @@ def _columns(scales: torch.Tensor, first: int, rows: int, tail: int) -> list[tor
     return parts
 
 
-def _nibble_packer(values: torch.Tensor, longest: int) -> Callable[[int, torch.Tensor], None]:
-    """Pack a region's rounded values (fp32, starting at an even element) into ``values`` (uint8).
+def _pack_nibbles(values: torch.Tensor, start: int, rounded: torch.Tensor) -> None:
+    """Pack a region's rounded values (fp32, starting at the even element ``start``) into ``values`` (uint8).
 
     Byte pairs (a, b) of int8 nibbles read as the int16 a + 256 b, and (w | w >> 4) has a | b << 4 in its low
-    byte, which the int16 -> uint8 copy keeps (conversion to an unsigned type is modular).
+    byte, which the int16 -> uint8 copy keeps (conversion to an unsigned type is modular). The scratch is the
+    region's own: regions run on several threads at once.
     """
-    nibbles = torch.empty(longest + 1, dtype=torch.int8)
-    shifted = torch.empty(longest // 2 + 1, dtype=torch.int16)
+    size, n_bytes = rounded.numel(), (rounded.numel() + 1) // 2
+    pairs = torch.empty(2 * n_bytes, dtype=torch.int8)
+    pairs[:size].copy_(rounded)
+    pairs[size:].zero_()  # the padding value of an odd count (8 once offset)
+    pairs.view(torch.uint8).add_(8)
+    words = pairs.view(torch.int16)
+    packed = torch.bitwise_right_shift(words, 4).bitwise_or_(words)
+    values[start // 2 : start // 2 + n_bytes].copy_(packed)
 
-    def store(start: int, rounded: torch.Tensor) -> None:
-        size, n_bytes = rounded.numel(), (rounded.numel() + 1) // 2
-        pairs = nibbles[: 2 * n_bytes]
-        pairs[:size].copy_(rounded)
-        pairs[size:].zero_()  # the padding value of an odd count (8 once offset)
-        pairs.view(torch.uint8).add_(8)
-        words = pairs.view(torch.int16)
-        packed = torch.bitwise_right_shift(words, 4, out=shifted[:n_bytes]).bitwise_or_(words)
-        values[start // 2 : start // 2 + n_bytes].copy_(packed)
 
-    return store
+Region = tuple[int, int, int, int]
 
 
 def blockwise_quantize_cpu(
     x: torch.Tensor, block_size: int, bits: int, residual: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Region-wise version of ``blockwise_quantize`` for CPU tensors (same arguments, results and effects)."""
+    """Region-wise version of ``blockwise_quantize`` for CPU tensors (same arguments, results and effects);
+    regions run in parallel (``parallel_map``)."""
     qmax = check_quantize_args(x, block_size, bits, residual)
     src = x.reshape(-1)
     res = None if residual is None else residual.view(-1)
     n = src.numel()
     scales = empty(-(-n // block_size), torch.float32)
     values = empty(values_numel(n, bits), _VALUE_DTYPES[bits])
-    regions = list(_regions(n, block_size, 2 if bits == 4 else 1))
-    if not regions:
-        return values, scales
-    longest = max(rows * block_size + tail for _, _, rows, tail in regions)
-    work = torch.empty(longest)
-    pack = _nibble_packer(values, longest) if bits == 4 else None
-    for start, first, rows, tail in regions:
+
+    def quantize_region(region: Region) -> None:
+        start, first, rows, tail = region
         stop = start + rows * block_size + tail
         # With feedback, v is built in the residual's own memory, which then only needs q * scale subtracted.
         v = src[start:stop] if res is None else res[start:stop].add_(src[start:stop])
-        t = work[: stop - start]
+        t = torch.empty(stop - start)
         for vb, tb, sb in zip(
             _split(v, rows, block_size, tail),
             _split(t, rows, block_size, tail),
@@ -277,16 +273,18 @@ def blockwise_quantize_cpu(
             sb.copy_(torch.where(sb * qmax > absmax, torch.nextafter(sb, torch.zeros_like(sb)), sb))
             inverse = torch.reciprocal(absmax).mul_(qmax).clamp_(max=F32_MAX)
             torch.mul(vb, inverse, out=tb).round_()  # no clamp: provably within [-qmax, qmax] (module doc)
-        if pack is None:
+        if bits == 8:
             values[start:stop].copy_(t)  # exact: integers in [-127, 127]
         else:
-            pack(start, t)
+            _pack_nibbles(values, start, t)
         if res is not None:
             # v - fl(q * scale) with two roundings, as documented: addcmul_ would fuse them into an FMA on
             # some builds and not others. t is free once q is stored.
             for tb, sb in zip(_split(t, rows, block_size, tail), _columns(scales, first, rows, tail), strict=True):
                 tb.mul_(sb)
             v.sub_(t)
+
+    parallel_map(quantize_region, list(_regions(n, block_size, 2 if bits == 4 else 1)))
     return values, scales
 
 
@@ -299,33 +297,30 @@ def blockwise_dequantize_accumulate_cpu(
     weight: float = 1.0,
 ) -> None:
     """Region-wise version of ``blockwise_dequantize_accumulate`` for CPU tensors: the decoded values live
-    only in a region-sized buffer."""
+    only in a region-sized buffer; regions run in parallel (``parallel_map``)."""
     check_dequantize_args(acc, values, scales, block_size, bits)
     n = acc.numel()
     flat, packed, scale_flat = acc.view(-1), values.reshape(-1), scales.reshape(-1)
-    regions = list(_regions(n, block_size, 2 if bits == 4 else 1))
-    if not regions:
-        return
-    longest = max(rows * block_size + tail for _, _, rows, tail in regions)
-    work = torch.empty(longest)
-    words = torch.empty(longest // 2 + 1, dtype=torch.int16)
-    shifted = torch.empty(longest // 2 + 1, dtype=torch.int16)
-    for start, first, rows, tail in regions:
+
+    def accumulate_region(region: Region) -> None:
+        start, first, rows, tail = region
         stop = start + rows * block_size + tail
-        t = work[: stop - start]
+        t = torch.empty(stop - start)
         if bits == 8:
             t.copy_(packed[start:stop])
         else:
-            # The inverse spread of _nibble_packer: byte p = a | b << 4 as the int16 p, and (p | p << 4) & 0x0F0F
+            # The inverse spread of _pack_nibbles: byte p = a | b << 4 as the int16 p, and (p | p << 4) & 0x0F0F
             # holds a in its low byte and b in its high byte, i.e. the nibbles in element order as bytes.
             n_bytes = (stop - start + 1) // 2
-            w = words[:n_bytes].copy_(packed[start // 2 : start // 2 + n_bytes])
-            w.bitwise_or_(torch.bitwise_left_shift(w, 4, out=shifted[:n_bytes])).bitwise_and_(0x0F0F)
+            w = packed[start // 2 : start // 2 + n_bytes].to(torch.int16)
+            w.bitwise_or_(torch.bitwise_left_shift(w, 4)).bitwise_and_(0x0F0F)
             offset = w.view(torch.uint8).sub_(8)  # modular: 1..15 - 8 read as int8 is -7..7
             t.copy_(offset.view(torch.int8)[: stop - start])
         for tb, sb in zip(_split(t, rows, block_size, tail), _columns(scale_flat, first, rows, tail), strict=True):
             tb.mul_(sb)
         flat[start:stop].add_(t, alpha=weight)
+
+    parallel_map(accumulate_region, list(_regions(n, block_size, 2 if bits == 4 else 1)))
 
 
 # ----------------------------------------------------------------------------------------------- public

@@ -27,6 +27,7 @@ from collections.abc import Callable
 import torch
 
 from swarmnet.kernels.dispatch import Dispatch, select_backend
+from swarmnet.kernels.threads import parallel_map, spans
 
 __all__ = [
     "CHUNK_ELEMENTS",
@@ -82,19 +83,20 @@ def outer_nesterov_reference(
 def outer_nesterov_cpu(
     global_params: torch.Tensor, local_params: torch.Tensor, momentum_buf: torch.Tensor, lr: float, momentum: float
 ) -> None:
-    """Chunked CPU version of ``outer_nesterov``: one read and one write of each buffer."""
+    """Chunked CPU version of ``outer_nesterov``: one read and one write of each buffer; chunks run in parallel."""
     check_buffers(global_params, local_params, momentum_buf)
     p, q, m = global_params.view(-1), local_params.view(-1), momentum_buf.view(-1)
-    numel = p.numel()
-    scratch = torch.empty(min(numel, CHUNK_ELEMENTS))
-    for start in range(0, numel, CHUNK_ELEMENTS):
-        stop = min(numel, start + CHUNK_ELEMENTS)
-        pc, qc, mc, g = p[start:stop], q[start:stop], m[start:stop], scratch[: stop - start]
+
+    def step(span: tuple[int, int]) -> None:
+        start, stop = span
+        pc, qc, mc, g = p[start:stop], q[start:stop], m[start:stop], torch.empty(stop - start)
         torch.sub(pc, qc, out=g)  # g = global - local
         torch.add(g, mc, alpha=momentum, out=mc)  # m = g + momentum * m
         g.add_(mc, alpha=momentum)  # update = g + momentum * m
         pc.sub_(g, alpha=lr)
         qc.copy_(pc)
+
+    parallel_map(step, spans(p.numel(), size=CHUNK_ELEMENTS))
 
 
 def _load_triton() -> OuterNesterov:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
 from swarmnet.kernels.dispatch import Dispatch, select_backend
+from swarmnet.kernels.threads import parallel_map, spans
 
 __all__ = ["DISPATCH", "estimate_threshold", "topk_threshold", "topk_threshold_cpu", "topk_threshold_reference"]
 
@@ -30,8 +30,6 @@ TopKFn = Callable[[torch.Tensor, int, torch.Tensor | None, int, int], tuple[torc
 # the add, abs, compare and compaction; measured at 25M entries, 2**18 beat both smaller chunks (Python
 # overhead per numpy call) and larger ones (the buffers leave the cache).
 _CHUNK = 1 << 18
-# Entries per thread at least: below that, starting threads costs more than it saves.
-_MIN_PART = 1 << 21
 
 
 def validate_arguments(x: torch.Tensor, k: int, residual: torch.Tensor | None, sample_size: int) -> int:
@@ -105,8 +103,10 @@ def topk_threshold_cpu(
     """One numpy pass over cache-sized chunks: ``r += x``, ``|r| >= t``, gather the hits, zero them in ``r``.
 
     Memory traffic is one read of ``x`` and one read and write of the residual; the magnitudes and the
-    mask stay in cache. Large tensors are cut into ``torch.get_num_threads()`` contiguous parts done by
-    as many threads (numpy releases the GIL in its loops). Same results, bit for bit, as the reference.
+    mask stay in cache. The tensor is cut into pieces of ``PIECE_ELEMENTS`` handed out to up to
+    ``torch.get_num_threads()`` threads as each finishes its last (``parallel_map``; numpy releases the GIL
+    in its loops), so a thread the OS does not schedule holds back one piece, not a fixed share. Same
+    results, bit for bit, as the reference.
     """
     k = validate_arguments(x, k, residual, sample_size)
     threshold = estimate_threshold(x, k, sample_size, seed, residual=residual)
@@ -116,24 +116,17 @@ def topk_threshold_cpu(
         # The pass accumulates into the residual itself; a strided one is worked on as a copy.
         work = residual.detach().view(-1) if residual.is_contiguous() else residual.detach().reshape(-1).clone()
     target = None if work is None else work.numpy()
-    n = source.size
-    parts = max(1, min(torch.get_num_threads(), n // _MIN_PART))
-    if parts == 1:
-        indices, values = _select_pass(source, target, threshold, 0)
+    found = parallel_map(
+        lambda span: _select_pass(
+            source[span[0] : span[1]], None if target is None else target[span[0] : span[1]], threshold, span[0]
+        ),
+        spans(source.size),
+    )
+    if len(found) == 1:
+        indices, values = found[0]
     else:
-        bounds = [n * i // parts for i in range(parts + 1)]
-        with ThreadPoolExecutor(parts) as pool:
-            found = list(
-                pool.map(
-                    lambda lo, hi: _select_pass(
-                        source[lo:hi], None if target is None else target[lo:hi], threshold, lo
-                    ),
-                    bounds[:-1],
-                    bounds[1:],
-                )
-            )
-        indices = np.concatenate([part[0] for part in found])
-        values = np.concatenate([part[1] for part in found])
+        indices = np.concatenate([part[0] for part in found]) if found else np.zeros(0, np.int64)
+        values = np.concatenate([part[1] for part in found]) if found else np.zeros(0, np.float32)
     if residual is not None and work is not None and not residual.is_contiguous():
         residual.copy_(work.view(residual.shape))
     return torch.from_numpy(indices), torch.from_numpy(values)
