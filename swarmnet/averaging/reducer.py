@@ -21,6 +21,7 @@ from swarmnet.buffers import zeros
 from swarmnet.compression import Codec
 from swarmnet.compression.base import NON_FINITE, all_finite
 from swarmnet.errors import CodecError
+from swarmnet.kernels.threads import single_threaded
 
 __all__ = ["RangeReducer"]
 
@@ -68,7 +69,8 @@ class RangeReducer:
         for j, value in enumerate(values):
             self._values[member, j] = value
             if self._streaming:
-                self._sums[j].add_(value, alpha=weight)
+                with single_threaded():  # no parallel region to stall on a busy CPU (kernels/threads.py)
+                    self._sums[j].add_(value, alpha=weight)
             self._members[j].add(member)
 
     def add_chunk(self, member: int, weight: float, j: int, payload: Payload) -> str | None:
@@ -122,7 +124,8 @@ class RangeReducer:
             self._rebuild(j, contributors)
         if j not in self._divided:
             self._divided.add(j)
-            self._sums[j].div_(float(weights.sum()))
+            with single_threaded():
+                self._sums[j].div_(float(weights.sum()))
         return self._sums[j]
 
     def refuse(self, member: int, reason: str) -> str:
@@ -143,6 +146,7 @@ class RangeReducer:
         for member in sorted(members):
             weight = self._weights[member]
             if (member, j) in self._values:
-                total.add_(self._values[member, j], alpha=weight)
+                with single_threaded():
+                    total.add_(self._values[member, j], alpha=weight)
             else:
                 self._codec.decode_accumulate(self._payloads[member, j], total, alpha=weight)
