@@ -37,6 +37,7 @@ class _StepLoss:
 class _Run:
     steps: dict[int, _StepLoss] = field(default_factory=dict)
     last_step: dict[str, int] = field(default_factory=dict)  # per peer: newest step already counted
+    unit: str = "step"  # what the x values count: a trainer's "step", a federated coordinator's "round"
 
 
 class LossCurves:
@@ -51,9 +52,10 @@ class LossCurves:
         self.max_points = max_points
         self._runs: dict[str, _Run] = {}
 
-    def add(self, run: str, peer_id: str, points: Iterable[LossPoint]) -> None:
-        """Merge a peer's recent loss points into its run's curve."""
+    def add(self, run: str, peer_id: str, points: Iterable[LossPoint], unit: str = "step") -> None:
+        """Merge a peer's recent loss points into its run's curve; ``unit`` names what its x values count."""
         curve = self._runs.setdefault(run, _Run())
+        curve.unit = unit
         last = curve.last_step.get(peer_id, -1)
         for point in points:
             if point.step <= last or not math.isfinite(point.loss):
@@ -70,16 +72,21 @@ class LossCurves:
         for curve in self._runs.values():
             curve.last_step.pop(peer_id, None)
 
+    def forget_run(self, run: str) -> None:
+        """Drop a run's curve (it ended long enough ago)."""
+        self._runs.pop(run, None)
+
     def runs(self) -> list[str]:
         """Runs with at least one point."""
         return sorted(run for run, curve in self._runs.items() if curve.steps)
 
-    def to_json(self, run: str) -> dict[str, list[Any]]:
-        """The run's curve as parallel lists (uPlot's layout): steps, mean, min, max."""
+    def to_json(self, run: str) -> dict[str, Any]:
+        """The run's curve as parallel lists (uPlot's layout): steps, mean, min, max; and the x values' unit."""
         curve = self._runs.get(run)
         steps = sorted(curve.steps) if curve else []
         points = [curve.steps[s] for s in steps] if curve else []
         return {
+            "unit": curve.unit if curve else "step",
             "steps": steps,
             "mean": [round(p.total / p.count, 6) for p in points],
             "min": [round(p.low, 6) for p in points],

@@ -85,7 +85,13 @@ def render_metrics(snapshot: dict[str, Any]) -> str:
         [({"peer_id": p["peer_id"]}, int(p["status"] == "stale")) for p in peers],
     )
 
+    gauge("runs_active", "Runs with at least one live peer.", [({}, totals["runs_active"])])
     gauge("run_peers", "Peers reporting a run.", [({"run": r["run"]}, r["peers"]) for r in runs])
+    gauge(
+        "run_live_peers",
+        "A run's live peers (0: the run is idle or ended).",
+        [({"run": r["run"]}, r["live_peers"]) for r in runs],
+    )
     gauge("run_step", "The newest step any peer of a run reported.", [({"run": r["run"]}, r["step"]) for r in runs])
     gauge("run_loss", "Mean latest loss over a run's live peers.", [({"run": r["run"]}, r["loss"]) for r in runs])
     gauge(

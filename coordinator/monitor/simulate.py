@@ -2,7 +2,7 @@
 
 The entries have the shape the reader returns (``TelemetryEntry``), so they go through the same
 ``MonitorState.ingest`` path as real ones: trainers of a few runs with loss curves and averaging
-rounds, volunteers, and a federated coordinator.
+rounds, volunteers, and a federated coordinator with its per-round loss curve.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from swarmnet.membership import DeviceInfo
 from swarmnet.telemetry.reader import TelemetryEntry
 from swarmnet.telemetry.record import AveragingSummary, FederatedRoundSummary, LossPoint, TelemetryReport
 
-__all__ = ["simulated_entries", "simulated_peer_id"]
+__all__ = ["FEDERATED_RUN", "simulated_entries", "simulated_peer_id"]
+
+FEDERATED_RUN = "federated"  # the simulated coordinator's run: its loss curve has one point per round
 
 
 def simulated_peer_id(index: int) -> str:
@@ -94,7 +96,17 @@ def _coordinator(tick: int) -> TelemetryReport:
         )
         for r in range(max(0, tick - 9), tick + 1)
     )
-    return TelemetryReport(role="coordinator", state="serving", round=tick, federated=rounds, uptime_s=10.0 + tick)
+    losses = tuple(LossPoint(step=r.round, loss=r.train_loss) for r in rounds if r.train_loss is not None)
+    return TelemetryReport(
+        role="coordinator",
+        run=FEDERATED_RUN,
+        state="serving",
+        round=tick,
+        loss=losses[-1].loss,
+        losses=losses,  # one point per round, as ``swarmnet coordinator`` reports them
+        federated=rounds,
+        uptime_s=10.0 + tick,
+    )
 
 
 def _loss(step: int, rng: random.Random) -> float:

@@ -8,6 +8,10 @@ text once and caches them as bytes, so HTTP threads only copy bytes, however man
 Peers go stale (greyed on the page) when no newer report has arrived for ``stale_s`` seconds of
 the monitor's own clock (so a publisher's skewed clock cannot hide or revive it), and are dropped
 after ``drop_s``, when their record expires, or when they report ``state == "left"``.
+
+A run is *active* while at least one of its peers is live, *idle* while its peers are all stale,
+and *ended* once none is listed; an ended run's loss curve stays on the page for ``ended_keep_s``
+after its last live peer, then is forgotten.
 """
 
 from __future__ import annotations
@@ -70,10 +74,15 @@ class _Peer:
 class MonitorState:
     """The monitor's view of the swarm. Thread-safe: one writer (the poller), many HTTP readers."""
 
-    def __init__(self, swarm: str = "main", *, stale_s: float = 15.0, drop_s: float = 60.0) -> None:
+    def __init__(
+        self, swarm: str = "main", *, stale_s: float = 15.0, drop_s: float = 60.0, ended_keep_s: float = 3600.0
+    ) -> None:
         if not 0 < stale_s <= drop_s:
             raise ValueError(f"need 0 < stale_s ({stale_s}) <= drop_s ({drop_s})")
-        self.swarm, self.stale_s, self.drop_s = swarm, stale_s, drop_s
+        if not ended_keep_s > 0:
+            raise ValueError(f"need ended_keep_s ({ended_keep_s}) > 0")
+        self.swarm, self.stale_s, self.drop_s, self.ended_keep_s = swarm, stale_s, drop_s, ended_keep_s
+        self._run_live: dict[str, float] = {}  # per run: when it last had a live peer (monitor clock)
         self._peers: dict[str, _Peer] = {}
         self._members: dict[str, MemberLike] = {}
         self._member_first_seen: dict[str, float] = {}
@@ -99,6 +108,7 @@ class MonitorState:
                 except Exception as e:  # a malformed entry is the publisher's fault: skip it, keep the rest
                     self._reject(getattr(entry, "peer_id", "?"), f"malformed: {type(e).__name__}", str(e))
             self._expire(now)
+            self._track_runs(now)
             self._last_ingest = now
             self._rebuild(now)
 
@@ -138,7 +148,8 @@ class MonitorState:
         if old is not None:
             self._carry_counters(old.report, report)
         self._peers[peer_id] = _Peer(report, timestamp, expires_at, old.first_seen if old else now, now)
-        self._losses.add(report.run, peer_id, report.losses)
+        unit = "round" if report.role == "coordinator" else "step"  # a coordinator reports a loss per round
+        self._losses.add(report.run, peer_id, report.losses, unit)
         self._averaging.add(report.run, peer_id, report.averaging)
         self._federated.add(peer_id, report.federated)
 
@@ -152,6 +163,17 @@ class MonitorState:
         for peer_id, peer in list(self._peers.items()):
             if now - peer.seen_at > self.drop_s or now > peer.expires_at:
                 self._drop(peer_id)
+
+    def _track_runs(self, now: float) -> None:
+        """Note which runs have a live peer; forget the curves of runs ended more than ``ended_keep_s`` ago."""
+        listed = {peer.report.run for peer in self._peers.values() if peer.report.run}
+        for peer in self._peers.values():
+            if peer.report.run and now - peer.seen_at <= self.stale_s:
+                self._run_live[peer.report.run] = now
+        for run, last_live in list(self._run_live.items()):
+            if run not in listed and now - last_live > self.ended_keep_s:
+                del self._run_live[run]
+                self._losses.forget_run(run)
 
     def _drop(self, peer_id: str) -> None:
         peer = self._peers.pop(peer_id, None)
@@ -210,14 +232,15 @@ class MonitorState:
         rejected = dict(self._reader_rejected)
         for reason, count in self._rejected.items():
             rejected[reason] = rejected.get(reason, 0) + count
+        runs = self._runs(rows)
         return {
             "swarm": self.swarm,
             "time": now,
             "stale_after_s": self.stale_s,
             "drop_after_s": self.drop_s,
-            "totals": self._totals(rows, rejected),
+            "totals": self._totals(rows, runs, rejected),
             "peers": rows,
-            "runs": self._runs(rows),
+            "runs": runs,
             "averaging": self._averaging.to_json(),
             "federated": self._federated.to_json(),
             "federated_latest": self._federated.latest_round(),
@@ -282,7 +305,9 @@ class MonitorState:
             "expires_at": float(member.expires_at),
         }
 
-    def _totals(self, rows: list[dict[str, Any]], rejected: dict[str, int]) -> dict[str, Any]:
+    def _totals(
+        self, rows: list[dict[str, Any]], runs: list[dict[str, Any]], rejected: dict[str, int]
+    ) -> dict[str, Any]:
         live = [r for r in rows if r["status"] == "live"]
         sums = {name: self._departed[name] + sum(r[name] for r in rows) for name in self._departed}
         return {
@@ -293,7 +318,8 @@ class MonitorState:
             **sums,
             "bytes_moved": sums["bytes_sent"] + sums["bytes_received"],
             "compression_ratio": _ratio(sums["raw_bytes"], sums["bytes_sent"]),
-            "runs": len({r["run"] for r in rows if r["run"]}),
+            "runs": len(runs),  # every run on the page: active, idle or ended
+            "runs_active": sum(1 for r in runs if r["status"] == "active"),
             "rejected": sum(rejected.values()),
         }
 
@@ -302,11 +328,15 @@ class MonitorState:
         runs = []
         for name in names:
             members = [r for r in rows if r["run"] == name]
-            losses = [r["loss"] for r in members if r["loss"] is not None and r["status"] == "live"]
+            live = [r for r in members if r["status"] == "live"]
+            losses = [r["loss"] for r in live if r["loss"] is not None]
             runs.append(
                 {
                     "run": name,
+                    "status": "active" if live else "idle" if members else "ended",
                     "peers": len(members),
+                    "live_peers": len(live),
+                    "last_live": self._run_live.get(name),
                     "step": max((r["step"] for r in members), default=None),
                     "round": max((r["round"] for r in members), default=None),
                     "samples_per_s": round(

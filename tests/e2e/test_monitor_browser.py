@@ -1,18 +1,27 @@
-"""The monitor page in headless Chromium: a real swarm's peers appear and update; 200 peers render.
+"""The monitor page in headless Chromium: a real swarm's peers appear and update; 200 peers render;
+runs whose peers left are counted and marked as ended; loss charts tick at whole steps and rounds.
 
 Drives the system Chromium (``/usr/bin/chromium``, from apt) through Python playwright; never
 ``playwright install``. Skipped, with the reason, where either is missing.
+
+Screenshots are written to the test's temporary folder and checked there. The pictures in
+``artifacts/monitor/`` are regenerated only on request: ``python -m scripts.monitor_screenshots``
+runs these tests with ``SWARMNET_MONITOR_SCREENSHOTS`` naming the folder to copy them into.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
+import re
 import shutil
 import signal
+import struct
 import threading
 import time
 import urllib.request
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +29,7 @@ from typing import Any
 import pytest
 
 from swarmnet.coordinator.monitor.server import MonitorServer
-from swarmnet.coordinator.monitor.simulate import simulated_entries, simulated_peer_id
+from swarmnet.coordinator.monitor.simulate import FEDERATED_RUN, simulated_entries, simulated_peer_id
 from swarmnet.coordinator.monitor.state import MonitorState
 from swarmnet.telemetry import TelemetryEntry, TelemetryReport
 from tests.support import SwarmnetProcess, poll_until
@@ -37,7 +46,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 LOOPBACK = "/ip4/127.0.0.1/tcp/0"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "monitor"
+SCREENSHOTS_ENV = "SWARMNET_MONITOR_SCREENSHOTS"  # a folder to copy the screenshots into (see the docstring)
 
 TIMINGS_JS = """() => ({
   paint: Object.fromEntries(performance.getEntriesByType("paint").map((e) => [e.name, e.startTime])),
@@ -65,11 +74,31 @@ def processes() -> Iterator[list[SwarmnetProcess]]:
 
 
 def save_screenshot(page: Any, tmp_path: Path, name: str) -> None:
+    """Screenshot the page into ``tmp_path``, check the picture, and copy it out only when asked to."""
     shot = tmp_path / name
     page.screenshot(path=str(shot))
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(shot, ARTIFACTS / name)
-    print(f"screenshot: {shot} (and {ARTIFACTS / name})")
+    viewport = page.viewport_size
+    check_png(shot, viewport["width"], viewport["height"])
+    wanted = os.environ.get(SCREENSHOTS_ENV)
+    if wanted:
+        Path(wanted).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, Path(wanted) / name)
+    print(f"screenshot: {shot}" + (f" (copied to {wanted})" if wanted else ""))
+
+
+def check_png(path: Path, width: int, height: int) -> None:
+    """A PNG of ``width`` x ``height`` with something drawn on it (a blank page has a handful of byte values)."""
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n"), f"{path} is not a PNG"
+    assert struct.unpack(">II", data[16:24]) == (width, height), f"{path} is not {width}x{height}"
+    chunks, at = [], 8
+    while at < len(data):
+        (length,) = struct.unpack(">I", data[at : at + 4])
+        if data[at + 4 : at + 8] == b"IDAT":
+            chunks.append(data[at + 8 : at + 8 + length])
+        at += 12 + length
+    pixels = zlib.decompress(b"".join(chunks))
+    assert len(set(pixels)) > 32, f"{path} looks blank: {len(set(pixels))} distinct byte values"
 
 
 def get_json(url: str) -> dict[str, Any]:
@@ -195,7 +224,8 @@ def test_200_simulated_peers_render(browser: Any, tmp_path: Path) -> None:
             timings = page.evaluate(TIMINGS_JS)
             page.wait_for_function("() => Number(document.body.dataset.renders) >= 2", timeout=10_000)
             assert page.text_content("#total-peers") == "200"
-            assert len(page.query_selector_all("#runs .run")) == 3
+            assert len(page.query_selector_all("#runs .run.active")) == 4  # 3 trainer runs and the federated one
+            assert page.text_content("#total-runs") == "4"
             save_screenshot(page, tmp_path, "simulated-200.png")
             state.ingest([hostile_peer(time.time())], time.time())
             page.wait_for_selector(f'tr[data-peer-id="{HOSTILE}"]', timeout=10_000)
@@ -212,3 +242,47 @@ def test_200_simulated_peers_render(browser: Any, tmp_path: Path) -> None:
         f"200 rows visible {shown * 1e3:.0f} ms after goto"
     )
     assert "first-contentful-paint" in paint
+
+
+def test_runs_whose_peers_left_are_counted_and_marked_ended(browser: Any, tmp_path: Path) -> None:
+    state = MonitorState("runs", stale_s=30, drop_s=120)
+    now = time.time()
+    entries = simulated_entries(20, now, tick=1)  # the coordinator has finished rounds 0 and 1
+    state.ingest(entries, now)
+    charts = "#runs .run"
+    with MonitorServer(state, port=0) as server:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(server.url)
+        page.wait_for_function(
+            "(n) => document.querySelectorAll('#runs .run.active[data-x-ticks]').length === n", arg=4, timeout=15_000
+        )
+        assert page.text_content("#total-runs") == "4"
+        assert page.text_content("#total-runs-inactive") == "0"
+        federated = page.query_selector(f'{charts}[data-run="{FEDERATED_RUN}"]')
+        assert federated is not None
+        assert federated.get_attribute("data-unit") == "round"
+        ticks = (federated.get_attribute("data-x-ticks") or "").split("|")
+        assert len(ticks) >= 2, ticks
+        assert all(re.fullmatch(r"\d+", tick) for tick in ticks), f"round axis ticks {ticks}: rounds are whole"
+        assert page.get_attribute(f'{charts}[data-run="run-0"]', "data-unit") == "step"
+
+        later = time.time()
+        state.ingest([left(e.peer_id, later) for e in entries], later)  # every peer says goodbye
+        page.wait_for_function(
+            """() => document.querySelector('#total-runs').textContent === '0'
+                  && [...document.querySelectorAll('#runs .run')].every((c) => c.dataset.status === 'ended')""",
+            timeout=15_000,
+        )
+        assert len(page.query_selector_all(charts)) == 4, "the charts stay, as ended runs"
+        assert page.text_content("#total-runs-inactive") == "4"
+        assert {badge.text_content() for badge in page.query_selector_all(f"{charts} .badge")} == {"ended"}
+        title = page.text_content(f'{charts}[data-run="{FEDERATED_RUN}"] .title') or ""
+        assert "no peers since" in title, title
+        assert "round 1" in title, title
+        assert page.text_content("#total-peers") == "0"
+        save_screenshot(page, tmp_path, "runs-ended.png")
+        page.close()
+
+
+def left(peer_id: str, at: float) -> TelemetryEntry:
+    return TelemetryEntry(peer_id, TelemetryReport(state="left"), at, at + 30)

@@ -46,7 +46,8 @@ function renderTotals(snap) {
   $("total-sent").textContent = bytes(t.bytes_sent);
   $("total-received").textContent = bytes(t.bytes_received);
   $("total-ratio").textContent = t.compression_ratio ? `${num(t.compression_ratio)}×` : "–";
-  $("total-runs").textContent = t.runs;
+  $("total-runs").textContent = t.runs_active;
+  $("total-runs-inactive").textContent = t.runs - t.runs_active;
   $("total-rejected").textContent = t.rejected;
   $("updated").textContent = new Date(snap.time * 1000).toLocaleTimeString();
   $("updated").dataset.time = String(snap.time);
@@ -94,45 +95,105 @@ function renderFederated(snap) {
   $("federated").tBodies[0].innerHTML = rows.join("") || `<tr><td colspan="8" class="muted">none yet</td></tr>`;
 }
 
+// Steps and rounds are whole numbers: the x axis may only tick at whole-number increments.
+const WHOLE_INCREMENTS = [1, 2, 5].flatMap((m) => [1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7].map((p) => m * p))
+  .sort((a, b) => a - b);
+const RUN_ORDER = { active: 0, idle: 1, ended: 2 };
+
+function xRange(u, min, max) {
+  if (min === null || max === null) return [0, 1];
+  return min === max ? [min - 1, max + 1] : [min, max];
+}
+
+function makePlot(chart, unit) {
+  chart.plot?.destroy();
+  chart.plot = null;
+  chart.unit = unit;
+  const element = chart.element;
+  element.dataset.unit = unit;
+  if (typeof uPlot === "undefined") return;
+  const opts = {
+    width: Math.max(300, element.clientWidth - 20), height: 170,
+    scales: { x: { time: false, range: xRange } },
+    legend: { live: false },
+    axes: [
+      {
+        label: unit, incrs: WHOLE_INCREMENTS,
+        // The labels drawn, also kept on the element so tests and users can read what the axis shows.
+        values: (u, splits) => {
+          const labels = splits.map((v) => num(v, 2));
+          element.dataset.xTicks = labels.join("|");
+          return labels;
+        },
+      },
+      { label: "loss" },
+    ],
+    series: [
+      { label: unit },
+      { label: "mean", stroke: "#3366cc", width: 2 },
+      { label: "min", stroke: "#9ab", dash: [4, 4] },
+      { label: "max", stroke: "#cab", dash: [4, 4] },
+    ],
+  };
+  chart.plot = new uPlot(opts, [[], [], [], []], element.querySelector(".plot"));
+}
+
 function chartFor(run, container) {
   let chart = charts.get(run.run);
-  if (chart) return chart;
-  const element = document.createElement("div");
-  element.className = "run";
-  element.innerHTML = `<h3></h3><div class="plot"></div>`;
-  container.appendChild(element);
-  chart = { element, plot: null };
-  if (typeof uPlot !== "undefined") {
-    const opts = {
-      width: Math.max(300, element.clientWidth - 20), height: 170,
-      scales: { x: { time: false } },
-      legend: { live: false },
-      axes: [{ label: "step" }, { label: "loss" }],
-      series: [
-        { label: "step" },
-        { label: "mean", stroke: "#3366cc", width: 2 },
-        { label: "min", stroke: "#9ab", dash: [4, 4] },
-        { label: "max", stroke: "#cab", dash: [4, 4] },
-      ],
-    };
-    chart.plot = new uPlot(opts, [[], [], [], []], element.querySelector(".plot"));
+  if (!chart) {
+    const element = document.createElement("div");
+    element.innerHTML = `<h3><span class="badge"></span> <span class="title"></span></h3><div class="plot"></div>`;
+    element.dataset.run = run.run;
+    container.appendChild(element);
+    chart = { element, plot: null, unit: null };
+    charts.set(run.run, chart);
   }
-  charts.set(run.run, chart);
+  if (chart.unit !== run.curve.unit) makePlot(chart, run.curve.unit);
   return chart;
+}
+
+// What a run's chart says about its peers: a run with no live peer is marked idle or ended.
+function runStatus(run, now) {
+  if (run.status === "active") {
+    const stale = run.peers - run.live_peers;
+    return `${run.live_peers} live peer(s)${stale ? `, ${stale} stale` : ""}`;
+  }
+  if (run.status === "idle") return `${run.peers} peer(s), none live`;
+  return run.last_live ? `no peers since ${ago(now - run.last_live)} ago` : "no peers";
+}
+
+function runTitle(run, now) {
+  const unit = run.curve.unit;
+  const steps = run.curve.steps;
+  const last = steps.length ? steps[steps.length - 1] : null;
+  const at = (unit === "round" ? run.round : run.step) ?? last;
+  const loss = run.loss ?? (last === null ? null : run.curve.mean[run.curve.mean.length - 1]);
+  const lossLabel = run.loss === null && loss !== null ? "last loss" : "loss";
+  return `${run.run} · ${runStatus(run, now)} · ${unit} ${num(at, 0)} · ${lossLabel} ${num(loss, 3)}`;
 }
 
 function renderRuns(snap) {
   const container = $("runs");
-  const runs = snap.runs.filter((r) => r.curve.steps.length > 0 || r.loss !== null);
+  const runs = [...snap.runs].sort((a, b) => RUN_ORDER[a.status] - RUN_ORDER[b.status] || (a.run < b.run ? -1 : 1));
+  const names = new Set(runs.map((r) => r.run));
+  for (const [name, chart] of charts) {
+    if (names.has(name)) continue;
+    chart.plot?.destroy();
+    chart.element.remove();
+    charts.delete(name);
+  }
   container.querySelector(".empty")?.remove();
-  if (runs.length === 0 && charts.size === 0) {
-    container.innerHTML = `<p class="muted empty">no loss reported yet</p>`;
+  if (runs.length === 0) {
+    container.innerHTML = `<p class="muted empty">no runs reported yet</p>`;
     return;
   }
   for (const run of runs) {
     const chart = chartFor(run, container);
-    chart.element.querySelector("h3").textContent =
-      `${run.run} · ${run.peers} peer(s) · step ${num(run.step, 0)} · loss ${num(run.loss, 3)}`;
+    chart.element.className = `run ${run.status}`;
+    chart.element.dataset.status = run.status;
+    chart.element.querySelector(".badge").textContent = run.status;
+    chart.element.querySelector(".title").textContent = runTitle(run, snap.time);
+    container.appendChild(chart.element); // keeps the charts in order: active, idle, ended
     if (chart.plot) chart.plot.setData([run.curve.steps, run.curve.mean, run.curve.min, run.curve.max]);
   }
 }

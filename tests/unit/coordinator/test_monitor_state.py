@@ -73,6 +73,7 @@ def test_loss_curves_merge_peers_and_count_each_point_once() -> None:
     (run,) = state.snapshot(T0 + 1)["runs"]
     assert run["run"] == "r"
     assert run["curve"] == {
+        "unit": "step",
         "steps": [1, 2, 3],
         "mean": [4.0, 3.0, 2.0],
         "min": [4.0, 3.0, 2.0],
@@ -83,6 +84,45 @@ def test_loss_curves_merge_peers_and_count_each_point_once() -> None:
     assert curve["mean"][1] == 4.0
     assert curve["min"][1] == 3.0
     assert curve["max"][1] == 5.0
+
+
+def test_runs_count_agrees_with_the_runs_listed_as_their_peers_go_stale_and_leave() -> None:
+    state = MonitorState("main", stale_s=5, drop_s=20, ended_keep_s=100)
+    points = (LossPoint(step=1, loss=4.0),)
+    state.ingest([entry(A, T0, run="r", losses=points), entry(B, T0, run="s", losses=points)], T0)
+    state.ingest([entry(A, T0 + 4, run="r", losses=points)], T0 + 6)  # B's report is 6 s old: stale
+
+    def runs(now: float) -> tuple[dict[str, Any], dict[str, tuple[str, int, int]]]:
+        snapshot = state.snapshot(now)
+        listed = {r["run"]: (r["status"], r["peers"], r["live_peers"]) for r in snapshot["runs"]}
+        return snapshot["totals"], listed
+
+    totals, listed = runs(T0 + 6)
+    assert listed == {"r": ("active", 1, 1), "s": ("idle", 1, 0)}
+    assert (totals["runs"], totals["runs_active"]) == (2, 1)
+    state.ingest([entry(A, T0 + 7, run="r", state="left")], T0 + 7)
+    totals, listed = runs(T0 + 7)
+    assert listed == {"r": ("ended", 0, 0), "s": ("idle", 1, 0)}, "a run whose peers left keeps its chart, as ended"
+    assert (totals["runs"], totals["runs_active"]) == (2, 0)
+    assert state.snapshot(T0 + 7)["runs"][0]["last_live"] == T0 + 6
+    assert "swarmnet_runs_active 0\n" in state.prometheus(T0 + 7)
+    state.ingest([], T0 + 99)  # B was dropped after drop_s
+    totals, listed = runs(T0 + 99)
+    assert listed == {"r": ("ended", 0, 0), "s": ("ended", 0, 0)}
+    assert (totals["runs"], totals["runs_active"]) == (2, 0)
+    state.ingest([], T0 + 6 + 101)
+    totals, listed = runs(T0 + 6 + 101)
+    assert listed == {}, "a curve is forgotten ended_keep_s after its run's last live peer"
+    assert (totals["runs"], totals["runs_active"]) == (0, 0)
+
+
+def test_a_coordinators_loss_curve_counts_rounds() -> None:
+    state = MonitorState("main")
+    rounds = (LossPoint(step=1, loss=2.0), LossPoint(step=2, loss=1.5))
+    state.ingest([entry(A, T0, role="coordinator", run="fed", round=2, losses=rounds)], T0)
+    state.ingest([entry(B, T0, role="trainer", run="lm", step=2, losses=rounds)], T0)
+    units = {r["run"]: r["curve"]["unit"] for r in state.snapshot(T0)["runs"]}
+    assert units == {"fed": "round", "lm": "step"}
 
 
 def test_loss_curve_is_bounded() -> None:
