@@ -19,6 +19,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):  # run by path (python scripts/bench/x.py): the repository root on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
 from scripts.bench.hivemind_averaging import run_hivemind_baseline
 from scripts.bench.swarmnet_averaging import run_swarmnet
 from scripts.testbed import TestbedConfig, testbed, testbed_unavailable

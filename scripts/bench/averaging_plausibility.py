@@ -22,6 +22,9 @@ from typing import Any
 
 import torch
 
+if __package__ in (None, ""):  # run by path (python scripts/bench/x.py): the repository root on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
 from scripts.experiments.diloco import parse_run
 from scripts.experiments.simulate import Budget, diloco_config, initial_model, load_data
 from swarmnet.averaging.group import partition

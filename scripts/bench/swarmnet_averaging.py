@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):  # run by path (python scripts/bench/x.py): the repository root on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
 from scripts.bench.rounds import async_wait_for, checks_after, cpu_ticks, tail, wait_for, write_atomic
 from scripts.bench.rounds import pattern as make_pattern
 
