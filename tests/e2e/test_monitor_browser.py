@@ -108,6 +108,7 @@ def get_json(url: str) -> dict[str, Any]:
 
 
 @pytest.mark.multiprocess
+@pytest.mark.timeout(300)  # four processes and a browser: 92 s on a 2-core machine at load 12, past the 120 s default
 def test_real_swarm_peers_appear_and_update(browser: Any, processes: list[SwarmnetProcess], tmp_path: Path) -> None:
     def start(name: str, *args: str) -> SwarmnetProcess:
         processes.append(SwarmnetProcess(name, list(args), tmp_path))
