@@ -22,8 +22,13 @@ recorded as ``{"error": "..."}``. Roofs: ``x.add_(1.0)`` (read + write the tenso
     .venv/bin/python scripts/bench/codecs.py --json artifacts/bench/codecs.json
     .venv/bin/python scripts/bench/codecs.py --json /tmp/smoke.json --numel 100000 --repeats 1 --threads 1
 
-On a shared machine pass ``--threads 1``: a two-thread parallel region whose second thread is not
-scheduled stalls for a scheduler tick, which swamps every figure.
+``--load N`` measures a shared machine as well: the codecs once more on one torch thread (idle), and
+once more at the run's threads while N busy processes (pure Python spin loops) run; the table shows per
+codec idle 1-thread, idle default-threads and loaded GB/s, and loaded / idle-1-thread against the 50%
+target (the fair share with one busy process per core). The JSON's ``load`` has those figures, the count
+and the kind of the busy processes::
+
+    .venv/bin/python scripts/bench/codecs.py --json artifacts/bench/codecs_load2.json --load 2
 """
 
 from __future__ import annotations
@@ -44,6 +49,10 @@ import numpy as np
 import torch
 from torch.nn.functional import pad
 
+if __package__ in (None, ""):  # run by path (python scripts/bench/codecs.py): the repository root on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from scripts.bench.load import KIND, busy_processes
 from swarmnet.compression.base import Codec
 from swarmnet.compression.cast import Float16Codec
 from swarmnet.compression.error_feedback import ErrorFeedback
@@ -289,21 +298,67 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--numel", type=int, default=25_000_000, help="elements of the fp32 test tensor")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per figure (best one counts)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--load", type=int, default=0, help="also measure beside N busy processes (and 1 thread)")
     args = parser.parse_args(argv)
-    if args.numel < 1 or args.repeats < 1 or args.threads < 0:
-        parser.error("--numel and --repeats must be positive, --threads not negative")
+    if args.numel < 1 or args.repeats < 1 or args.threads < 0 or args.load < 0:
+        parser.error("--numel and --repeats must be positive, --threads and --load not negative")
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(args.threads or threads)
-        return run(args.json, args.numel, args.repeats)
+        return run(args.json, args.numel, args.repeats, args.load)
     finally:
         torch.set_num_threads(threads)
 
 
-def run(path: Path, numel: int, repeats: int) -> int:
+def codec_rows_at(g: torch.Tensor, repeats: int, threads: int, load: int) -> dict[str, Entry]:
+    """Our codecs' figures on ``threads`` torch threads beside ``load`` busy processes."""
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        with busy_processes(load):
+            return {name: measure(make, g, repeats) for name, make in codecs().items()}
+    finally:
+        torch.set_num_threads(previous)
+
+
+def load_section(idle_1t: dict[str, Entry], idle: dict[str, Entry], loaded: dict[str, Entry]) -> dict[str, object]:
+    """Per codec and direction: idle 1-thread, idle default and loaded GB/s, loaded / idle-1t and the 50% check."""
+    table: dict[str, dict[str, float | bool | None]] = {}
+    for name in loaded:
+        for way in ("encode", "decode"):
+            key = f"{way}_gbps"
+            one, default, busy = (rows.get(name, {}).get(key) for rows in (idle_1t, idle, loaded))
+            ratio = busy / one if isinstance(busy, float) and isinstance(one, float) else None
+            table[f"{name} {way}"] = {
+                "idle_1t_gbps": one if isinstance(one, float) else None,
+                "idle_gbps": default if isinstance(default, float) else None,
+                "loaded_gbps": busy if isinstance(busy, float) else None,
+                "loaded_over_idle_1t": ratio,
+                "at_least_half": ratio is not None and ratio >= 0.5,
+            }
+    return table
+
+
+def print_load(count: int, threads: int, table: dict[str, object]) -> None:
+    print(
+        f"\nbeside {count} busy processes ({KIND}); {threads} torch threads when loaded; target loaded >= 50% idle-1t"
+    )
+    columns = ("idle-1t", "idle", "loaded", "ld/1t")
+    print(f"{'codec, direction':<24} " + " ".join(f"{c:>9}" for c in columns))
+    for label, row in table.items():
+        assert isinstance(row, dict)
+        cells = [row["idle_1t_gbps"], row["idle_gbps"], row["loaded_gbps"]]
+        ratio = row["loaded_over_idle_1t"]
+        figures = " ".join(f"{c:>9.3f}" if isinstance(c, float) else f"{'-':>9}" for c in cells)
+        verdict = "PASS" if row["at_least_half"] else "FAIL"
+        print(f"{label:<24} {figures} {ratio if ratio is not None else float('nan'):>8.0%}  {verdict}")
+
+
+def run(path: Path, numel: int, repeats: int, load: int = 0) -> int:
     """Measure everything, print the tables and the targets, write the JSON to ``path``."""
     generator = torch.Generator().manual_seed(0)
     g = torch.randn(numel, generator=generator) * torch.rand(numel, generator=generator).pow(4)
+    idle_1t = codec_rows_at(g, repeats, 1, 0) if load else {}
     before = roofs(g, repeats)
     codec_rows = {name: measure(make, g, repeats) for name, make in codecs().items()}
     baseline_rows = {name: measure(make, g, repeats) for name, make in baselines(numel).items()}
@@ -329,7 +384,20 @@ def run(path: Path, numel: int, repeats: int) -> int:
     print("\ntargets:")
     for label, passed in results.items():
         print(f"  {'PASS' if passed else 'FAIL'}  {label}")
-    document = {"roof_gbps": roof, "codecs": codec_rows, "baselines": baseline_rows, "meta": meta}
+    document: dict[str, object] = {"roof_gbps": roof, "codecs": codec_rows, "baselines": baseline_rows, "meta": meta}
+    if load:
+        threads = torch.get_num_threads()
+        loaded = codec_rows_at(g, repeats, threads, load)
+        table = load_section(idle_1t, codec_rows, loaded)
+        print_load(load, threads, table)
+        document["load"] = {
+            "processes": load,
+            "kind": KIND,
+            "threads": threads,
+            "idle_1t": idle_1t,
+            "loaded": loaded,
+            "table": table,
+        }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2))
     print(f"wrote {path}")

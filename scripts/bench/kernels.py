@@ -31,8 +31,12 @@ bytes read and written (``8 * n / 1e9 / s``, the HBM bandwidth). Both roofs are 
 the kernels, the better of the two counts; the other figures are in meta. The project's CPU target for
 kernels 1-4 is printed as PASS/FAIL: ``cpu >= min(3 * reference, 0.5 * roof)``.
 
-On a shared machine pass ``--threads 1``: a two-thread parallel region whose second thread is not
-scheduled stalls for a scheduler tick, which swamps every figure.
+``--load N`` (CPU only) measures a shared machine as well: every kernel's ``cpu`` path once more on one
+torch thread (idle) and once more at the run's threads while N busy processes (pure Python spin loops)
+run; the table shows idle 1-thread, idle default-threads and loaded GB/s and loaded / idle-1-thread
+against the 50% target (the fair share with one busy process per core); the JSON's ``load`` has them::
+
+    .venv/bin/python scripts/bench/kernels.py --json artifacts/bench/kernels_load2.json --load 2
 """
 
 from __future__ import annotations
@@ -50,6 +54,10 @@ from pathlib import Path
 
 import torch
 
+if __package__ in (None, ""):  # run by path (python scripts/bench/kernels.py): the repository root on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from scripts.bench.load import KIND, busy_processes
 from swarmnet.kernels.dispatch import force_backend
 
 CHUNK = 4096  # chunk / block size of the sign and blockwise kernels, the codecs' defaults
@@ -197,27 +205,82 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per figure (best one counts)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--load", type=int, default=0, help="also measure beside N busy processes (and 1 thread)")
     args = parser.parse_args(argv)
-    if args.numel < 0 or args.repeats < 1 or args.threads < 0:
-        parser.error("--numel and --threads must not be negative, --repeats must be positive")
+    if args.numel < 0 or args.repeats < 1 or args.threads < 0 or args.load < 0:
+        parser.error("--numel, --threads and --load must not be negative, --repeats must be positive")
     use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     if use_cuda and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here")
+    if use_cuda and args.load:
+        parser.error("--load measures the CPU paths: add --device cpu")
     numel = args.numel or (100_000_000 if use_cuda else 25_000_000)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(args.threads or threads)
-        return run(args.json, numel, args.repeats, torch.device("cuda" if use_cuda else "cpu"))
+        return run(args.json, numel, args.repeats, torch.device("cuda" if use_cuda else "cpu"), args.load)
     finally:
         torch.set_num_threads(threads)
 
 
-def run(path: Path, numel: int, repeats: int, device: torch.device) -> int:
+def cpu_figures_at(g: torch.Tensor, repeats: int, threads: int, load: int) -> dict[str, float | None]:
+    """Every kernel's ``cpu`` path in GB/s on ``threads`` torch threads beside ``load`` busy processes."""
+    previous = torch.get_num_threads()
+    figures: dict[str, float | None] = {}
+    try:
+        torch.set_num_threads(threads)
+        with busy_processes(load):
+            for name, build in KERNELS.items():
+                try:
+                    row = measure(build(g), ("cpu",), repeats, lambda: None)
+                except Exception:  # not importable or not preparable: the main table says why
+                    row = {}
+                value = row.get("cpu_gbps")
+                figures[name] = value if isinstance(value, float) else None
+    finally:
+        torch.set_num_threads(previous)
+    return figures
+
+
+def load_section(
+    idle_1t: dict[str, float | None],
+    kernels: dict[str, dict[str, float | str | None]],
+    loaded: dict[str, float | None],
+) -> dict[str, dict[str, float | bool | None]]:
+    """Per kernel: idle 1-thread, idle default and loaded ``cpu`` GB/s, loaded / idle-1t and the 50% check."""
+    table: dict[str, dict[str, float | bool | None]] = {}
+    for name, busy in loaded.items():
+        one, default = idle_1t.get(name), kernels.get(name, {}).get("cpu_gbps")
+        ratio = busy / one if busy is not None and one else None
+        table[name] = {
+            "idle_1t_gbps": one,
+            "idle_gbps": default if isinstance(default, float) else None,
+            "loaded_gbps": busy,
+            "loaded_over_idle_1t": ratio,
+            "at_least_half": ratio is not None and ratio >= 0.5,
+        }
+    return table
+
+
+def print_load(count: int, threads: int, table: dict[str, dict[str, float | bool | None]]) -> None:
+    print(
+        f"\nbeside {count} busy processes ({KIND}); {threads} torch threads when loaded; target loaded >= 50% idle-1t"
+    )
+    print(f"{'kernel (cpu path)':<24}" + " ".join(f"{c:>9}" for c in ("idle-1t", "idle", "loaded", "ld/1t")))
+    for name, row in table.items():
+        cells = " ".join(fmt(row[k]) for k in ("idle_1t_gbps", "idle_gbps", "loaded_gbps"))
+        ratio = row["loaded_over_idle_1t"]
+        shown = f"{ratio:>9.0%}" if isinstance(ratio, float) else f"{'-':>9}"
+        print(f"{name:<24}{cells}{shown}  {'PASS' if row['at_least_half'] else 'FAIL'}")
+
+
+def run(path: Path, numel: int, repeats: int, device: torch.device, load: int = 0) -> int:
     """Measure everything, print the table and the targets, write the JSON to ``path``."""
     cuda = device.type == "cuda"
     sync: Callable[[], None] = torch.cuda.synchronize if cuda else lambda: None
     backends = ("reference", "triton") if cuda else ("reference", "cpu")
     g = gradient_like(numel, device)
+    idle_1t = cpu_figures_at(g, repeats, 1, 0) if load and not cuda else {}
     before = roofs(g, repeats, sync)
     kernels: dict[str, dict[str, float | str | None]] = {}
     details: dict[str, dict[str, object]] = {}
@@ -264,7 +327,12 @@ def run(path: Path, numel: int, repeats: int, device: torch.device) -> int:
     }
     device_name = torch.cuda.get_device_name(device) if cuda else f"cpu ({meta['machine']})"
     print_report(device_name, numel, repeats, roof, best, kernels, details, errors, checks)
-    document = {"device": device_name, "roof_gbps": roof, "kernels": kernels, "meta": meta}
+    document: dict[str, object] = {"device": device_name, "roof_gbps": roof, "kernels": kernels, "meta": meta}
+    if load and not cuda:
+        threads = torch.get_num_threads()
+        table = load_section(idle_1t, kernels, cpu_figures_at(g, repeats, threads, load))
+        print_load(load, threads, table)
+        document["load"] = {"processes": load, "kind": KIND, "threads": threads, "table": table}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2))
     print(f"wrote {path}")
