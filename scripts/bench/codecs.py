@@ -321,7 +321,9 @@ def codec_rows_at(g: torch.Tensor, repeats: int, threads: int, load: int) -> dic
         torch.set_num_threads(previous)
 
 
-def load_section(idle_1t: dict[str, Entry], idle: dict[str, Entry], loaded: dict[str, Entry]) -> dict[str, object]:
+def load_section(
+    idle_1t: dict[str, Entry], idle: dict[str, Entry], loaded: dict[str, Entry]
+) -> dict[str, dict[str, float | bool | None]]:
     """Per codec and direction: idle 1-thread, idle default and loaded GB/s, loaded / idle-1t and the 50% check."""
     table: dict[str, dict[str, float | bool | None]] = {}
     for name in loaded:
@@ -339,19 +341,18 @@ def load_section(idle_1t: dict[str, Entry], idle: dict[str, Entry], loaded: dict
     return table
 
 
-def print_load(count: int, threads: int, table: dict[str, object]) -> None:
+def print_load(count: int, threads: int, table: dict[str, dict[str, float | bool | None]]) -> None:
     print(
         f"\nbeside {count} busy processes ({KIND}); {threads} torch threads when loaded; target loaded >= 50% idle-1t"
     )
     columns = ("idle-1t", "idle", "loaded", "ld/1t")
     print(f"{'codec, direction':<24} " + " ".join(f"{c:>9}" for c in columns))
     for label, row in table.items():
-        assert isinstance(row, dict)
         cells = [row["idle_1t_gbps"], row["idle_gbps"], row["loaded_gbps"]]
         ratio = row["loaded_over_idle_1t"]
         figures = " ".join(f"{c:>9.3f}" if isinstance(c, float) else f"{'-':>9}" for c in cells)
-        verdict = "PASS" if row["at_least_half"] else "FAIL"
-        print(f"{label:<24} {figures} {ratio if ratio is not None else float('nan'):>8.0%}  {verdict}")
+        shown = f"{ratio:>9.0%}" if isinstance(ratio, float) else f"{'-':>9}"
+        print(f"{label:<24} {figures}{shown}  {'PASS' if row['at_least_half'] else 'FAIL'}")
 
 
 def run(path: Path, numel: int, repeats: int, load: int = 0) -> int:
