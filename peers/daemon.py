@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from swarmnet.errors import ConfigError, RemoteFault, TransportError
+from swarmnet.errors import ConfigError, RemoteFault, TransportClosed, TransportError
 from swarmnet.identity import Identity
 from swarmnet.membership import DeviceInfo, MembershipConfig, PeerInfo, Swarm
 from swarmnet.peers.link_probe import LinkProbeConfig, measure_upload_mbps, serve_link_probe
@@ -122,10 +122,23 @@ async def run_daemon(
             if measuring is not None:
                 measuring.cancel()
                 await asyncio.gather(measuring, return_exceptions=True)
-            logger.info("leaving swarm %r", config.membership.swarm)
-            if publisher is not None:
-                await asyncio.shield(publisher.stop())
-            await asyncio.shield(swarm.leave())
+            await asyncio.shield(_leave(swarm, publisher, transport, config.membership.swarm))
+
+
+async def _leave(swarm: Swarm, publisher: TelemetryPublisher | None, transport: HivemindTransport, name: str) -> None:
+    """Withdraw the membership record and the telemetry report together (each is one DHT store)."""
+    if not transport.daemon_running():
+        # The stop signal reached our p2p daemon too: nothing can be sent, and the transport says so once.
+        if publisher is not None:
+            await publisher.stop(leave=False)
+        await swarm.leave(publish=False)
+        return
+    logger.info("leaving swarm %r", name)
+    farewells = [swarm.leave()] if publisher is None else [swarm.leave(), publisher.stop()]
+    for outcome in await asyncio.gather(*farewells, return_exceptions=True):
+        # TransportClosed: the daemon died meanwhile, and the transport has said so.
+        if isinstance(outcome, BaseException) and not isinstance(outcome, TransportClosed):
+            raise outcome
 
 
 def _telemetry(config: DaemonConfig, device: DeviceInfo, transport: Transport, started_at: float) -> PeerTelemetry:

@@ -188,14 +188,15 @@ class Swarm:
         now = self._transport.clock.time()
         return await self._publish(self._info, now, now + self.config.ttl)
 
-    async def leave(self) -> None:
-        """Stop heartbeats and mark this peer as gone at once. Safe to call twice."""
+    async def leave(self, *, publish: bool = True) -> None:
+        """Stop heartbeats and mark this peer as gone at once (``publish=False``: only stop heartbeats, when
+        nothing can be sent any more). Safe to call twice."""
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
             self._heartbeat = None
-        if self._info is None or self._info.state == "left":
+        if not publish or self._info is None or self._info.state == "left":
             return
         self._info = self._info.model_copy(update={"state": "left"})
         now = self._transport.clock.time()

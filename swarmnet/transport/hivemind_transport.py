@@ -7,6 +7,10 @@ authenticates RPC callers for us.
 
 RPC runs over libp2p streams with swarmnet framing (``framing.py``): a unary call is a stream
 with one request and one response, so both kinds share one code path and one size limit.
+
+The DHT process and its daemon live in their own session (``helper_session.py``): a stop signal to
+our process group (Ctrl+C, ``kill -- -PGID``) reaches only us, and we stop them in order after we
+have said goodbye through them.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -41,15 +46,21 @@ from swarmnet.errors import (
 )
 from swarmnet.identity import Identity
 from swarmnet.transport.base import StoredValue, StreamHandler, Transport, TransportLimits, UnaryHandler
+from swarmnet.transport.helper_session import forking_into_own_session
 from swarmnet.transport.hivemind_validator import SwarmnetRecordValidator
-from swarmnet.transport.orphan_guard import exit_when_orphaned
+from swarmnet.transport.orphan_guard import exit_when_orphaned, stop_and_exit
 from swarmnet.transport.rpc_streams import call_over_stream, serve_stream, unary_as_stream
 
 __all__ = ["HivemindConfig", "HivemindTransport"]
 
 logger = logging.getLogger(__name__)
 
-_DHT_STOP_SECONDS = 5.0  # after hivemind's own shutdown (3 s grace, then SIGTERM): then we kill
+# A DHT process stops in about 0.1 s once asked; one still running after this is stuck, and we kill it.
+_DHT_STOP_SECONDS = 3.0
+_DAEMON_POLL_SECONDS = 0.05  # how soon a DHT call notices that the p2p daemon has exited
+PEER_ADDRESS_EXAMPLE = "/ip4/203.0.113.7/tcp/31337/p2p/12D3KooW..."  # a running peer: address and peer id
+LISTEN_ADDRESS_EXAMPLE = "/ip4/0.0.0.0/tcp/31337"  # where to listen: no peer id
+ANNOUNCE_ADDRESS_EXAMPLE = "/ip4/203.0.113.7/tcp/31337"  # a public address to advertise: no peer id
 _DIAL_ERRORS = (P2PDaemonError, ControlFailure, DispatchFailure, ConnectionError, OSError, ValueError)
 
 
@@ -76,21 +87,29 @@ class HivemindConfig:
             raise ConfigError("startup_timeout must be positive")
         if not self.host_maddrs:
             raise ConfigError("at least one host multiaddr is needed to listen on")
-        for address in (*self.initial_peers, *self.host_maddrs, *self.announce_maddrs):
-            _parse_multiaddr(address)
+        for addresses, example in (
+            (self.initial_peers, PEER_ADDRESS_EXAMPLE),
+            (self.host_maddrs, LISTEN_ADDRESS_EXAMPLE),
+            (self.announce_maddrs, ANNOUNCE_ADDRESS_EXAMPLE),
+        ):
+            for address in addresses:
+                _parse_multiaddr(address, example)
         for address in self.initial_peers:
             if "/p2p/" not in address:
-                raise ConfigError(f"initial peer {address!r} lacks its peer id: it must end with /p2p/12D3KooW...")
+                raise ConfigError(
+                    f"initial peer {address!r} lacks its peer id: it must end with /p2p/<peer id>, as in "
+                    f"{PEER_ADDRESS_EXAMPLE} (`swarmnet dht` prints its addresses in this form)"
+                )
         for address in self.announce_maddrs:
             if address.rstrip("/").endswith("/tcp/0") or address.rstrip("/").endswith("/udp/0"):
                 raise ConfigError(f"announce address {address!r} needs an explicit port, not 0")
 
 
-def _parse_multiaddr(address: str) -> None:
+def _parse_multiaddr(address: str, example: str) -> None:
     try:
         Multiaddr(address)
     except Exception as e:  # multiaddr raises several unrelated types for bad input
-        raise ConfigError(f"{address!r} is not a valid multiaddr ({e}); example: /ip4/203.0.113.7/tcp/31337") from None
+        raise ConfigError(f"{address!r} is not a valid multiaddr ({e}); example: {example}") from None
 
 
 class HivemindTransport(Transport):
@@ -100,6 +119,9 @@ class HivemindTransport(Transport):
         self._dht, self._p2p, self._peer_id, self._config = dht, p2p, peer_id, config
         self._clock = SystemClock()  # hivemind's DHT expiry uses wall-clock time too
         self._closed = False
+        self._daemon = _find_daemon(dht)
+        self._dial_failed = False  # hivemind may have leaked daemon connections that only gc closes
+        self._daemon_gone_said = False
 
     @classmethod
     async def create(cls, identity: Identity, config: HivemindConfig | None = None) -> HivemindTransport:
@@ -111,13 +133,13 @@ class HivemindTransport(Transport):
             try:
                 await asyncio.to_thread(dht.wait_until_ready, config.startup_timeout)
             except Exception as e:
-                dht.shutdown()
+                _stop_dht(dht)
                 raise StartupError(_explain_startup_failure(e, config)) from None
         try:
             await dht.run_coroutine(partial(exit_when_orphaned, parent_pid=os.getpid()), return_future=True)
             p2p = await dht.replicate_p2p()
         except BaseException:
-            dht.shutdown()
+            _stop_dht(dht)
             raise
         transport = cls(dht, p2p, identity.peer_id, config)
         logger.debug("joined the DHT as %s", identity.peer_id)
@@ -138,25 +160,40 @@ class HivemindTransport(Transport):
         """Size and time limits."""
         return self._config.limits
 
+    def daemon_running(self) -> bool:
+        """Whether our p2p daemon still runs. A stop signal sent to every process of a service (systemd's
+        default ``KillMode=control-group``) ends it together with us; then nothing can reach the network."""
+        if self._daemon is None:
+            return True  # not found at start: assume it runs (calls then end by their timeout)
+        try:
+            return bool(self._daemon.status() != psutil.STATUS_ZOMBIE)
+        except psutil.Error:
+            return False
+
     async def store(self, key: str, value: bytes, expires_at: float, subkey: str | None = None) -> bool:
-        """Store in the DHT; ``False`` on refusal or network failure."""
+        """Store in the DHT; ``False`` on refusal or network failure; ``TransportClosed`` once the daemon is gone."""
         self._check_open()
         if len(value) > self.limits.max_value_bytes:
             logger.debug("refusing to store %d bytes under %s", len(value), key)
             return False
         try:
             future = self._dht.store(key, value, expires_at, subkey=subkey, return_future=True)
-            return bool(await asyncio.wait_for(future, self.limits.default_timeout))
+            return bool(await self._dht_call(future))
+        except TransportClosed:
+            raise
         except Exception as e:
             logger.debug("DHT store under %s failed: %r", key, e)
             return False
 
     async def get(self, key: str) -> dict[str | None, StoredValue]:
-        """Latest values under ``key``; ``{}`` when absent or on failure. Non-bytes values are skipped."""
+        """Latest values under ``key``; ``{}`` when absent or on failure; ``TransportClosed`` once the daemon is
+        gone. Non-bytes values are skipped."""
         self._check_open()
         try:
             future = self._dht.get(key, latest=True, return_future=True)
-            found = await asyncio.wait_for(future, self.limits.default_timeout)
+            found = await self._dht_call(future)
+        except TransportClosed:
+            raise
         except Exception as e:
             logger.debug("DHT get of %s failed: %r", key, e)
             return {}
@@ -169,6 +206,24 @@ class HivemindTransport(Transport):
                 if isinstance(subkey, str) and isinstance(item.value, bytes)
             }
         return {None: StoredValue(found.value, found.expiration_time)} if isinstance(found.value, bytes) else {}
+
+    async def _dht_call(self, future: Any) -> Any:
+        """The result of a call to the DHT process: ``TimeoutError`` after ``limits.default_timeout``, and
+        ``TransportClosed`` as soon as our p2p daemon is gone (the call would never finish)."""
+        call = asyncio.ensure_future(future)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.default_timeout
+        try:
+            while not call.done():
+                if not self.daemon_running():
+                    self._say_daemon_gone()
+                    raise TransportClosed(f"transport {self._peer_id}: the p2p daemon has exited")
+                if loop.time() >= deadline:
+                    raise TimeoutError
+                await asyncio.wait({call}, timeout=min(_DAEMON_POLL_SECONDS, deadline - loop.time()))
+        finally:
+            call.cancel()  # no effect once done
+        return call.result()
 
     async def add_unary_handler(self, method: str, handler: UnaryHandler) -> None:
         """Serve a request/response method."""
@@ -202,8 +257,10 @@ class HivemindTransport(Transport):
             target = PeerID.from_base58(peer_id)
             _, reader, writer = await asyncio.wait_for(self._p2p.call_binary_stream_handler(target, method), timeout)
         except TimeoutError:
+            self._dial_failed = True
             raise RequestTimeout(f"opening {method} on {peer_id} took over {timeout:.1f}s") from None
         except _DIAL_ERRORS as e:
+            self._dial_failed = True
             # Not chained: hivemind's failed stream_open leaves its daemon connection in the
             # traceback's frames; dropping them lets shutdown() collect and close it in time.
             raise PeerUnreachable(f"cannot open {method} on {peer_id}: {e}") from None
@@ -223,21 +280,53 @@ class HivemindTransport(Transport):
         if self._closed:
             return
         self._closed = True
+        started = time.monotonic()
+        if not self.daemon_running():
+            self._say_daemon_gone()
         with contextlib.suppress(Exception):
             await self._p2p.shutdown()
-        gc.collect()  # close daemon connections hivemind leaked on failed dials while our loop still runs
-        await asyncio.to_thread(self._dht.shutdown)  # asks, waits 3 s, then SIGTERMs; does not wait after that
-        await asyncio.to_thread(self._dht.join, _DHT_STOP_SECONDS)
-        if self._dht.is_alive():
-            # Seen when a signal to our whole process group (systemd, a shell's Ctrl+C) also hit the DHT process
-            # and its p2p daemon: the DHT process then outlives SIGTERM, and Python's exit would wait on it forever.
-            logger.warning("DHT process survived shutdown; killing it and its p2p daemon")
-            await asyncio.to_thread(_kill_tree, self._dht)
-        logger.debug("transport %s shut down", self._peer_id)
+        stopping = asyncio.ensure_future(asyncio.to_thread(_stop_dht, self._dht))
+        if self._dial_failed:
+            # Close daemon connections hivemind leaked on failed dials while our loop still runs; a full
+            # collection costs 0.5-3 s with torch loaded, so only when a dial failed, and beside the DHT's stop.
+            gc.collect()
+        await stopping
+        logger.debug("transport %s shut down in %.2f s", self._peer_id, time.monotonic() - started)
+
+    def _say_daemon_gone(self) -> None:
+        if not self._daemon_gone_said:
+            self._daemon_gone_said = True
+            logger.info(
+                "the p2p daemon has exited (a stop signal sent to every process of this service? with systemd, "
+                "use KillMode=mixed): nothing more can be sent, and our DHT records expire on their own"
+            )
 
     def _check_open(self) -> None:
         if self._closed:
             raise TransportClosed(f"transport {self._peer_id} is shut down")
+
+
+def _find_daemon(dht: hivemind.DHT) -> psutil.Process | None:
+    """The DHT process's p2p daemon (its only child)."""
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(dht.pid).children():
+            if child.name().startswith("p2pd"):
+                return child
+    return None
+
+
+def _stop_dht(dht: hivemind.DHT) -> None:
+    """Ask the DHT process to stop (it stops its daemon); kill both if it is stuck.
+
+    Not hivemind's ``DHT.shutdown``: it waits forever on a daemon that a stop signal ended first, and its
+    fallback, SIGTERM, is ignored by our DHT process (``helper_session.py``)."""
+    if dht.is_alive():
+        with contextlib.suppress(Exception):  # the pipe is closed if the process has just exited
+            dht.run_coroutine(stop_and_exit, return_future=True)
+        dht.join(_DHT_STOP_SECONDS)
+    if dht.is_alive():
+        logger.warning("DHT process did not stop within %.0f s; killing it and its p2p daemon", _DHT_STOP_SECONDS)
+        _kill_tree(dht)
 
 
 def _kill_tree(process: hivemind.DHT) -> None:
@@ -266,7 +355,12 @@ def _libp2p_key_file(identity: Identity) -> Iterator[Path]:
 
 
 def _start_dht(config: HivemindConfig, key_path: Path) -> hivemind.DHT:
-    """Fork hivemind's DHT process (it starts p2pd); readiness is awaited by the caller."""
+    """Fork hivemind's DHT process (it starts p2pd) in a session of its own; readiness is awaited by the caller."""
+    with forking_into_own_session():
+        return _new_dht(config, key_path)
+
+
+def _new_dht(config: HivemindConfig, key_path: Path) -> hivemind.DHT:
     return hivemind.DHT(
         initial_peers=list(config.initial_peers) or None,
         start=True,

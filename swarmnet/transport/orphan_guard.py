@@ -1,22 +1,29 @@
-"""Make hivemind's DHT process and its p2p daemon die with the process that started them.
+"""How hivemind's DHT process and its p2p daemon end: when asked, or with the process that started them.
 
 hivemind forks the DHT into a child process, which starts ``p2pd``. If the parent is SIGKILLed
 (OOM killer, ``kill -9``), both would keep running, holding ports and serving a dead peer's DHT
-node. This coroutine runs *inside* the DHT process (via ``DHT.run_coroutine``) and watches for
+node. ``exit_when_orphaned`` runs *inside* the DHT process (via ``DHT.run_coroutine``) and watches for
 re-parenting; when the parent is gone it kills its own children (the daemon) and exits.
+
+``stop_and_exit`` is how the parent asks the DHT process to stop. It runs hivemind's own shutdown
+(withdraw the DHT's handlers from the daemon, then stop the daemon), cut short if the daemon dies
+first: a stop signal sent to every process of a service (systemd's ``KillMode=control-group``) ends
+the daemon too, and hivemind's shutdown would then wait forever for its answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from typing import Any
 
 import psutil
 
-__all__ = ["exit_when_orphaned"]
+__all__ = ["exit_when_orphaned", "stop_and_exit"]
 
 _POLL_SECONDS = 0.5
+_DAEMON_POLL_SECONDS = 0.05
 _watchers: set[asyncio.Task[None]] = set()  # keeps the watcher task referenced inside the DHT process
 
 
@@ -32,3 +39,22 @@ async def _watch(parent_pid: int) -> None:
     for child in psutil.Process().children(recursive=True):
         child.kill()
     os._exit(1)
+
+
+async def stop_and_exit(_dht: Any, node: Any) -> None:
+    """In the DHT process: shut the node down (or give up once the daemon is gone), then exit with code 0."""
+    daemons = psutil.Process().children()
+    shutdown = asyncio.ensure_future(node.shutdown())
+    while not shutdown.done() and any(_running(daemon) for daemon in daemons):
+        await asyncio.wait({shutdown}, timeout=_DAEMON_POLL_SECONDS)
+    if not shutdown.done() and node.p2p.is_alive:
+        with contextlib.suppress(Exception):
+            node.p2p._terminate()  # hivemind's own cleanup (client and socket files), without the dead daemon
+    os._exit(0)  # hivemind's loop would keep serving a node that is shut down
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return bool(process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
