@@ -89,6 +89,12 @@ class ClientStatistics:
     errors: int
     history: tuple[RoundResult, ...] = field(default=())
 
+    def __str__(self) -> str:
+        return (
+            f"{self.rounds} rounds, {self.uplink_bytes:,} B sent, last loss {self.last_loss:.4f}, "
+            f"{self.errors} transient errors"
+        )
+
 
 class FederatedClient:
     """A federated participant wrapping a torch (or Hugging Face) model, optionally with LoRA."""
