@@ -20,7 +20,7 @@ import numpy.typing as npt
 import torch
 
 from swarmnet.kernels.dispatch import Dispatch, select_backend
-from swarmnet.kernels.threads import parallel_map, spans
+from swarmnet.kernels.threads import PIECE_ELEMENTS, parallel_map, spans
 
 __all__ = ["DISPATCH", "estimate_threshold", "topk_threshold", "topk_threshold_cpu", "topk_threshold_reference"]
 
@@ -30,6 +30,8 @@ TopKFn = Callable[[torch.Tensor, int, torch.Tensor | None, int, int], tuple[torc
 # the add, abs, compare and compaction; measured at 25M entries, 2**18 beat both smaller chunks (Python
 # overhead per numpy call) and larger ones (the buffers leave the cache).
 _CHUNK = 1 << 18
+# Entries per piece handed to a thread (see swarmnet.kernels.threads).
+_PIECE = PIECE_ELEMENTS
 
 
 def validate_arguments(x: torch.Tensor, k: int, residual: torch.Tensor | None, sample_size: int) -> int:
@@ -120,7 +122,7 @@ def topk_threshold_cpu(
         lambda span: _select_pass(
             source[span[0] : span[1]], None if target is None else target[span[0] : span[1]], threshold, span[0]
         ),
-        spans(source.size),
+        spans(source.size, size=_PIECE),
     )
     if len(found) == 1:
         indices, values = found[0]

@@ -86,7 +86,7 @@ def test_cpu_path_matches_the_reference(n: int, k: int, sample_size: int, with_r
 def test_cpu_path_chunks_and_threads_join_in_order(monkeypatch: pytest.MonkeyPatch, with_residual: bool) -> None:
     # Small chunks and parts, so that 50k entries cross many chunk and thread boundaries at awkward places.
     monkeypatch.setattr(topk_module, "_CHUNK", 1000)
-    monkeypatch.setattr(topk_module, "_MIN_PART", 7001)
+    monkeypatch.setattr(topk_module, "_PIECE", 7001)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
     x, residual = _data(50_001, 11, with_residual)
     expected = _run("reference", x, 700, residual, sample_size=4000)
