@@ -293,6 +293,8 @@ class FederatedClient:
 def _dataset_size(loader: Iterable[Any]) -> int | None:
     """``len(loader.dataset)``, or ``None`` when the loader has no sized dataset (counted per round then)."""
     dataset = getattr(loader, "dataset", None)
+    if dataset is None:
+        return None
     try:
         size = len(dataset)
     except TypeError:  # no dataset, or an IterableDataset: its size is unknown until it is drawn

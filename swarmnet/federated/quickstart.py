@@ -19,6 +19,8 @@ adapters and the coordinator's log (by default a temporary folder, removed at th
 """
 
 # ruff: noqa: E402  (transformers is imported after the sys.path fix, at the top of the README excerpt)
+# mypy: disable-error-code="arg-type,var-annotated"
+# (torch's stubs take no list as a DataLoader dataset, which torch itself accepts: README's code stays plain)
 from __future__ import annotations
 
 import argparse
@@ -334,8 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the quickstart (or, with the internal ``--organisation``, one organisation's client)."""
     import transformers
 
-    transformers.utils.logging.set_verbosity_error()  # no load report for the new head: it is trained here
-    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # no load report of the new head
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     args = _arguments(argv)
     settings = Settings(
         rounds=args.rounds, local_steps=args.local_steps, lr=args.lr, codec=args.codec, alpha=args.alpha,
