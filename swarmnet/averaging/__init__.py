@@ -12,6 +12,8 @@ Class to file:
   tally, shared by both modes; **PartSender (parts.py)**: our parts of a pass; sparse all-gather mode
   (allgather.py).
 * **aggregate, AggregationConfig (robust.py)**: mean, trimmed mean, median, centered clip.
+* **RoundLobby, LobbyLimits (lobby.py)**: data that reaches us before our round of its group started waits
+  for it, within bounds per caller and overall.
 * **ThroughputModel, Arrivals (deadlines.py)**; **Inbox (inbox.py)**; wire messages (messages.py);
   **Group, partition, schema_id (group.py)**; flat vectors and error-feedback state (vectors.py).
 * **Outcome, AveragerStatistics (outcome.py)**; **Pacer (pacer.py)**: the uplink cap (``pace_mbps``).

@@ -26,6 +26,7 @@ from swarmnet.averaging.allreduce import GroupRound, RoundReport
 from swarmnet.averaging.config import AveragingConfig
 from swarmnet.averaging.deadlines import ThroughputModel
 from swarmnet.averaging.group import Group, schema_id
+from swarmnet.averaging.lobby import LobbyLimits, RoundLobby
 from swarmnet.averaging.matchmaking import Matchmaker
 from swarmnet.averaging.messages import DataHeader, Reply, decode_message, encode_message, method_name
 from swarmnet.averaging.outcome import AveragerStatistics, Outcome
@@ -59,8 +60,8 @@ class Averager:
         self._throughput = ThroughputModel(self.config.deadlines, min(self.config.bandwidth_mbps, pace or math.inf))
         # One bucket for every round and stream: it caps the peer's whole uplink, not each connection.
         self._pacer = Pacer(pace, burst_bytes=2 * self.config.chunk_bytes) if pace is not None else None
-        self._rounds: dict[str, GroupRound] = {}
-        self._round_added = asyncio.Condition()
+        # Our rounds by group id; data that arrives before its round started here waits in the lobby.
+        self._lobby: RoundLobby[GroupRound] = RoundLobby(LobbyLimits.for_chunks(self.config.chunk_bytes))
         self._feedback: dict[str, Feedback] = {}
         self._totals: Counter[str] = Counter()
         self._last: Outcome | None = None
@@ -113,13 +114,11 @@ class Averager:
             self._transport, group, flat, weight=weight, codec=self._codec, feedback=feedback, config=self.config,
             throughput=self._throughput, pacer=self._pacer,
         )  # fmt: skip
-        async with self._round_added:
-            self._rounds[group.group_id] = round_
-            self._round_added.notify_all()
+        await self._lobby.open(group.group_id, round_)
         try:
             report = await round_.run()
         finally:
-            del self._rounds[group.group_id]
+            await self._lobby.close(group.group_id)
         if flat.data_ptr() != tensors[0].data_ptr():  # not averaged in place already
             unflatten(flat, tensors)
         outcome = self._outcome(round_id, group, report, matchmaking, round_=round_)
@@ -186,30 +185,32 @@ class Averager:
 
     async def _on_data(self, caller: str, request: bytes) -> bytes:
         header, payload = decode_message(request, DataHeader)
-        round_ = await self._find_round(header.group_id)
-        if round_ is None:
-            return encode_message(Reply(ok=False, reason="no such group here (finished, or never joined)"))
+        round_ = await self._find_round(caller, header, len(request))
+        if isinstance(round_, str):
+            return encode_message(Reply(ok=False, reason=round_))
+        if round_ is None:  # a ping before our round started: we are alive, and the group is not over here
+            return encode_message(Reply(ok=True))
         if caller not in round_.group.members:
             raise ProtocolError(f"{caller} is not a member of group {header.group_id}")
         if header.kind != "ping":
             round_.receive(round_.group.index(caller), header, payload)
         return encode_message(Reply(ok=True))
 
-    async def _find_round(self, group_id: str) -> GroupRound | None:
-        """The round of ``group_id``; waits briefly if its commit reached us but the step has not caught up."""
-        if group_id in self._rounds or not self._matchmaker.expects(group_id):
-            return self._rounds.get(group_id)
-        async with self._round_added:
-            try:
-                # Up to the matchmaking timeout, not one request's: on a loaded machine (a trainer computing
-                # beside its averager) the step that registers the round can lag the commit by seconds, and
-                # refusing the data would drop a healthy peer from the round.
-                await asyncio.wait_for(
-                    self._round_added.wait_for(lambda: group_id in self._rounds), self.config.matchmaking.timeout
-                )
-            except TimeoutError:
-                return None
-        return self._rounds.get(group_id)
+    async def _find_round(self, caller: str, header: DataHeader, size: int) -> GroupRound | str | None:
+        """The round of ``header``'s group, once it starts here; a refusal's reason; or None for a ping that came
+        before it (answered at once: a ping asks whether we are alive, and waiting would only make it time out).
+
+        Data for a group that has not started here waits up to the matchmaking timeout, whether or not we know
+        of the group yet: on a loaded machine the step that sets up our round, or even the commit that names
+        the group, can lag the data by seconds, and refusing the data would drop a healthy peer from the
+        round. The lobby bounds what may wait (``lobby.py``).
+        """
+        group_id = header.group_id
+        if header.kind == "ping" and not self._lobby.finished(group_id):
+            return self._lobby.find_now(group_id)
+        expected = self._matchmaker.expects(group_id)
+        timeout = self.config.matchmaking.timeout
+        return await self._lobby.find(caller, group_id, size, expected=expected, timeout=timeout)
 
 
 def _check_inputs(tensors: Sequence[torch.Tensor], weight: float, round_id: int) -> None:

@@ -294,6 +294,9 @@ class Matchmaker:
     ) -> Group:
         final = (self._identity.peer_id, *accepted)
         commit = Commit(group_id=group_id, members=final, bandwidths=tuple(bandwidths[p] for p in final), whole=whole)
+        # The group is final now. A member starts its round as soon as it has our commit and may send us data
+        # before its answer reaches us (a busy machine runs our side late): that data must find the group expected.
+        self._expect(group_id)
         await asyncio.gather(*(self._ask(p, self._commit, encode_message(commit)) for p in accepted))
         return self._finish(state, final, bandwidths, group_id, whole=whole)
 
@@ -315,11 +318,15 @@ class Matchmaker:
     def _joined(self, schema: str, group: Group, whole: bool) -> None:
         """Note a group we are in: a full one of every peer that sought the round (``whole``) is the one to
         re-form next round."""
-        self._recent.append(group.group_id)
+        self._expect(group.group_id)
         if whole and len(group.members) == self.config.target_group_size > 1:
             self._last_full[schema] = group
         else:
             self._last_full.pop(schema, None)
+
+    def _expect(self, group_id: str) -> None:
+        if group_id not in self._recent:
+            self._recent.append(group_id)
 
     async def _ask(self, peer: str, method: str, message: bytes, timeout: float | None = None) -> Reply:
         try:

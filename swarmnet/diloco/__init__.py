@@ -7,6 +7,8 @@
 * **StateSync, GlobalState (state_sync.py)**: published state digests, verified transfer.
 * **Consensus, choose (consensus.py)**: which announced state the swarm agrees on, by counting distinct announcers.
 * **PaceBound (pace.py)**: how far ahead another trainer can plausibly be; claims beyond it are ignored.
+* **converging, settled (closing.py)**: when a trainer at its last step may stop: the peers that ended with it
+  hold one state.
 * **ProgressBoard (progress.py)**: which sync point other trainers reached; stop early only behind most of them.
 * **save_checkpoint, load_latest, CheckpointConfig (checkpoint.py)**: atomic safetensors checkpoints.
 """

@@ -10,7 +10,9 @@ Membership is elastic. A trainer that sees most of the other trainers already at
 point stops early and joins with a weight equal to the steps it did; a trainer whose state is not
 the swarm's consensus (it missed a round, or averaged in a minority group) fetches the consensus
 state from the peers that hold it; a joiner does the same before its first step, waiting up to
-``join_wait`` seconds while the announcers disagree.
+``join_wait`` seconds while the announcers disagree. A trainer that reached ``max_steps`` stops only once
+the peers that ended at its round hold one state (up to ``final_wait``; ``closing.py``): when the last
+round failed, each peer applied its own update, and the ones off the consensus fetch it first.
 
 Nothing another trainer says about its progress is taken on its word alone: the consensus counts
 distinct announcers (``consensus.py``), the stop-early rule needs a majority of the other trainers
@@ -32,6 +34,7 @@ import torch
 from swarmnet.averaging import Averager, AveragingConfig, Outcome
 from swarmnet.clock import off_loop
 from swarmnet.data.text import Batch, ShardSampler
+from swarmnet.diloco.closing import converging, settled
 from swarmnet.diloco.consensus import Consensus, choose
 from swarmnet.diloco.pace import PaceBound
 from swarmnet.diloco.progress import ProgressBoard, swarm_reached
@@ -62,6 +65,9 @@ class TrainerConfig:
     progress_ttl: float = 30.0  # seconds a "reached sync point" record lives: a dead peer's stops counting
     max_step_rate: float = 100.0  # inner steps per second no trainer of the run exceeds: bounds others' claims
     join_wait: float = 30.0  # seconds a joiner waits for the announcers to agree before starting on its own
+    # Seconds a trainer that reached max_steps waits, serving and fetching, for the peers that ended with it to
+    # hold one state (its last round failed or left someone out: each peer applied its own update; ``closing.py``).
+    final_wait: float = 30.0
 
     def validate(self) -> None:
         """Raise ``ConfigError`` for an impossible setting."""
@@ -69,8 +75,8 @@ class TrainerConfig:
             raise ConfigError("max_steps must be positive")
         if self.poll_interval <= 0 or self.eval_every < 0 or self.state_ttl <= 0 or self.progress_ttl <= 0:
             raise ConfigError("poll_interval, state_ttl and progress_ttl must be positive and eval_every >= 0")
-        if not self.max_step_rate > 0 or self.join_wait < 0:
-            raise ConfigError("max_step_rate must be positive and join_wait >= 0")
+        if not self.max_step_rate > 0 or self.join_wait < 0 or self.final_wait < 0:
+            raise ConfigError("max_step_rate must be positive, join_wait and final_wait >= 0")
         # Records live their ttl + 1 s at most; storage nodes refuse longer-lived ones.
         if self.state_ttl + 1.0 > DILOCO_STATE_MAX_LIFETIME or self.progress_ttl + 1.0 > DILOCO_PROGRESS_MAX_LIFETIME:
             raise ConfigError(
@@ -161,6 +167,8 @@ class SwarmTrainer:
                 await self._maybe_sync()
             for pending in list(self._pending):
                 await self._apply(pending)
+            if self._done():
+                await self._settle()
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
@@ -316,6 +324,31 @@ class SwarmTrainer:
         await self.state.publish(fetched)
         self._report("fetched")
         return True
+
+    async def _settle(self) -> None:
+        """After the last sync: wait (up to ``final_wait``) until the peers that ended at our round hold our
+        state, adopting the swarm's consensus of that round if it is not ours (``closing.py``). Our state
+        stays served meanwhile, so the peers off it can fetch it from us."""
+        clock, me = self._transport.clock, self._transport.peer_id
+        deadline = clock.time() + self.config.final_wait
+        fragments = self.replica.config.fragments
+        sure = converging(self.outcomes[-fragments:])
+        while True:
+            announcements = await self.state.announcements()
+            if settled(announcements, me=me, fragments=fragments, sure=sure):
+                return
+            consensus = self._choose(announcements)
+            same_round = consensus is not None and consensus.announcement.rounds == self.replica.rounds
+            if same_round and consensus is not None and await self._adopt(consensus):
+                sure = frozenset()  # our last outcome no longer says what we hold
+                continue
+            if clock.time() >= deadline:
+                logger.warning(
+                    "stopping after %.0f s while peers that ended at round %d hold other states",
+                    self.config.final_wait, self.replica.rounds,
+                )  # fmt: skip
+                return
+            await asyncio.sleep(self.config.poll_interval)
 
     def _global_state(self) -> GlobalState:
         r = self.replica
