@@ -9,6 +9,8 @@
   how an update enters the finite field; **secure_round.py**: the client's four phases.
 * **privacy.py**: clipping, Gaussian noise and the RDP accountant; **signing.py**: what is signed;
   **vector.py**: adapter tensors <-> flat vectors.
+* **quickstart.py**: ``python -m swarmnet.federated.quickstart``, a coordinator and two clients on
+  MiniLM end to end (README's client code is its excerpt); needs the ``federated`` extra.
 """
 
 from swarmnet.federated.client import ClientConfig, ClientStatistics, FederatedClient, RoundResult
