@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,3 +66,23 @@ def test_killing_one_of_four_mid_round_leaves_the_exact_average_of_three() -> No
     # The deadline a reducer sets for its part to arrive from the three others.
     deadline = ThroughputModel(DeadlineConfig(), rate).timeout(3 * numel / 4 * 4)
     assert result["seconds"] < 2 * deadline, (result["seconds"], deadline)
+
+
+def test_two_processes_average_every_round_in_full_on_a_busy_cpu() -> None:
+    """Two spinning processes take both cores while two peers average: event loops run late, a member's data
+    can reach a peer before its round (or even its group) is set up there, and that data must wait for it."""
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        report = run_swarmnet([LoopbackNode()] * 2, 50_000, 3, ["none"], warmup_rounds=0, straggler_grace=10.0)
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+    short = [
+        {"round": rd["round"], **{k: p[k] for k in ("peer", "reason", "failed", "rejected", "contributors")}}
+        for rd in report["none"]["rounds"]
+        for p in rd["peers"]
+        if not (p["succeeded"] and p["contributors"] == 2)
+    ]
+    assert not short, short
+    assert report["none"]["max_abs_error"] < 1e-5  # both hold the exact average, hence the same values
