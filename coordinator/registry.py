@@ -94,7 +94,10 @@ class ClientRegistry:
         if self._store.journalled > len(self.clients) + _COMPACT_SLACK:
             self._store.save_clients(self.clients)
         self.touch(client_id)
-        logger.info("registered client %s (%d samples)", client_id, record.samples)
+        size = (
+            f"{record.samples} samples" if record.samples else "size unknown: each update claims its round's samples"
+        )
+        logger.info("registered client %s (%s)", client_id, size)
         return record, session
 
     def _check_register(self, request: pb.RegisterRequest) -> None:
