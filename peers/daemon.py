@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from swarmnet.errors import ConfigError, RemoteFault, TransportClosed, TransportError
 from swarmnet.identity import Identity
@@ -113,16 +114,40 @@ async def run_daemon(
             measuring = asyncio.create_task(
                 _keep_link_measured(swarm, transport, config, telemetry), name="swarmnet-link"
             )
+        farewell: asyncio.Future[None] | None = None
+
+        def leave() -> asyncio.Future[None]:
+            nonlocal farewell
+            if farewell is None:
+                farewell = asyncio.ensure_future(_leave(swarm, publisher, transport, config.membership.swarm))
+            return farewell
+
         try:
             if config.trainer is None:
                 await stop.wait()
                 return None
-            return await run_trainer(transport, identity, config.trainer, stop, telemetry)
+            return await _train(run_trainer(transport, identity, config.trainer, stop, telemetry), stop, leave)
         finally:
             if measuring is not None:
                 measuring.cancel()
                 await asyncio.gather(measuring, return_exceptions=True)
-            await asyncio.shield(_leave(swarm, publisher, transport, config.membership.swarm))
+            await asyncio.shield(leave())
+
+
+async def _train(
+    training: Coroutine[Any, Any, TrainerSummary], stop: asyncio.Event, leave: Callable[[], Awaitable[None]]
+) -> TrainerSummary:
+    """Run the trainer; once ``stop`` is set, leave the swarm at once while it finishes its step and summary."""
+    trainer = asyncio.ensure_future(training)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({trainer, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set() and not trainer.done():
+            await asyncio.shield(leave())
+        return await trainer
+    finally:
+        stopping.cancel()
+        trainer.cancel()  # no effect once it is done; ends it if we were cancelled
 
 
 async def _leave(swarm: Swarm, publisher: TelemetryPublisher | None, transport: HivemindTransport, name: str) -> None:

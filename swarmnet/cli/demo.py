@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import logging
+import shutil
 import sys
 import tempfile
 import time
@@ -49,7 +50,13 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--fragments", type=int, default=1, help="Streaming DiLoCo fragments (default 1: DiLoCo)")
     parser.add_argument("--corpus", default="kjv", help="corpus (default %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per peer (default %(default)s)")
-    parser.add_argument("--workdir", type=Path, default=None, help="keep logs, checkpoints, summaries here")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep logs, checkpoints and summaries here; without it they go to a temporary folder that is "
+        "deleted after a successful run and kept (its path printed) after a failed one",
+    )
     parser.add_argument("--log-level", default=None, help="log level of this launcher")
     parser.set_defaults(run=run)
 
@@ -63,8 +70,16 @@ def run(args: argparse.Namespace) -> int:
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
         return asyncio.run(_run(args, args.workdir))
-    with tempfile.TemporaryDirectory(prefix="swarmnet-demo-") as workdir:
-        return asyncio.run(_run(args, Path(workdir)))
+    workdir = Path(tempfile.mkdtemp(prefix="swarmnet-demo-"))
+    code: int = ExitCode.NETWORK  # until the run says otherwise (an exception keeps the logs too)
+    try:
+        code = asyncio.run(_run(args, workdir))
+    finally:
+        if code == ExitCode.OK:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"logs kept in {workdir} (dht.log, peer-N.log; --workdir keeps them always)", file=sys.stderr)
+    return code
 
 
 def _trainer_argv(args: argparse.Namespace, workdir: Path, address: str, index: int) -> list[str]:
@@ -98,11 +113,16 @@ async def _run(args: argparse.Namespace, workdir: Path) -> int:
         ]
         processes.extend(peers)
         await _follow(peers, args, stop)
+    except (RuntimeError, TimeoutError) as e:  # the bootstrap node exited or hung before printing its address
+        logger.error("the bootstrap node did not start: %s", e or "no address within the deadline")
+        return ExitCode.NETWORK
     finally:
         await stop_all(processes)
     summaries = [_load(workdir / f"peer-{i}.json") for i in range(args.peers)]
     print_summary([s for s in summaries if s is not None], time.monotonic() - started)
-    return ExitCode.OK if all(summaries) else ExitCode.NETWORK
+    if all(summaries):
+        return ExitCode.OK
+    return ExitCode.INTERRUPTED if stop.is_set() else ExitCode.NETWORK
 
 
 async def _follow(peers: list[asyncio.subprocess.Process], args: argparse.Namespace, stop: asyncio.Event) -> None:

@@ -94,8 +94,14 @@ class _LocalSwarm:
         await victim.wait()
         await self.start_peer()
 
+    async def stop_peers(self) -> None:
+        """Stop every peer at once; each withdraws its record through the bootstrap node, still running."""
+        await stop_all(list(self.peers))
+
     async def stop(self) -> None:
-        await stop_all([*self.peers, self.bootstrap])
+        """The peers first, then the bootstrap node."""
+        await self.stop_peers()
+        await stop_all([self.bootstrap])
 
 
 async def _run(args: argparse.Namespace, workdir: Path) -> int:
@@ -132,3 +138,4 @@ async def _watch(local: _LocalSwarm, args: argparse.Namespace, stop: asyncio.Eve
                 kills, next_churn = kills + 1, loop.time() + args.churn
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), args.interval)
+        await asyncio.gather(local.stop_peers(), transport.shutdown())  # our own DHT node meanwhile

@@ -27,8 +27,7 @@ async def spawn(workdir: Path, name: str, *argv: str) -> asyncio.subprocess.Proc
         sys.executable, "-m", "swarmnet", *argv,
         stdout=asyncio.subprocess.PIPE, stderr=log,
         # Its own session: Ctrl+C (or a signal to our process group) reaches only this launcher, which then
-        # stops the children in order. A group-wide signal would also hit each child's hivemind DHT process
-        # mid-shutdown, and hivemind's DHT then never finishes shutting down.
+        # stops the children in order: the peers first, while the bootstrap node still carries their farewells.
         start_new_session=True,
         preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )  # fmt: skip
