@@ -26,6 +26,7 @@ from typing import Any
 
 DEMO = ["--peers", "2", "--preset", "debug", "--steps", "40", "--inner-steps", "10"]
 _PARTIAL = re.compile(r"round (\d+): (\d+)/(\d+) contributed")
+_LONE = re.compile(r"round \d+: 1/1 contributed")
 _IDENTICAL = "all peers hold identical global parameters and outer momentum: "
 
 
@@ -87,8 +88,9 @@ def read_logs(output: str, workdir: Path) -> dict[str, Any]:
         "identical_line": line,
         "partial_rounds": len(partial),
         "partial_round_ids": sorted({int(r) for r, _, _ in partial}),
+        # A peer that found nobody else within the trainer's group wait averaged alone: its state then differs.
+        "lone_rounds": len(_LONE.findall(logs)),
         "refused_chunks": logs.count("refused a chunk"),
-        "catch_up_rounds": logs.count("catch-up round"),
         "state_fetches": sum(s.get("state_fetches", 0) for s in summaries),
         "rounds": [s.get("rounds") for s in summaries],
     }
@@ -130,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                 results.setdefault(label, []).append(run)
                 print(f"busy {busy} run {index + 1}/{runs}: identical={run['identical']} "
                       f"partial rounds {run['partial_round_ids']} refused chunks {run['refused_chunks']} "
-                      f"fetches {run['state_fetches']} {run['seconds']:.0f}s", flush=True)  # fmt: skip
+                      f"lone rounds {run['lone_rounds']} fetches {run['state_fetches']} {run['seconds']:.0f}s",
+                      flush=True)  # fmt: skip
         finally:
             stop(busy_processes)
     print_table(results)
