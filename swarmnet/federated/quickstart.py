@@ -1,6 +1,6 @@
 """Federated LoRA end to end on one machine: a coordinator and two organisations, each its own process.
 
-    python -m swarmnet.federated.quickstart                    # 3 rounds: a minute or two on 2 CPU cores
+    python -m swarmnet.federated.quickstart                    # 3 rounds: about 3 min on 2 busy CPU cores
     python -m swarmnet.federated.quickstart --rounds 10 --local-steps 8 --json run.json
 
 Needs ``pip install "swarmnet[federated]"`` (``scripts/setup_env.sh dev federated`` in a checkout):
@@ -287,7 +287,7 @@ def _report(result: dict[str, Any]) -> str:
         )
     lines.append(f"held-out accuracy: {result['accuracy_before']:.3f} before, {result['accuracy_after']:.3f} after")
     lines.append(f"both organisations hold the same final adapter: {'yes' if result['same_final_adapter'] else 'NO'}")
-    lines.append(f"{result['seconds']:.0f} s in all")
+    lines.append(f"{result['seconds']:.0f} s from the initial adapter to the final accuracy")
     return "\n".join(lines)
 
 
