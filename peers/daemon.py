@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from swarmnet.errors import ConfigError, RemoteFault, TransportClosed, TransportError
+from swarmnet.errors import ConfigError, RemoteFault, TransportError
 from swarmnet.identity import Identity
 from swarmnet.membership import DeviceInfo, MembershipConfig, PeerInfo, Swarm
 from swarmnet.peers.link_probe import LinkProbeConfig, measure_upload_mbps, serve_link_probe
@@ -159,11 +159,7 @@ async def _leave(swarm: Swarm, publisher: TelemetryPublisher | None, transport: 
         await swarm.leave(publish=False)
         return
     logger.info("leaving swarm %r", name)
-    farewells = [swarm.leave()] if publisher is None else [swarm.leave(), publisher.stop()]
-    for outcome in await asyncio.gather(*farewells, return_exceptions=True):
-        # TransportClosed: the daemon died meanwhile, and the transport has said so.
-        if isinstance(outcome, BaseException) and not isinstance(outcome, TransportClosed):
-            raise outcome
+    await asyncio.gather(swarm.leave(), *([] if publisher is None else [publisher.stop()]))
 
 
 def _telemetry(config: DaemonConfig, device: DeviceInfo, transport: Transport, started_at: float) -> PeerTelemetry:

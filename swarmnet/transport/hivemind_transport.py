@@ -171,7 +171,7 @@ class HivemindTransport(Transport):
             return False
 
     async def store(self, key: str, value: bytes, expires_at: float, subkey: str | None = None) -> bool:
-        """Store in the DHT; ``False`` on refusal or network failure; ``TransportClosed`` once the daemon is gone."""
+        """Store in the DHT; ``False`` on refusal or network failure (at once when our p2p daemon is gone)."""
         self._check_open()
         if len(value) > self.limits.max_value_bytes:
             logger.debug("refusing to store %d bytes under %s", len(value), key)
@@ -179,21 +179,17 @@ class HivemindTransport(Transport):
         try:
             future = self._dht.store(key, value, expires_at, subkey=subkey, return_future=True)
             return bool(await self._dht_call(future))
-        except TransportClosed:
-            raise
         except Exception as e:
             logger.debug("DHT store under %s failed: %r", key, e)
             return False
 
     async def get(self, key: str) -> dict[str | None, StoredValue]:
-        """Latest values under ``key``; ``{}`` when absent or on failure; ``TransportClosed`` once the daemon is
-        gone. Non-bytes values are skipped."""
+        """Latest values under ``key``; ``{}`` when absent or on failure (at once when our p2p daemon is gone).
+        Non-bytes values are skipped."""
         self._check_open()
         try:
             future = self._dht.get(key, latest=True, return_future=True)
             found = await self._dht_call(future)
-        except TransportClosed:
-            raise
         except Exception as e:
             logger.debug("DHT get of %s failed: %r", key, e)
             return {}
@@ -209,7 +205,7 @@ class HivemindTransport(Transport):
 
     async def _dht_call(self, future: Any) -> Any:
         """The result of a call to the DHT process: ``TimeoutError`` after ``limits.default_timeout``, and
-        ``TransportClosed`` as soon as our p2p daemon is gone (the call would never finish)."""
+        ``ConnectionError`` as soon as our p2p daemon is gone (the call would never finish)."""
         call = asyncio.ensure_future(future)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.limits.default_timeout
@@ -217,7 +213,7 @@ class HivemindTransport(Transport):
             while not call.done():
                 if not self.daemon_running():
                     self._say_daemon_gone()
-                    raise TransportClosed(f"transport {self._peer_id}: the p2p daemon has exited")
+                    raise ConnectionError("the p2p daemon has exited")
                 if loop.time() >= deadline:
                     raise TimeoutError
                 await asyncio.wait({call}, timeout=min(_DAEMON_POLL_SECONDS, deadline - loop.time()))

@@ -24,6 +24,7 @@ __all__ = ["exit_when_orphaned", "stop_and_exit"]
 
 _POLL_SECONDS = 0.5
 _DAEMON_POLL_SECONDS = 0.05
+_REAP_SECONDS = 0.5
 _watchers: set[asyncio.Task[None]] = set()  # keeps the watcher task referenced inside the DHT process
 
 
@@ -47,9 +48,12 @@ async def stop_and_exit(_dht: Any, node: Any) -> None:
     shutdown = asyncio.ensure_future(node.shutdown())
     while not shutdown.done() and any(_running(daemon) for daemon in daemons):
         await asyncio.wait({shutdown}, timeout=_DAEMON_POLL_SECONDS)
-    if not shutdown.done() and node.p2p.is_alive:
-        with contextlib.suppress(Exception):
-            node.p2p._terminate()  # hivemind's own cleanup (client and socket files), without the dead daemon
+    if not shutdown.done():
+        if node.p2p.is_alive:  # the daemon died under a shutdown that still waits for its answers
+            with contextlib.suppress(Exception):
+                node.p2p._terminate()  # hivemind's own cleanup (client and socket files), without the daemon
+        else:  # hivemind stopped the daemon itself: let it reap it, or the zombie outlives us
+            await asyncio.wait({shutdown}, timeout=_REAP_SECONDS)
     os._exit(0)  # hivemind's loop would keep serving a node that is shut down
 
 

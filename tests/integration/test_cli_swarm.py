@@ -62,17 +62,17 @@ def listed(watch: SwarmnetProcess, predicate: Any, timeout: float, what: str) ->
 
 def test_status_lists_peers_and_sees_them_leave_or_die(processes: list[SwarmnetProcess], tmp_path: Path) -> None:
     bootstrap = start(processes, tmp_path, "dht", "dht", "--host-maddrs", LOOPBACK, "--identity", str(tmp_path / "d"))
-    address = bootstrap.next_line(60)
+    address = bootstrap.next_line(120)
     assert address.startswith("/ip4/127.0.0.1/tcp/")
     assert "/p2p/12D3KooW" in address
     watch = start(
         processes, tmp_path, "watch", "status", "--initial-peers", address, "--swarm", "it", "--json", "--watch", "0.3"
     )
-    watch.next_line(60)  # the watcher is connected and polling before the peers start
+    watch.next_line(120)  # the watcher is connected and polling before the peers start
 
     started_at = time.monotonic()
     peers = {name: start_peer(processes, tmp_path, name, address) for name in ("alpha", "beta", "gamma")}
-    ids = {name: peer.next_line(30).removeprefix("ready ") for name, peer in peers.items()}
+    ids = {name: peer.next_line(120).removeprefix("ready ") for name, peer in peers.items()}
     # A peer announces itself before it prints ready, so the listing follows within the watcher's poll and
     # a DHT read; the deadline starts there, not at process start (imports alone take 10 s on a busy machine).
     snapshot = listed(watch, lambda seen: set(ids.values()) <= seen, TTL, "3 peers")

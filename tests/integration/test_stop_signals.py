@@ -35,6 +35,7 @@ TTL = "60"  # a record's lifetime: far beyond every deadline below, so expiry ca
 # hivemind renames the WARNING level to WARN, for our loggers too.
 COMPLAINT = re.compile(r"\b(WARN|WARNING|ERROR|CRITICAL)\b|Traceback")
 DAEMON_GONE = "the p2p daemon has exited"
+NOT_PUBLISHED = "could not publish departure"
 
 
 class Job:
@@ -153,14 +154,15 @@ def _peer_argv(swarm: Swarm, folder: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def _stop(job: Job, sig: signal.Signals, style: str, *, exit_code: int = 0) -> None:
-    """Signal ``job``; it must exit with ``exit_code``, quietly, leaving nothing running."""
+def _stop(job: Job, sig: signal.Signals, style: str, *, allowed: str | None = None) -> None:
+    """Signal ``job``; it must exit 0, with no complaint in its log (but ``allowed``), leaving nothing running."""
     children = job.signal(sig, style)
-    assert job.process.wait(60) == exit_code, job.log()[-3000:]
+    assert job.process.wait(60) == 0, job.log()[-3000:]
     # torch's shared-memory manager leaves by itself a few seconds after its last client: hence the margin.
     _, alive = psutil.wait_procs(children, timeout=30)
     assert not alive, f"left running: {[p.pid for p in alive]}"
-    complaints = [line for line in job.log().splitlines() if COMPLAINT.search(line)]
+    lines = job.log().splitlines()
+    complaints = [line for line in lines if COMPLAINT.search(line) and not (allowed and allowed in line)]
     assert not complaints, "\n".join(complaints)
 
 
@@ -200,16 +202,18 @@ def test_peer_leaves_the_listing_at_once(swarm: Swarm, tmp_path: Path, style: st
 
 
 def test_peer_stopped_with_its_p2p_daemon(swarm: Swarm, tmp_path: Path) -> None:
-    """systemd's default KillMode=control-group: the daemon dies with us, maybe before our farewell went out.
-    Either the peer left the listing, or one INFO line says why it could not; no hang, no warning."""
+    """systemd's default KillMode=control-group: the daemon dies with us, before or while our farewell goes
+    out. Either the peer left the listing, or one INFO line says why it could not (and, if the daemon died
+    mid-farewell, the membership layer's line that the departure was not published); no hang."""
     job = Job(tmp_path, "peer", *_peer_argv(swarm, tmp_path))
     try:
         peer_id = job.line(lambda line: line.startswith("ready "), 120).removeprefix("ready ")
         swarm.members(lambda ids: peer_id in ids, 30, "the peer")
-        _stop(job, signal.SIGTERM, "tree")
+        _stop(job, signal.SIGTERM, "tree", allowed=NOT_PUBLISHED)
         if DAEMON_GONE in job.log():
             assert job.log().count(DAEMON_GONE) == 1
         else:
+            assert NOT_PUBLISHED not in job.log()
             swarm.members(lambda ids: peer_id not in ids, 10, "the peer gone")
     finally:
         job.close()
