@@ -91,7 +91,7 @@ class TrainerSummary:
     steps: int
     rounds: int
     val_loss_before: float
-    val_loss_after: float
+    val_loss_after: float | None  # None when stopped early: the validation pass is skipped to leave at once
     bytes_sent: int
     bytes_received: int
     allreduce_bytes: int  # what per-step fp32 all-reduce in a group of the same size would have sent
@@ -144,7 +144,8 @@ async def run_trainer(
             telemetry.state = "idle"
     if config.checkpoint is not None and replica.rounds % config.checkpoint.every_rounds:
         await asyncio.to_thread(save, replica, config.checkpoint)  # the last sync's state was not saved yet
-    summary = await _summarize(trainer, identity, config, val_before, validation)
+    # Stopped by a signal: leave at once, without the validation pass and the text sample (1-2 s on a CPU).
+    summary = await _summarize(trainer, identity, config, val_before, validation if not stop.is_set() else None)
     if config.summary_path is not None:
         config.summary_path.write_text(json.dumps(asdict(summary), indent=2))
     return summary
@@ -179,11 +180,18 @@ def _checkpointer(config: TrainerRoleConfig) -> Any:
 
 
 async def _summarize(
-    trainer: SwarmTrainer, identity: Identity, config: TrainerRoleConfig, val_before: float, validation: list[Any]
+    trainer: SwarmTrainer,
+    identity: Identity,
+    config: TrainerRoleConfig,
+    val_before: float,
+    validation: list[Any] | None,
 ) -> TrainerSummary:
+    """The run's summary; ``validation`` None skips the closing evaluation and text sample."""
     replica = trainer.replica
-    val_after = await asyncio.to_thread(replica.evaluate, validation)
-    sample = await asyncio.to_thread(_sample, replica, config.sample_bytes)
+    val_after, sample = None, ""
+    if validation is not None:
+        val_after = await asyncio.to_thread(replica.evaluate, validation)
+        sample = await asyncio.to_thread(_sample, replica, config.sample_bytes)
     stats = trainer.statistics()
     sizes = [len(o.members) for o in trainer.outcomes]
     group = max(sizes, default=1)

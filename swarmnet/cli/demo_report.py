@@ -23,11 +23,17 @@ def print_summary(summaries: list[dict[str, Any]], seconds: float) -> None:
         ratio = s["allreduce_bytes"] / max(1, s["bytes_sent"])
         print(
             f"{s['peer_id'][:12]:<14}{s['steps']:>7}{s['rounds']:>7}{s['val_loss_before']:>12.3f}"
-            f"{s['val_loss_after']:>11.3f}{format_bytes(s['bytes_sent']):>11}{format_bytes(s['allreduce_bytes']):>12}"
+            f"{_loss(s['val_loss_after']):>11}{format_bytes(s['bytes_sent']):>11}{format_bytes(s['allreduce_bytes']):>12}"
             f"{ratio:>7.0f}x"
         )
     digests = {s["digest"] for s in summaries}
     same = "yes" if len(digests) == 1 else f"no ({len(digests)} different states)"
     print(f"all peers hold identical global parameters and outer momentum: {same}")
     print("'all-reduce' = what per-step fp32 data-parallel all-reduce in the same group would have sent")
-    print(f"\ngenerated text (global model, seeded):\n{summaries[0]['sample']}\n")
+    if summaries[0]["sample"]:
+        print(f"\ngenerated text (global model, seeded):\n{summaries[0]['sample']}\n")
+
+
+def _loss(value: float | None) -> str:
+    """A validation loss, or '-' for a peer stopped before its closing evaluation."""
+    return "-" if value is None else f"{value:.3f}"
