@@ -52,7 +52,7 @@ from torch.nn.functional import pad
 if __package__ in (None, ""):  # run by path (python scripts/bench/codecs.py): the repository root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from scripts.bench.load import KIND, busy_processes
+from scripts.bench.load import KIND, busy_processes, load_row
 from swarmnet.compression.base import Codec
 from swarmnet.compression.cast import Float16Codec
 from swarmnet.compression.error_feedback import ErrorFeedback
@@ -329,15 +329,7 @@ def load_section(
     for name in loaded:
         for way in ("encode", "decode"):
             key = f"{way}_gbps"
-            one, default, busy = (rows.get(name, {}).get(key) for rows in (idle_1t, idle, loaded))
-            ratio = busy / one if isinstance(busy, float) and isinstance(one, float) else None
-            table[f"{name} {way}"] = {
-                "idle_1t_gbps": one if isinstance(one, float) else None,
-                "idle_gbps": default if isinstance(default, float) else None,
-                "loaded_gbps": busy if isinstance(busy, float) else None,
-                "loaded_over_idle_1t": ratio,
-                "at_least_half": ratio is not None and ratio >= 0.5,
-            }
+            table[f"{name} {way}"] = load_row(*(rows.get(name, {}).get(key) for rows in (idle_1t, idle, loaded)))
     return table
 
 

@@ -57,7 +57,7 @@ import torch
 if __package__ in (None, ""):  # run by path (python scripts/bench/kernels.py): the repository root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from scripts.bench.load import KIND, busy_processes
+from scripts.bench.load import KIND, busy_processes, load_row
 from swarmnet.kernels.dispatch import force_backend
 
 CHUNK = 4096  # chunk / block size of the sign and blockwise kernels, the codecs' defaults
@@ -250,15 +250,7 @@ def load_section(
     """Per kernel: idle 1-thread, idle default and loaded ``cpu`` GB/s, loaded / idle-1t and the 50% check."""
     table: dict[str, dict[str, float | bool | None]] = {}
     for name, busy in loaded.items():
-        one, default = idle_1t.get(name), kernels.get(name, {}).get("cpu_gbps")
-        ratio = busy / one if busy is not None and one else None
-        table[name] = {
-            "idle_1t_gbps": one,
-            "idle_gbps": default if isinstance(default, float) else None,
-            "loaded_gbps": busy,
-            "loaded_over_idle_1t": ratio,
-            "at_least_half": ratio is not None and ratio >= 0.5,
-        }
+        table[name] = load_row(idle_1t.get(name), kernels.get(name, {}).get("cpu_gbps"), busy)
     return table
 
 

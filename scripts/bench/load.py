@@ -11,7 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-__all__ = ["KIND", "busy_processes"]
+__all__ = ["KIND", "busy_processes", "load_row"]
 
 KIND = "python spin loop (pure Python, no memory traffic), one process each"
 
@@ -35,3 +35,21 @@ def busy_processes(count: int) -> Iterator[list[int]]:
             process.kill()
         for process in processes:
             process.wait()
+
+
+def load_row(idle_1t: object, idle: object, loaded: object) -> dict[str, float | bool | None]:
+    """One row of a ``--load`` table: the three GB/s figures (``None`` where not a number), loaded / idle
+    one-thread, and whether that is at least the 50% target (the fair share with one busy process per core)."""
+
+    def number(value: object) -> float | None:
+        return value if isinstance(value, float) else None
+
+    one, busy = number(idle_1t), number(loaded)
+    ratio = busy / one if busy is not None and one else None
+    return {
+        "idle_1t_gbps": one,
+        "idle_gbps": number(idle),
+        "loaded_gbps": busy,
+        "loaded_over_idle_1t": ratio,
+        "at_least_half": ratio is not None and ratio >= 0.5,
+    }
