@@ -66,7 +66,10 @@ async def with_dht_pair(check: Callable[..., Awaitable[None]], *, client_mode: b
 class SwarmnetProcess:
     """A ``python -m swarmnet ...`` child with its stdout lines queued and stderr in a log file."""
 
-    def __init__(self, name: str, args: list[str], log_dir: Path) -> None:
+    def __init__(
+        self, name: str, args: list[str], log_dir: Path, *, new_session: bool = False, loglevel: str = "DEBUG"
+    ) -> None:
+        """``new_session``: in a session and process group of its own, as a shell starts a job."""
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log: IO[bytes] = self.log_path.open("wb")
@@ -75,7 +78,8 @@ class SwarmnetProcess:
             stdout=subprocess.PIPE,
             stderr=self._log,
             text=True,
-            env={**os.environ, "SWARMNET_LOGLEVEL": "DEBUG"},
+            start_new_session=new_session,
+            env={**os.environ, "SWARMNET_LOGLEVEL": loglevel},
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self._reader = threading.Thread(target=self._pump, daemon=True)

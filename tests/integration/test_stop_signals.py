@@ -15,9 +15,6 @@ import os
 import queue
 import re
 import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,6 +24,8 @@ import psutil
 import pytest
 import torch
 from safetensors.torch import save_file
+
+from tests.support import SwarmnetProcess
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(300)]
 
@@ -38,25 +37,11 @@ DAEMON_GONE = "the p2p daemon has exited"
 NOT_PUBLISHED = "could not publish departure"
 
 
-class Job:
+class Job(SwarmnetProcess):
     """``python -m swarmnet ...`` in a session and process group of its own, as a shell starts a job."""
 
     def __init__(self, folder: Path, name: str, *argv: str) -> None:
-        self.log_path = folder / f"{name}.log"
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "swarmnet", *argv],
-            stdout=subprocess.PIPE, stderr=self._log, text=True, start_new_session=True,
-            env={**os.environ, "SWARMNET_LOGLEVEL": "INFO"},
-        )  # fmt: skip
-        self.lines: queue.Queue[str] = queue.Queue()
-        self._reader = threading.Thread(target=self._pump, daemon=True)
-        self._reader.start()
-
-    def _pump(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line.strip())
+        super().__init__(name, list(argv), folder, new_session=True, loglevel="INFO")
 
     def line(self, ready: Callable[[str], bool], timeout: float) -> str:
         """The first stdout line ``ready`` accepts; fails after ``timeout`` or when the process exits first."""
@@ -68,8 +53,8 @@ class Job:
                 if self.process.poll() is not None:
                     break
                 continue
-            if ready(line):
-                return line
+            if ready(line.strip()):
+                return line.strip()
         raise AssertionError(f"no ready line in {timeout:.0f}s; log:\n{self.log()[-3000:]}")
 
     def log(self) -> str:
@@ -81,7 +66,7 @@ class Job:
         """Every process it started, however deep (launchers' peers and their DHT processes too)."""
         return list(psutil.Process(self.process.pid).children(recursive=True))
 
-    def signal(self, sig: signal.Signals, style: str) -> list[psutil.Process]:
+    def send(self, sig: signal.Signals, style: str) -> list[psutil.Process]:
         """Send ``sig`` to the main process, its group, or every process of its tree; returns its descendants."""
         children = self.descendants()
         if style == "main":
@@ -156,7 +141,7 @@ def _peer_argv(swarm: Swarm, folder: Path, *extra: str) -> list[str]:
 
 def _stop(job: Job, sig: signal.Signals, style: str, *, allowed: str | None = None) -> None:
     """Signal ``job``; it must exit 0, with no complaint in its log (but ``allowed``), leaving nothing running."""
-    children = job.signal(sig, style)
+    children = job.send(sig, style)
     assert job.process.wait(60) == 0, job.log()[-3000:]
     # torch's shared-memory manager leaves by itself a few seconds after its last client: hence the margin.
     _, alive = psutil.wait_procs(children, timeout=30)
