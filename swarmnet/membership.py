@@ -240,10 +240,12 @@ class Swarm:
             ok = False
         else:
             ok = await self._transport.store(self.config.key, value, expires_at, subkey=peer_id)
+        # Even a store reported as failed may have landed on some replicas (hivemind reports the last replica's
+        # answer), and those would refuse a farewell that expires sooner: remember every attempted expiry.
+        self._last_expiry = max(self._last_expiry, expires_at)
         if ok:
             self._announcements += 1
             self._last_announced_at = now
-            self._last_expiry = max(self._last_expiry, expires_at)
         else:
             self._failures += 1
         return ok

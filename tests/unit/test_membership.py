@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest
 
@@ -335,5 +336,30 @@ def test_the_farewell_of_a_peer_with_the_longest_ttl_is_stored() -> None:
         assert swarm.statistics().failed_announcements == 0
         assert await listed(observer) == set()
         assert observer.statistics().rejected_records == {}
+
+    run_virtual(main())
+
+
+def test_the_farewell_outlives_an_announcement_reported_as_lost() -> None:
+    """A store can land on some replicas and still be reported as failed (hivemind reports the last replica's
+    answer): the farewell must expire after it, or those replicas refuse the farewell and keep listing us."""
+
+    async def main() -> None:
+        network = MemoryNetwork()
+        _, _, observer = join_peer(network)
+        identity, transport, swarm = join_peer(network)
+        assert await swarm.join(PeerInfo())
+        real_store = transport.store
+
+        async def landed_but_reported_lost(*args: Any, **kwargs: Any) -> bool:
+            await real_store(*args, **kwargs)
+            return False
+
+        transport.store = landed_but_reported_lost  # type: ignore[method-assign]
+        await asyncio.sleep(1.5 * CONFIG.heartbeat_interval)
+        transport.store = real_store  # type: ignore[method-assign]
+        assert swarm.statistics().failed_announcements >= 1
+        await swarm.leave()
+        assert identity.peer_id not in await listed(observer)
 
     run_virtual(main())

@@ -322,6 +322,8 @@ def test_long_polls_and_downloads_are_capped_per_client(tmp_path: Path) -> None:
             request = pb.FetchRequest(client_id=outsider.client_id).SerializeToString()
             unread = [fetch(request, timeout=30, metadata=outsider.metadata()) for _ in range(2)]
             try:
+                for call in unread:  # the server has taken both (a probe sent now cannot overtake one) and is
+                    next(call)  # stuck on flow control with the rest of the 16 MiB
                 poll_until(
                     lambda: _refused_at_once(lambda: next(fetch(request, timeout=30, metadata=outsider.metadata()))),
                     timeout=10,
