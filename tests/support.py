@@ -1,47 +1,20 @@
-"""Helpers for tests: polling with deadlines and managed `swarmnet` processes."""
+"""Helpers for tests: managed `swarmnet` processes and DHT pairs; polling (re-exported from ``swarmnet.testing``)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import queue
 import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO
 
-T = TypeVar("T")
+from swarmnet.testing import apoll_until, poll_until
 
-
-def poll_until(predicate: Callable[[], T], *, timeout: float, interval: float = 0.1, what: str = "condition") -> T:
-    """Call ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-async def apoll_until(
-    predicate: Callable[[], Awaitable[T]], *, timeout: float, interval: float = 0.1, what: str = "condition"
-) -> T:
-    """Async ``poll_until`` (follows virtual time under ``run_virtual``)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = await predicate()
-        if result:
-            return result
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
+__all__ = ["SwarmnetProcess", "apoll_until", "poll_until", "with_dht_pair"]
 
 
 async def with_dht_pair(check: Callable[..., Awaitable[None]], *, client_mode: bool = False) -> None:

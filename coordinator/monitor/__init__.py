@@ -5,7 +5,6 @@
 * **render_metrics (prometheus.py)**: the snapshot in Prometheus' text format
 * **MonitorServer (server.py)**: the HTTP routes (``/``, ``/static/...``, ``/api/swarm``, ``/metrics``, ``/healthz``)
 * **TelemetryPoller (poller.py)**: reads the DHT every second into the state
-* **simulated_entries (simulate.py)**: plausible peers for the benchmark and tests
 * ``static/``: the page (``index.html``, ``app.js``, ``style.css``) and the vendored uPlot chart library
 
 ``swarmnet monitor`` (``swarmnet/cli/monitor.py``) wires them together.

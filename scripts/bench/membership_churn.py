@@ -15,7 +15,7 @@ import platform
 from dataclasses import asdict
 from pathlib import Path
 
-from swarmnet.simulation import ChurnConfig, simulate_churn
+from swarmnet.testing import ChurnConfig, simulate_churn
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Benchmark: how fast the monitor answers ``/api/swarm`` and ``/metrics`` with ``--peers`` simulated peers.
 
-A ``MonitorState`` is fed ``--peers`` simulated peers' reports (``coordinator.monitor.simulate``:
+A ``MonitorState`` is fed ``--peers`` simulated peers' reports (``swarmnet.testing.simulated_entries``:
 trainers of 3 runs with loss curves and averaging rounds, volunteers, a federated coordinator)
 for ``--ticks`` reads, as the poller would, and served by a ``MonitorServer`` on a free loopback
 port. Each route is then fetched ``--requests`` times over one keep-alive connection; the table
@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from swarmnet.coordinator.monitor.server import MonitorServer
-from swarmnet.coordinator.monitor.simulate import simulated_entries
 from swarmnet.coordinator.monitor.state import MonitorState
+from swarmnet.testing import simulated_entries
 
 ROUTES = ("/api/swarm", "/metrics", "/healthz")
 

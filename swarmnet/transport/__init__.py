@@ -1,7 +1,7 @@
 """Transports: how a peer reaches the DHT and other peers.
 
 * **Transport, StoredValue, TransportLimits (base.py)**: the interface the protocol core uses.
-* **MemoryNetwork, MemoryTransport, FaultPlan (memory.py, faults.py)**: in-process peers with a
+* **MemoryNetwork, MemoryTransport, FaultPlan (memory/, faults.py)**: in-process peers with a
   virtual clock and seeded faults, for protocol tests and simulations of thousands of peers.
 * **HivemindTransport, HivemindConfig (hivemind_transport.py)**: the real one, over hivemind's
   Kademlia DHT and its go-libp2p daemon. Imported lazily: it pulls in hivemind and torch.

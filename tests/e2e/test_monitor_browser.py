@@ -29,9 +29,9 @@ from typing import Any
 import pytest
 
 from swarmnet.coordinator.monitor.server import MonitorServer
-from swarmnet.coordinator.monitor.simulate import FEDERATED_RUN, simulated_entries, simulated_peer_id
 from swarmnet.coordinator.monitor.state import MonitorState
 from swarmnet.telemetry import TelemetryEntry, TelemetryReport
+from swarmnet.testing import FEDERATED_RUN, simulated_entries, simulated_peer_id
 from tests.support import SwarmnetProcess, poll_until
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from swarmnet.errors import ConfigError
-from swarmnet.simulation import ChurnConfig, ChurnReport, simulate_churn
+from swarmnet.testing import ChurnConfig, ChurnReport, simulate_churn
 
 
 def test_thousand_peer_churn_tracks_ground_truth() -> None:

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from swarmnet.coordinator.monitor.server import MonitorServer
-from swarmnet.coordinator.monitor.simulate import simulated_entries
 from swarmnet.coordinator.monitor.state import MonitorState
+from swarmnet.testing import simulated_entries
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from swarmnet.coordinator.monitor.prometheus import escape_label
-from swarmnet.coordinator.monitor.simulate import simulated_entries, simulated_peer_id
 from swarmnet.coordinator.monitor.state import MonitorState
 from swarmnet.telemetry.reader import TelemetryEntry
 from swarmnet.telemetry.record import AveragingSummary, FederatedRoundSummary, LossPoint, TelemetryReport
+from swarmnet.testing import simulated_entries, simulated_peer_id
 
 T0 = 1_800_000_000.0
 A, B, C = (simulated_peer_id(i) for i in (1, 2, 3))

@@ -18,7 +18,7 @@ from swarmnet.errors import ConfigError, PeerUnreachable, RemotePeerError, Reque
 from swarmnet.transport.base import StoredValue, Transport, TransportLimits
 from swarmnet.transport.faults import FaultPlan
 from swarmnet.transport.memory import MemoryNetwork, MemoryTransport, NetworkStatistics
-from swarmnet.transport.memory_dht import MemoryDHT
+from swarmnet.transport.memory.dht import MemoryDHT
 
 from .contract import Scenario, TransportContract
 

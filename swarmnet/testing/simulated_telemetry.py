@@ -1,4 +1,5 @@
-"""Simulated telemetry for the monitor's benchmark and tests: ``n`` plausible peers, no network.
+"""A simulated swarm's telemetry: ``n`` plausible peers' reports, no network, for the monitor's
+benchmark and tests and for anyone testing a telemetry consumer.
 
 The entries have the shape the reader returns (``TelemetryEntry``), so they go through the same
 ``MonitorState.ingest`` path as real ones: trainers of a few runs with loss curves and averaging

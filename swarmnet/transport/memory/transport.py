@@ -1,4 +1,4 @@
-"""``MemoryTransport``: one peer's ``Transport`` on a ``MemoryNetwork`` (see ``memory.py``).
+"""``MemoryTransport``: one peer's ``Transport`` on a ``MemoryNetwork`` (see ``network.py``).
 
 Calls into a peer run as tasks owned by that peer, so killing or shutting it down cancels them
 and its callers see ``PeerUnreachable`` at once, as they would on a reset connection.
@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from swarmnet.clock import Clock
 from swarmnet.errors import PeerUnreachable, ProtocolError, RemotePeerError, RequestTimeout, TransportClosed
 from swarmnet.transport.base import StoredValue, StreamHandler, Transport, TransportLimits, UnaryHandler
-from swarmnet.transport.memory_link import END, Failure, Link, Message, describe, drain
+from swarmnet.transport.memory.link import END, Failure, Link, Message, describe, drain
 
 if TYPE_CHECKING:
-    from swarmnet.transport.memory import MemoryNetwork
+    from swarmnet.transport.memory.network import MemoryNetwork
 
 __all__ = ["MemoryTransport"]
 

@@ -32,8 +32,8 @@ from swarmnet.clock import Clock, LoopClock
 from swarmnet.errors import ConfigError
 from swarmnet.transport.base import TransportLimits
 from swarmnet.transport.faults import FaultPlan
-from swarmnet.transport.memory_dht import MemoryDHT
-from swarmnet.transport.memory_transport import MemoryTransport
+from swarmnet.transport.memory.dht import MemoryDHT
+from swarmnet.transport.memory.transport import MemoryTransport
 
 __all__ = ["MemoryNetwork", "MemoryTransport", "NetworkStatistics"]
 
