@@ -28,6 +28,12 @@ A caller that compresses by other means, or must see the compensated value first
 lower-level pair instead: ``x = ef.compensate(key, t)``, compress ``x`` however it likes, then
 ``ef.update(key, what_the_receiver_decodes)``.
 
+A partitioned all-reduce sends slices of one long vector, cut differently each round, so it keeps
+one residual per vector and works on ranges of it (``encode_range``, ``take_range``, ``add_range``,
+``clear_range``; no momentum)::
+
+    ef.encode_range("sent/<schema>", numel, start, flat[start:stop], codec)
+
 Errors: a tensor of the wrong size for its key, a non-finite (NaN/Inf) or non-floating input,
 or malformed state is a ``ValueError`` (a local mistake, not a remote fault), raised before any
 state is touched. A codec that fails inside ``encode`` drops that key's state (a half-updated
@@ -45,6 +51,7 @@ from dataclasses import dataclass
 
 import torch
 
+from swarmnet.buffers import empty, zeros
 from swarmnet.compression.base import Codec, all_finite
 from swarmnet.errors import ConfigError
 
@@ -153,6 +160,47 @@ class ErrorFeedback:
             self._mask(key, flat)
         del self._pending[key]
 
+    # --- ranges of one long vector ----------------------------------------------------------
+
+    def encode_range(
+        self, key: str, numel: int, start: int, values: torch.Tensor, codec: Codec, *, restart: bool = False
+    ) -> bytes:
+        """Encode ``values`` plus ``key``'s residual at ``[start, start + values.numel())`` by the codec's fused
+        kernel, and keep the new error there; ``key`` holds one flat vector of ``numel`` elements.
+
+        ``restart`` drops that slice's old residual first (``values`` already carry it, or it went into a
+        result nobody uses). ``values`` are not checked for NaN: the caller's vector is. A codec failure
+        clears the slice (a half-updated residual must not be reused) and propagates.
+        """
+        view = self._range(key, numel, start, values.numel())
+        work = view if view.dtype == torch.float32 else view.float()
+        if restart:
+            work.zero_()
+        try:
+            payload = codec.encode_with_feedback(values, work)
+        except BaseException:
+            view.zero_()
+            raise
+        if work is not view:
+            view.copy_(work)
+        return payload
+
+    def take_range(self, key: str, numel: int, start: int, values: torch.Tensor) -> torch.Tensor:
+        """``values`` plus ``key``'s residual at that slice, as a new float32 tensor; the slice is cleared
+        (the caller uses the sum exactly: nothing is lost)."""
+        view = self._range(key, numel, start, values.numel())
+        total = torch.add(values.reshape(-1), view, out=empty(values.numel()))
+        view.zero_()
+        return total
+
+    def add_range(self, key: str, numel: int, start: int, out: torch.Tensor) -> None:
+        """``out += `` ``key``'s residual at ``[start, start + out.numel())``; the residual is unchanged."""
+        out.add_(self._range(key, numel, start, out.numel()))
+
+    def clear_range(self, key: str, numel: int, start: int, stop: int) -> None:
+        """Zero ``key``'s residual at ``[start, stop)`` (what it kept was spent another way)."""
+        self._range(key, numel, start, stop - start).zero_()
+
     # --- inspection and state ----------------------------------------------------------------
 
     def residual(self, key: str) -> torch.Tensor:
@@ -181,11 +229,13 @@ class ErrorFeedback:
 
     def statistics(self) -> ErrorFeedbackStatistics:
         """Key count, residual size and the L2 norms of residuals and velocities."""
+        # Lists first: a reader on another thread then never iterates a dict that an encode extends.
+        residuals, velocities = list(self._residuals.values()), list(self._velocities.values())
         return ErrorFeedbackStatistics(
-            keys=len(self._residuals),
-            residual_elements=sum(r.numel() for r in self._residuals.values()),
-            residual_norm=_norm(self._residuals.values()),
-            velocity_norm=_norm(self._velocities.values()),
+            keys=len(residuals),
+            residual_elements=sum(r.numel() for r in residuals),
+            residual_norm=_norm(residuals),
+            velocity_norm=_norm(velocities),
         )
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -279,10 +329,23 @@ class ErrorFeedback:
     def _residual(self, key: str, shape: torch.Size) -> torch.Tensor:
         residual = self._residuals.get(key)
         if residual is None:
-            residual = torch.zeros(math.prod(shape), dtype=self.config.dtype)
+            size, dtype = math.prod(shape), self.config.dtype
+            residual = zeros(size) if dtype == torch.float32 else torch.zeros(size, dtype=dtype)
             self._residuals[key] = residual
             self._shapes[key] = tuple(shape)
         return residual
+
+    def _range(self, key: str, numel: int, start: int, length: int) -> torch.Tensor:
+        """The slice ``[start, start + length)`` of ``key``'s residual over ``numel`` elements (created at zero)."""
+        if self.config.momentum != 0.0:
+            raise ValueError("ranges of a vector are kept without momentum: a range may be encoded again")
+        self._check_not_pending(key)
+        shape = self._shapes.get(key)
+        if shape is not None and shape != (numel,):
+            raise ValueError(f"key {key!r} holds state for shape {shape}, not a vector of {numel} elements")
+        if not 0 <= start <= start + length <= numel:
+            raise ValueError(f"range [{start}, {start + length}) is outside key {key!r}'s {numel} elements")
+        return self._residual(key, torch.Size((numel,)))[start : start + length]
 
     def _advance_velocity(self, key: str, flat: torch.Tensor) -> torch.Tensor:
         """``u = m * u + g`` (float32) and return it; the input itself without momentum."""

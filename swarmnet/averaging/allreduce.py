@@ -21,7 +21,8 @@ Sparse all-gather mode (top-k codecs, when cheaper): every member sends its whol
 all others, then tally, then every member aggregates everything itself (``allgather.py``).
 
 The steps both modes share (turn order, waits, tally) are in ``exchange.py``; our parts' encoding and
-streaming in ``parts.py``; what the round found out in ``report.py``.
+streaming in ``parts.py`` (the send side); reducing and streaming our own range in ``own_range.py`` (the
+reduce side); the others' results and the books in ``collect.py``; what the round found out in ``report.py``.
 """
 
 from __future__ import annotations
@@ -33,8 +34,7 @@ from collections import Counter
 import torch
 
 from swarmnet.averaging.allgather import gather_pass, prefers_allgather
-from swarmnet.averaging.amend import amend
-from swarmnet.averaging.background import together, until_set
+from swarmnet.averaging.collect import ResultCollector
 from swarmnet.averaging.config import AveragingConfig
 from swarmnet.averaging.contributions import Contributions
 from swarmnet.averaging.deadlines import ThroughputModel
@@ -43,13 +43,13 @@ from swarmnet.averaging.group import Group, partition, split_spans
 from swarmnet.averaging.inbox import Inbox
 from swarmnet.averaging.link import GroupLink
 from swarmnet.averaging.messages import DataHeader
-from swarmnet.averaging.outbox import Outbox
+from swarmnet.averaging.own_range import OwnRange
 from swarmnet.averaging.pacer import Pacer
 from swarmnet.averaging.parts import PartSender
 from swarmnet.averaging.reducer import RangeReducer
 from swarmnet.averaging.report import RoundReport
 from swarmnet.averaging.results import ResultWriter
-from swarmnet.averaging.vectors import Feedback, Range, chunk_bounds, encode_chunk
+from swarmnet.averaging.vectors import Range, SchemaFeedback, chunk_bounds
 from swarmnet.clock import off_loop
 from swarmnet.compression import Codec
 from swarmnet.transport.base import Transport
@@ -58,9 +58,15 @@ __all__ = ["GroupRound", "RoundReport"]
 
 logger = logging.getLogger(__name__)
 
+Assignment = dict[int, list[Range]]  # reducer -> the spans it reduces
+
 
 class GroupRound:
-    """One member's side of one group's data phase; results are written into ``flat`` in place."""
+    """One member's side of one group's data phase; results are written into ``flat`` in place.
+
+    The send side is ``PartSender`` over ``Contributions``, the reduce side ``OwnRange``, the results and
+    books ``ResultCollector``; this class wires them up and runs the passes.
+    """
 
     def __init__(
         self,
@@ -70,32 +76,40 @@ class GroupRound:
         *,
         weight: float,
         codec: Codec,
-        feedback: Feedback | None,
+        feedback: SchemaFeedback | None,
         config: AveragingConfig,
         throughput: ThroughputModel,
         pacer: Pacer | None = None,
     ) -> None:
-        self.group, self.flat, self.weight, self.codec = group, flat, weight, codec
-        self.me = group.index(transport.peer_id)
-        self._feedback, self._config, self._throughput = feedback, config, throughput
-        self._ratio = codec.estimated_ratio(max(1, flat.numel()))
-        self._contributions = Contributions(codec, flat, feedback)
-        self._chunk = config.chunk_size(self._ratio)
+        self.group, self.flat, self.weight, self.codec, self._config = group, flat, weight, codec, config
+        me = group.index(transport.peer_id)
+        ratio = codec.estimated_ratio(max(1, flat.numel()))
+        self._chunk = config.chunk_size(ratio)
         max_chunks = len(chunk_bounds([(0, flat.numel())], self._chunk)) + len(group.members)
         self.inbox = Inbox(config.deadlines, max_chunks)
-        tolerance = config.result_tolerance if config.aggregation.rule != "mean" else None
-        self._results = ResultWriter(codec, flat, self.inbox, self._chunk, group.members, tolerance)
         self.report = RoundReport()
         self._link = GroupLink(
             transport, group, self.inbox, self.report.failed, weight=weight, throughput=throughput,
-            largest_chunk=4 * self._ratio * self._chunk, probe_interval=config.deadlines.probe_interval, pacer=pacer,
+            largest_chunk=4 * ratio * self._chunk, probe_interval=config.deadlines.probe_interval, pacer=pacer,
         )  # fmt: skip
         self._exchange = RoundExchange(
-            group, self.me, self.inbox, self._link, self.report, throughput, ratio=self._ratio, numel=flat.numel()
+            group, me, self.inbox, self._link, self.report, throughput, ratio=ratio, numel=flat.numel()
         )
+        self._contributions = Contributions(codec, flat, feedback)
         self._parts = PartSender(self._contributions, self._link, self._exchange, self._chunk)
-        self.bytes_sent = self._link.bytes_sent
+        self._own = OwnRange(
+            self._exchange, self._link, self.inbox, self._parts, throughput,
+            codec=codec, flat=flat, weight=weight, feedback=feedback, ratio=ratio,
+        )  # fmt: skip
+        tolerance = config.result_tolerance if config.aggregation.rule != "mean" else None
+        results = ResultWriter(codec, flat, self.inbox, self._chunk, group.members, tolerance)
+        self._collector = ResultCollector(self._exchange, self.inbox, results, ratio=ratio)
         self.bytes_received: Counter[int] = Counter()
+
+    @property
+    def bytes_sent(self) -> Counter[int]:
+        """Bytes sent to each member so far, payloads and headers."""
+        return self._link.bytes_sent
 
     def receive(self, sender: int, header: DataHeader, payload: memoryview) -> None:
         """Store a data message from member ``sender`` (``ProtocolError`` if it is malformed)."""
@@ -105,7 +119,8 @@ class GroupRound:
     async def run(self) -> RoundReport:
         """Run the data phase; never raises for a peer's fault (it is recorded in the report)."""
         members = set(range(len(self.group.members)))
-        if prefers_allgather(self.codec, self._config.sparse_mode, len(members), self._ratio, self.flat.numel()):
+        ratio = self.codec.estimated_ratio(max(1, self.flat.numel()))
+        if prefers_allgather(self.codec, self._config.sparse_mode, len(members), ratio, self.flat.numel()):
             self.report.mode = "allgather"
             chunks = chunk_bounds([(0, self.flat.numel())], self._chunk)
             await gather_pass(
@@ -124,42 +139,36 @@ class GroupRound:
         # got in time, another cut off), but not about its being redone, so they split alike.
         survivors = sorted(reporters - redo) or sorted(reporters - missing)
         if orphans and survivors:
-            # Reducers that died took their parts with them: the survivors reduce those again.
-            logger.info("round %s: re-reducing %d orphaned ranges", self.group.round_id, len(orphans))
-            again = split_spans(orphans, survivors)
-            started = asyncio.get_running_loop().time()
-            if self.me in contributors:
-                await off_loop(self._contributions.recover, orphans)
-            recovered, reporters, missing, mismatched = await self._reduce_pass(1, again, contributors)
-            self.report.phase_seconds["recovery"] = asyncio.get_running_loop().time() - started
-            lost = {r for r in again if r not in reporters or r in missing or r in mismatched}
-            kept = lost | self._results.refused(1)  # a refused range counts among the distrusted ones
-            self.report.recovered_elements = sum(hi - lo for r in again if r not in kept for lo, hi in again[r])
-            orphans = [span for r in lost for span in again[r]]
-            self.report.consistent = recovered == contributors
-        # A refused result's range keeps our values too: reducing it again would need every contributor's part,
-        # and a lying reducer need not know that it was found out.
-        self.report.distrusted = dict(self._results.distrusted)
-        self.report.unaveraged_elements = sum(hi - lo for lo, hi in orphans) + self._results.distrusted_elements
-        if self.report.unaveraged_elements:
-            logger.warning("round %s: %d elements keep their local values", self.group.round_id,
-                           self.report.unaveraged_elements)  # fmt: skip
-        return self.report
+            orphans = await self._recover(orphans, survivors, contributors)
+        return self._collector.close(orphans)
 
-    # -- reduce mode ---------------------------------------------------------------------------
+    async def _recover(self, orphans: list[Range], survivors: list[int], contributors: set[int]) -> list[Range]:
+        """Reducers that died took their parts with them: the survivors reduce those ranges again, over the
+        same contributors. Returns the ranges still not averaged."""
+        logger.info("round %s: re-reducing %d orphaned ranges", self.group.round_id, len(orphans))
+        again = split_spans(orphans, survivors)
+        started = asyncio.get_running_loop().time()
+        if self._exchange.me in contributors:
+            await off_loop(self._contributions.recover, orphans)
+        recovered, reporters, missing, mismatched = await self._reduce_pass(1, again, contributors)
+        self.report.phase_seconds["recovery"] = asyncio.get_running_loop().time() - started
+        lost = {r for r in again if r not in reporters or r in missing or r in mismatched}
+        self._collector.count_recovery(again, lost)
+        self.report.consistent = recovered == contributors
+        return [span for r in lost for span in again[r]]
 
     async def _reduce_pass(
-        self, pass_no: int, assignment: dict[int, list[Range]], senders: set[int]
+        self, pass_no: int, assignment: Assignment, senders: set[int]
     ) -> tuple[set[int], set[int], set[int], set[int]]:
         """One pipelined reduce-scatter and all-gather, then the tally.
 
         Returns (contributors, reporting reducers, reducers whose result is missing, reducers whose
         result is over other contributors): the ranges of the last two must be reduced again.
         """
-        loop = asyncio.get_running_loop()
+        loop, me = asyncio.get_running_loop(), self._exchange.me
         started = loop.time()
-        mine = chunk_bounds(assignment.get(self.me, []), self._chunk)
-        if self.me in senders:
+        mine = chunk_bounds(assignment.get(me, []), self._chunk)
+        if me in senders:
             self._parts.open(pass_no, assignment)
         encoded = loop.create_future()
         sends = asyncio.ensure_future(self._parts.send(pass_no, assignment, encoded))
@@ -168,37 +177,30 @@ class GroupRound:
         tags: list[set[int]] = []
         results: asyncio.Future[None] | None = None
         if reducer is not None:
-            if self.me in senders:
+            if me in senders:
                 await off_loop(self._add_own, pass_no, mine, reducer)
-            payloads, tags, results = await self._reduce_streaming(pass_no, mine, reducer, senders)
+            payloads, tags, results = await self._own.stream(pass_no, mine, reducer, senders)
         self.report.time_phase(pass_no, "reduce_scatter", started)
         started = loop.time()
-        accepted = reducer.accepted if reducer is not None else set()
-        reporting = sorted(accepted) if mine else None
-        tallies = await self._exchange.tally(pass_no, reporting, set(assignment), biggest=assignment)
+        contributors, reporters = await self._tally(pass_no, assignment, senders, reducer)
         await self._exchange.finish(sends)
-        reporters = set(tallies) | ({self.me} if mine else set())
-        contributors = set(senders) & (reporters | (senders - set(assignment)))
-        for tally in tallies.values():
-            contributors &= set(tally)
-        if mine:
-            contributors &= accepted
         self.report.time_phase(pass_no, "tally", started)
         started = loop.time()
         await encoded  # nothing may overwrite a range while our part of it is still being encoded
         amending = None
         if reducer is not None and contributors and any(tag != contributors for tag in tags):
-            amending = await self._amend(pass_no, mine, reducer, payloads, tags, contributors)
+            amending = await self._own.amend(pass_no, mine, reducer, (payloads, tags), contributors)
         own_ok = reducer is not None and all(tag == contributors for tag in tags)
         # Our own result is decoded while the others' still arrive: it is ready now, theirs may not be.
-        keeping = asyncio.ensure_future(off_loop(self._results.keep_own, self.me, mine, payloads)) if own_ok else None
-        missing, mismatched = await self._collect_results(pass_no, assignment, reporters, contributors)
+        writer = self._collector.results
+        keeping = asyncio.ensure_future(off_loop(writer.keep_own, me, mine, payloads)) if own_ok else None
+        missing, mismatched = await self._collector.collect(pass_no, assignment, reporters, contributors)
         if keeping is not None:
             await keeping
-        self._results.refuse_implausible(pass_no, self.me)  # now that every result of the pass is in
+        writer.refuse_implausible(pass_no, me)  # now that every result of the pass is in
         if reducer is not None and not own_ok:
-            mismatched.add(self.me)
-            self._discard_own_result(mine)
+            mismatched.add(me)
+            self._own.discard(mine)
         for sending in (results, amending):
             if sending is not None:
                 await self._exchange.finish(sending)
@@ -206,143 +208,26 @@ class GroupRound:
         self.inbox.drop("part", pass_no)
         return contributors, reporters, missing, mismatched
 
-    async def _reduce_streaming(
-        self, pass_no: int, mine: list[Range], reducer: RangeReducer, senders: set[int]
-    ) -> tuple[list[bytes], list[set[int]], asyncio.Future[None]]:
-        """Reduce our chunks one by one, each as soon as every live sender's part of it is in, and stream
-        each result to everyone at once: the all-gather overlaps the rest of the reduce-scatter.
-
-        A chunk is reduced over the senders whose part of it arrived; each result carries that set, and
-        receivers use a range only if every chunk's set equals the final contributor set (the tally).
-        """
-        expected = senders - {self.me}
-        arrivals = self.inbox.arrivals("part", pass_no)
-        arrivals.expect(expected, self.report.failed)
-        inbound = len(expected) * 4 * self._ratio * sum(b - a for a, b in mine)
-        deadline, floor = self._exchange.wait_for(inbound)
-        received_before, started = self.inbox.bytes_received, asyncio.get_running_loop().time()
-        waiting = asyncio.ensure_future(self._link.wait(arrivals, deadline, floor))
-        outboxes = {r: Outbox(len(mine)) for r in self._exchange.others()}
-        for r, box in outboxes.items():
-            box.paced_by = self._parts.box(pass_no, r)
-        sending = asyncio.ensure_future(
-            together([self._link.send_outbox(r, box, deadline) for r, box in outboxes.items()])
-        )
-        payloads, tags = [], []
-        changed = self.inbox.changed("part", pass_no)
-        for j, (a, b) in enumerate(mine):
-            while True:
-                changed.clear()
-                self._refuse_miscounted(pass_no, expected, len(mine), reducer)
-                refused = reducer.refused
-                for sender in refused:
-                    arrivals.fail(sender)  # nothing more of it counts: neither wait for it nor reduce it
-                given_up = arrivals.failed | refused
-                present = {s: c for s in expected - given_up if (c := self.inbox.chunk("part", pass_no, s, j))}
-                # Once the wait is over (all in, or the deadline), whoever lacks chunk j is left out of it.
-                if expected <= present.keys() | given_up or waiting.done():
-                    break
-                await until_set(changed, waiting)
-            payload, tag = await off_loop(self._reduce_chunk, j, a, b, reducer, present)
-            header = DataHeader(group_id=self.group.group_id, kind="result", pass_no=pass_no, chunk=j,
-                                chunks=len(mine), weight=self.weight, contributors=tuple(sorted(tag)))  # fmt: skip
-            for box in outboxes.values():
-                box.append(header, payload)
-            payloads.append(payload)
-            tags.append(tag)
-        await waiting
-        self._throughput.observe(
-            self.inbox.bytes_received - received_before, asyncio.get_running_loop().time() - started
-        )
-        return payloads, tags, sending
+    async def _tally(
+        self, pass_no: int, assignment: Assignment, senders: set[int], reducer: RangeReducer | None
+    ) -> tuple[set[int], set[int]]:
+        """Exchange tallies; return the contributors (whom every reporting reducer accepted) and the reporters."""
+        me = self._exchange.me
+        accepted = reducer.accepted if reducer is not None else set()
+        reporting = sorted(accepted) if reducer is not None else None
+        tallies = await self._exchange.tally(pass_no, reporting, set(assignment), biggest=assignment)
+        reporters = set(tallies) | ({me} if reducer is not None else set())
+        contributors = set(senders) & (reporters | (senders - set(assignment)))
+        for tally in tallies.values():
+            contributors &= set(tally)
+        if reducer is not None:
+            contributors &= accepted
+        return contributors, reporters
 
     def _add_own(self, pass_no: int, mine: list[Range], reducer: RangeReducer) -> None:
         """Our exact contribution to our own range, added to its sums in a worker thread (a full pass over
         the range: on the event loop it would hold up every transfer meanwhile)."""
-        reducer.add_values(self.me, self.weight, self._contributions.own_values(pass_no, mine))
-
-    def _refuse_miscounted(self, pass_no: int, senders: set[int], count: int, reducer: RangeReducer) -> None:
-        """Refuse senders whose part claims another number of chunks than our range has: a shorter one
-        would complete without a chunk we wait for, a longer one never."""
-        for sender in senders - reducer.refused:
-            declared = self.inbox.declared_chunks("part", pass_no, sender)
-            if declared is not None and declared != count:
-                reason = f"sent a part of {declared} chunks, expected {count}"
-                self._exchange.reject(sender, reducer.refuse(sender, reason))
-
-    def _reduce_chunk(
-        self, j: int, a: int, b: int, reducer: RangeReducer, present: dict[int, tuple[float, memoryview]]
-    ) -> tuple[bytes, set[int]]:
-        """Add the parts of chunk ``j`` that arrived, aggregate it and encode the result (error feedback
-        at the reducer); returns the payload and the members it is over."""
-        for sender in sorted(present):
-            weight, payload = present[sender]
-            if (reason := reducer.add_chunk(sender, weight, j, payload)) is not None:
-                self._exchange.reject(sender, reason)
-        tag = reducer.members(j)
-        if not tag:  # nobody left to average: keep our own values for this range
-            return self.codec.encode(self.flat[a:b]), tag
-        residual = self._feedback.reduced[a:b] if self._feedback is not None else None
-        return encode_chunk(self.codec, reducer.result(j, tag), residual, fresh=False), tag
-
-    async def _amend(
-        self,
-        pass_no: int,
-        mine: list[Range],
-        reducer: RangeReducer,
-        payloads: list[bytes],
-        tags: list[set[int]],
-        contributors: set[int],
-    ) -> asyncio.Future[None]:
-        """Re-reduce our result chunks that are over other contributors and start sending the amendment."""
-        residual = self._feedback.reduced if self._feedback is not None else None
-        amendment = await off_loop(amend, self.codec, reducer, mine, payloads, tags, contributors, residual)
-        amended = sum(b - a for (a, b), patch in zip(mine, amendment, strict=True) if patch)
-        logger.info("round %s: amending %d elements of our result", self.group.round_id, amended)
-        sends = [self._link.send_all(r, "amend", pass_no, amendment, contributors) for r in self._exchange.others()]
-        return asyncio.ensure_future(together(sends))
-
-    def _discard_own_result(self, mine: list[Range]) -> None:
-        """Our result is over the wrong contributors: our range is reduced again, and the error our
-        residual kept for a result nobody used is dropped with it."""
-        if self._feedback is not None:
-            for a, b in mine:
-                self._feedback.reduced[a:b].zero_()
-
-    async def _collect_results(
-        self, pass_no: int, assignment: dict[int, list[Range]], reporters: set[int], contributors: set[int]
-    ) -> tuple[set[int], set[int]]:
-        """Write the reducers' results into ``flat``; return the reducers whose result is missing, and those
-        whose result is over other contributors (both keep our own values for now). A bad result's reducer
-        is distrusted instead (``ResultWriter.distrusted``)."""
-        verdicts: dict[int, str] = {}
-
-        def apply(reducer: int) -> None:
-            if reducer in reporters:
-                verdicts[reducer] = self._results.apply_result(pass_no, assignment[reducer], reducer, contributors)
-
-        def size(reducers: set[int]) -> float:
-            return 4 * self._ratio * sum(hi - lo for r in reducers for lo, hi in assignment[r])
-
-        await self._exchange.receive("result", pass_no, reporters - {self.me}, size(reporters - {self.me}), apply)
-        mismatched = {r for r, verdict in verdicts.items() if verdict == "mismatched"}
-        if mismatched:  # their reducers amend what they streamed, once they know the contributors too
-
-            def patch(reducer: int) -> None:
-                verdicts[reducer] = self._results.apply_amendment(pass_no, assignment[reducer], reducer, contributors)
-
-            await self._exchange.receive("amend", pass_no, mismatched, size(mismatched), patch)
-            mismatched = {r for r, verdict in verdicts.items() if verdict == "mismatched"}
-        self.inbox.drop("result", pass_no)
-        self.inbox.drop("amend", pass_no)
-        self.report.amended_elements = self._results.amended_elements
-        used = {r for r, verdict in verdicts.items() if verdict in ("applied", "bad")}
-        missing = reporters - {self.me} - used - mismatched
-        for reducer in missing:
-            if reducer not in self.report.failed:
-                logger.warning("round %s: no usable result from reducer %s", self.group.round_id,
-                               self.group.members[reducer])  # fmt: skip
-        return missing, mismatched
+        reducer.add_values(self._exchange.me, self.weight, self._contributions.own_values(pass_no, mine))
 
     def _reducer(self, chunks: list[Range]) -> RangeReducer:
         """A reducer of ``chunks`` under this run's aggregation rule and weight bound."""

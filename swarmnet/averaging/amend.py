@@ -14,11 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-
 from swarmnet.averaging.inbox import Message
 from swarmnet.averaging.reducer import RangeReducer
-from swarmnet.averaging.vectors import Range, encode_chunk
+from swarmnet.averaging.vectors import Range, SchemaFeedback
 from swarmnet.compression import Codec
 
 __all__ = ["amend", "amended_payloads"]
@@ -31,21 +29,24 @@ def amend(
     payloads: list[bytes],
     tags: list[set[int]],
     contributors: set[int],
-    residual: torch.Tensor | None,
+    feedback: SchemaFeedback | None,
 ) -> list[bytes]:
     """Re-reduce every chunk whose tag is not ``contributors``; return the amendment's payloads.
 
     ``payloads`` and ``tags`` (the streamed result) are updated in place to the amended ones.
-    ``residual``: the reducer's error feedback over the whole vector; an amended chunk's residual
+    ``feedback``: the reducer's error feedback over the whole vector; an amended chunk's residual
     restarts from its new encoding (the old one was spent on a result nobody uses, as on recovery).
     """
     amendment: list[bytes] = []
-    for j, (a, b) in enumerate(chunks):
+    for j, (a, _) in enumerate(chunks):
         if tags[j] == contributors:
             amendment.append(b"")
             continue
-        chunk_residual = residual[a:b] if residual is not None else None
-        payloads[j] = encode_chunk(codec, reducer.result(j, contributors), chunk_residual, fresh=True)
+        result = reducer.result(j, contributors)
+        if feedback is None:
+            payloads[j] = codec.encode(result)
+        else:
+            payloads[j] = feedback.store.encode_range(feedback.reduced, feedback.numel, a, result, codec, restart=True)
         tags[j] = set(contributors)
         amendment.append(payloads[j])
     return amendment

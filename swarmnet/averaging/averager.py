@@ -9,7 +9,9 @@ Usage::
 
 A step finds a group through the DHT (``matchmaking.py``), runs the partitioned reduce
 (``allreduce.py``), writes the average back into the tensors in place and returns an
-``Outcome``. Error-feedback residuals persist across steps, one pair per tensor schema.
+``Outcome``. Error-feedback residuals persist across steps in one ``ErrorFeedback``, a sender's and a reducer's
+vector per tensor schema (``vectors.feedback_keys``); ``feedback_state`` and ``load_feedback_state`` carry
+them through a checkpoint.
 """
 
 from __future__ import annotations
@@ -25,14 +27,15 @@ import torch
 from swarmnet.averaging.allreduce import GroupRound, RoundReport
 from swarmnet.averaging.config import AveragingConfig
 from swarmnet.averaging.deadlines import ThroughputModel
+from swarmnet.averaging.feedback_state import FeedbackWatch, keep_schema
 from swarmnet.averaging.group import Group, schema_id
 from swarmnet.averaging.lobby import LobbyLimits, RoundLobby
 from swarmnet.averaging.matchmaking import Matchmaker
 from swarmnet.averaging.messages import DataHeader, Reply, decode_message, encode_message, method_name
 from swarmnet.averaging.outcome import AveragerStatistics, Outcome
 from swarmnet.averaging.pacer import Pacer
-from swarmnet.averaging.vectors import Feedback, flatten, unflatten
-from swarmnet.compression import get_codec
+from swarmnet.averaging.vectors import SchemaFeedback, flatten, unflatten
+from swarmnet.compression import ErrorFeedback, get_codec
 from swarmnet.errors import ConfigError, ProtocolError, SwarmnetError
 from swarmnet.identity import Identity
 from swarmnet.transport.base import Transport
@@ -62,7 +65,8 @@ class Averager:
         self._pacer = Pacer(pace, burst_bytes=2 * self.config.chunk_bytes) if pace is not None else None
         # Our rounds by group id; data that arrives before its round started here waits in the lobby.
         self._lobby: RoundLobby[GroupRound] = RoundLobby(LobbyLimits.for_chunks(self.config.chunk_bytes))
-        self._feedback: dict[str, Feedback] = {}
+        self._feedback = ErrorFeedback()
+        self._watch = FeedbackWatch(self._feedback)
         self._totals: Counter[str] = Counter()
         self._last: Outcome | None = None
         self._started = False
@@ -105,18 +109,15 @@ class Averager:
         if len(group.members) == 1:
             return self._record(self._outcome(round_id, group, RoundReport(contributors={0}), matchmaking))
         flat = flatten(tensors)
-        feedback = None
-        if self.uses_feedback:
-            if schema not in self._feedback:
-                self._feedback[schema] = Feedback.zeros(flat.numel())
-            feedback = self._feedback[schema]
+        feedback = SchemaFeedback.of(self._feedback, schema, flat.numel()) if self.uses_feedback else None
         round_ = GroupRound(
             self._transport, group, flat, weight=weight, codec=self._codec, feedback=feedback, config=self.config,
             throughput=self._throughput, pacer=self._pacer,
         )  # fmt: skip
         await self._lobby.open(group.group_id, round_)
         try:
-            report = await round_.run()
+            with self._watch.changing():
+                report = await round_.run()
         finally:
             await self._lobby.close(group.group_id)
         if flat.data_ptr() != tensors[0].data_ptr():  # not averaged in place already
@@ -133,7 +134,28 @@ class Averager:
             rounds=t["rounds"], succeeded=t["succeeded"], failed=t["rounds"] - t["succeeded"],
             bytes_sent=t["bytes_sent"], bytes_received=t["bytes_received"], rejected_contributions=t["rejected"],
             estimated_mbps=self._throughput.bytes_per_second * 8 / 1e6, last=self._last,
+            error_feedback=self._watch.statistics() if self.uses_feedback else None,
         )  # fmt: skip
+
+    def feedback_state(self) -> dict[str, torch.Tensor]:
+        """Copies of the error-feedback residuals, as ``ErrorFeedback.state_dict`` gives them (for a checkpoint).
+
+        Raises ``RuntimeError`` while a step is running: its residuals are half updated.
+        """
+        self._watch.check_idle()
+        return self._feedback.state_dict()
+
+    def load_feedback_state(self, state: dict[str, torch.Tensor], tensors: Sequence[torch.Tensor]) -> None:
+        """Replace the residuals with ``state`` (from ``feedback_state``); ``tensors`` are what ``step`` averages.
+
+        Raises ``ValueError`` for residuals that are malformed (not finite, a shape that does not fit) or whose
+        size is not that of ``tensors``; residuals of another schema (another layout, codec or aggregation
+        rule) are dropped with a log line, since no step would use them. Nothing changes on an error.
+        """
+        self._watch.check_idle()
+        schema = schema_id(tensors, self.config.codec, self.config.aggregation.rule)
+        self._feedback.load_state_dict(keep_schema(state, schema, sum(t.numel() for t in tensors)))
+        self._watch.changed()
 
     def _record(self, outcome: Outcome) -> Outcome:
         self._last = outcome

@@ -13,7 +13,7 @@ import itertools
 
 import torch
 
-from swarmnet.averaging.vectors import Feedback, Range, encode_chunk
+from swarmnet.averaging.vectors import Range, SchemaFeedback
 from swarmnet.buffers import empty
 from swarmnet.compression import Codec
 
@@ -23,7 +23,7 @@ __all__ = ["Contributions"]
 class Contributions:
     """This peer's contribution to each range of one round, encoded for the wire or as exact values."""
 
-    def __init__(self, codec: Codec, flat: torch.Tensor, feedback: Feedback | None) -> None:
+    def __init__(self, codec: Codec, flat: torch.Tensor, feedback: SchemaFeedback | None) -> None:
         self.codec, self.flat, self.feedback = codec, flat, feedback
         self._first_parts: dict[int, tuple[list[Range], list[bytes]]] = {}  # reducer -> what we sent it
         self._own_first: tuple[int, torch.Tensor] | None = None  # our exact contribution to our own range
@@ -42,40 +42,44 @@ class Contributions:
 
     def encode_part(self, pass_no: int, a: int, b: int) -> bytes:
         """Our contribution to ``[a, b)`` on the wire: values plus the error carried from last time."""
-        if self.feedback is None:
+        fb = self.feedback
+        if fb is None:
             return self.codec.encode(self.flat[a:b])
-        residual = self.feedback.sent[a:b]
         if pass_no == 0:  # the fused kernels encode flat + residual and leave the new error in residual
-            return self.codec.encode_with_feedback(self.flat[a:b], residual)
-        return encode_chunk(self.codec, self._recovered_values(a, b), residual, fresh=True)
+            return fb.store.encode_range(fb.sent, fb.numel, a, self.flat[a:b], self.codec)
+        # A recovered contribution carries its residual already.
+        return fb.store.encode_range(fb.sent, fb.numel, a, self._recovered_values(a, b), self.codec, restart=True)
 
     def own_values(self, pass_no: int, chunks: list[Range]) -> list[torch.Tensor]:
         """Our exact contribution to our own chunks (copies: the range is overwritten by its result)."""
         if not chunks:
             return []
         lo, hi = chunks[0][0], chunks[-1][1]
-        if pass_no == 0 and self.feedback is not None and _tiles(chunks):
-            # One range (the first pass's): one buffer, sliced per chunk, instead of a copy per chunk.
-            whole = torch.add(self.flat[lo:hi], self.feedback.sent[lo:hi], out=empty(hi - lo))
-            self.feedback.sent[lo:hi].zero_()  # our own part is used exactly: nothing is lost
+        fb = self.feedback
+        if pass_no == 0 and fb is not None and _tiles(chunks):
+            # One range (the first pass's): one buffer, sliced per chunk, instead of a copy per chunk. Our own
+            # part is used exactly, so its residual is used up: nothing is lost.
+            whole = fb.store.take_range(fb.sent, fb.numel, lo, self.flat[lo:hi])
             self._own_first = (lo, whole)
             return [whole[a - lo : b - lo] for a, b in chunks]
         values = []
         for a, b in chunks:
-            if self.feedback is None:
+            if fb is None:
                 values.append(self.flat[a:b].clone())
-                continue
-            residual = self.feedback.sent[a:b]
-            values.append(self.flat[a:b] + residual if pass_no == 0 else self._recovered_values(a, b).clone())
-            residual.zero_()
-        if pass_no == 0 and self.feedback is not None:
+            elif pass_no == 0:
+                values.append(fb.store.take_range(fb.sent, fb.numel, a, self.flat[a:b]))
+            else:  # a recovered contribution carries its residual already
+                values.append(self._recovered_values(a, b).clone())
+                fb.store.clear_range(fb.sent, fb.numel, a, b)
+        if pass_no == 0 and fb is not None:
             self._own_first = (lo, torch.cat(values))
         return values
 
     def recover(self, orphans: list[Range]) -> None:
         """Rebuild our first-pass contribution to ranges reduced again (with error feedback only; without
         it ``flat`` still holds our values there, since no result was written into them)."""
-        if self.feedback is None:
+        fb = self.feedback
+        if fb is None:
             return
         if self._own_first is not None:
             lo, values = self._own_first
@@ -88,7 +92,8 @@ class Contributions:
             values = empty(hi - lo)
             for (a, b), payload in zip(chunks, payloads, strict=True):
                 self.codec.decode_into(payload, values[a - lo : b - lo])
-            self._recovered.append((lo, values.add_(self.feedback.sent[lo:hi])))
+            fb.store.add_range(fb.sent, fb.numel, lo, values)
+            self._recovered.append((lo, values))
 
     def _recovered_values(self, a: int, b: int) -> torch.Tensor:
         for lo, values in self._recovered:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from swarmnet.compression.error_feedback import ErrorFeedbackStatistics
+
 __all__ = ["AveragerStatistics", "Outcome"]
 
 
@@ -69,3 +71,5 @@ class AveragerStatistics:
     rejected_contributions: int
     estimated_mbps: float  # the throughput model's current estimate of this peer's link
     last: Outcome | None
+    # The residuals' key count, size and norms after the last step (None when no residuals are kept).
+    error_feedback: ErrorFeedbackStatistics | None = None

@@ -1,4 +1,4 @@
-"""The flat vector a round averages: chunking, encoding with error feedback, validated decoding."""
+"""The flat vector a round averages: chunking, where its error-feedback residuals live, validated decoding."""
 
 from __future__ import annotations
 
@@ -7,27 +7,36 @@ from dataclasses import dataclass
 
 import torch
 
-from swarmnet.buffers import zeros
-from swarmnet.compression import Codec, decode
+from swarmnet.compression import ErrorFeedback, decode
 from swarmnet.compression.base import NON_FINITE, all_finite
 from swarmnet.errors import CodecError
 
-__all__ = ["Feedback", "chunk_bounds", "decode_chunk", "encode_chunk", "flatten", "unflatten"]
+__all__ = ["SchemaFeedback", "chunk_bounds", "decode_chunk", "feedback_keys", "flatten", "unflatten"]
 
 Range = tuple[int, int]
 
 
-@dataclass
-class Feedback:
-    """Error-feedback residuals of one tensor schema: the sender's and the reducer's (1-bit Adam style)."""
+@dataclass(frozen=True)
+class SchemaFeedback:
+    """Where one tensor schema's error-feedback residuals live in an ``ErrorFeedback``: one vector the sender
+    keeps for what its contributions lost, one the reducer keeps for what its aggregates lost (1-bit Adam
+    style), each of ``numel`` elements under a key named after the schema."""
 
-    sent: torch.Tensor  # what this peer's contributions lost to compression, to be sent next time
-    reduced: torch.Tensor  # what the aggregates this peer reduced lost, to be sent with the next ones
+    store: ErrorFeedback
+    sent: str
+    reduced: str
+    numel: int
 
     @classmethod
-    def zeros(cls, numel: int) -> Feedback:
-        """Fresh residuals for a vector of ``numel`` elements."""
-        return cls(zeros(numel), zeros(numel))
+    def of(cls, store: ErrorFeedback, schema: str, numel: int) -> SchemaFeedback:
+        """The residuals of ``schema`` in ``store`` (created at zero on first use)."""
+        sent, reduced = feedback_keys(schema)
+        return cls(store, sent, reduced, numel)
+
+
+def feedback_keys(schema: str) -> tuple[str, str]:
+    """The ``ErrorFeedback`` keys of ``schema``'s sender and reducer residuals."""
+    return f"sent/{schema}", f"reduced/{schema}"
 
 
 def flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -59,19 +68,6 @@ def chunk_bounds(ranges: Sequence[Range], chunk_elements: int) -> list[Range]:
     for lo, hi in ranges:
         chunks.extend((a, min(a + chunk_elements, hi)) for a in range(lo, hi, chunk_elements))
     return chunks
-
-
-def encode_chunk(codec: Codec, values: torch.Tensor, residual: torch.Tensor | None, *, fresh: bool) -> bytes:
-    """Encode ``values`` (plus ``residual``, unless ``fresh``) and leave the compression error in ``residual``.
-
-    A sender's contribution already includes its old residual, so it encodes with ``fresh=True``;
-    a reducer adds the residual its earlier aggregates left behind (``fresh=False``).
-    """
-    if residual is None:
-        return codec.encode(values)
-    if fresh:
-        residual.zero_()
-    return codec.encode_with_feedback(values, residual)
 
 
 def decode_chunk(payload: memoryview | bytes, numel: int) -> torch.Tensor:

@@ -8,7 +8,8 @@ from swarmnet.averaging.amend import amend, amended_payloads
 from swarmnet.averaging.inbox import Message
 from swarmnet.averaging.reducer import RangeReducer
 from swarmnet.averaging.robust import AggregationConfig
-from swarmnet.compression import get_codec
+from swarmnet.averaging.vectors import SchemaFeedback
+from swarmnet.compression import ErrorFeedback, get_codec
 
 CODEC = get_codec("none")
 CHUNKS = [(0, 4), (4, 8)]
@@ -31,14 +32,17 @@ def test_amend_re_reduces_only_the_chunks_over_other_contributors() -> None:
         assert reducer.add_chunk(member, 1.0, 1, CODEC.encode(values[member][4:8])) is None
     streamed.append(CODEC.encode(reducer.result(1, {0, 1})))
     tags = [{0, 1, 2}, {0, 1}]
-    residual = torch.full((8,), 5.0)
-    patches = amend(CODEC, reducer, CHUNKS, streamed, tags, {0, 1}, residual)
+    feedback = SchemaFeedback.of(ErrorFeedback(), "schema", 8)
+    feedback.store.load_state_dict(
+        {f"residual/{feedback.reduced}": torch.full((8,), 5.0), f"shape/{feedback.reduced}": torch.tensor([8])}
+    )
+    patches = amend(CODEC, reducer, CHUNKS, streamed, tags, {0, 1}, feedback)
     assert patches[1] == b""  # chunk 1 was over the contributors already
     torch.testing.assert_close(CODEC.decode(patches[0]), (values[0][0:4] + values[1][0:4]) / 2)
     assert streamed[0] == patches[0]
     assert tags == [{0, 1}, {0, 1}]
     # The amended chunk's residual is that of its new (lossless) encoding; the other one is untouched.
-    torch.testing.assert_close(residual, torch.tensor([0.0] * 4 + [5.0] * 4))
+    torch.testing.assert_close(feedback.store.residual(feedback.reduced), torch.tensor([0.0] * 4 + [5.0] * 4))
 
 
 def test_amended_payloads_lays_the_patches_over_the_streamed_result() -> None:
