@@ -16,8 +16,18 @@ from swarmnet.averaging.messages import DataHeader, decode_message, encode_messa
 from swarmnet.clock import run_virtual
 from swarmnet.compression import get_codec
 from swarmnet.errors import RemotePeerError
+from swarmnet.testing import apoll_until
 from swarmnet.transport.memory import MemoryNetwork
-from tests.unit.averaging.harness import FAST, average, intercept, kill_when, make_peers, mean_of, random_inputs
+from tests.unit.averaging.harness import (
+    FAST,
+    Peer,
+    average,
+    intercept,
+    kill_when,
+    make_peers,
+    mean_of,
+    random_inputs,
+)
 
 SHAPES = [(3000,), (40, 25)]
 
@@ -92,8 +102,9 @@ def test_a_peer_dying_during_matchmaking_is_left_out() -> None:
         peers = await make_peers(network, 4)
         inputs = random_inputs(4, SHAPES, seed=12)
         originals = [[t.clone() for t in tensors] for tensors in inputs]
+        announced = _on_first_store(peers[0])
         doomed = asyncio.ensure_future(peers[0].averager.step(inputs[0], round_id=0))
-        await asyncio.sleep(0.01)  # it has announced itself in the DHT
+        await asyncio.wait_for(announced.wait(), FAST.matchmaking.timeout)  # its join record is in the DHT
         network.kill(peers[0].peer_id)
         outcomes = await average(peers[1:], inputs[1:])
         doomed.cancel()
@@ -109,8 +120,15 @@ def test_late_peers_wait_for_the_next_round() -> None:
     async def main() -> None:
         peers = await make_peers(MemoryNetwork(), 5)
         inputs = random_inputs(5, SHAPES, seed=13)
+        sending: set[str] = set()
+        for peer in peers[:4]:
+            _note_data_sent(peer, sending)
         first = asyncio.gather(*(p.averager.step(t, round_id=0) for p, t in zip(peers[:4], inputs[:4], strict=True)))
-        await asyncio.sleep(2.0)  # the four have formed their group
+
+        async def grouped() -> bool:  # a peer sends its data only to the members of its group
+            return len(sending) == 4
+
+        await apoll_until(grouped, timeout=FAST.matchmaking.timeout, what="the four averaging in one group")
         late = await peers[4].averager.step(inputs[4], round_id=0)
         firsts = await first
         assert all(o.succeeded and len(o.members) == 4 for o in firsts), firsts
@@ -123,6 +141,29 @@ def test_late_peers_wait_for_the_next_round() -> None:
         assert all(peers[4].peer_id in o.contributors for o in outcomes)
 
     run_virtual(main())
+
+
+def _on_first_store(peer: Peer) -> asyncio.Event:
+    """An event set once ``peer``'s first DHT store (its join record) has completed."""
+    stored = asyncio.Event()
+    original = peer.transport.store
+
+    async def store(key: str, value: bytes, expires_at: float, subkey: str | None = None) -> bool:
+        result = await original(key, value, expires_at, subkey=subkey)
+        stored.set()
+        return result
+
+    peer.transport.store = store  # type: ignore[method-assign]
+    return stored
+
+
+def _note_data_sent(peer: Peer, senders: set[str]) -> None:
+    """Add ``peer`` to ``senders`` when it sends its first data message (it leaves the message as it is)."""
+
+    def note(header: DataHeader, payload: memoryview) -> None:
+        senders.add(peer.peer_id)
+
+    intercept(peer, note)
 
 
 def _nan_payload(header: DataHeader, payload: memoryview) -> bytes:
