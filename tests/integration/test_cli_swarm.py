@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import queue
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from typing import Any
 import psutil
 import pytest
 
+from swarmnet.testing import poll_until
 from tests.support import SwarmnetProcess
 
 pytestmark = pytest.mark.multiprocess
@@ -47,17 +49,16 @@ def start_peer(processes: list[SwarmnetProcess], tmp_path: Path, name: str, boot
 
 def listed(watch: SwarmnetProcess, predicate: Any, timeout: float, what: str) -> dict[str, Any]:
     """Read `status --watch --json` lines until one satisfies ``predicate``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError(f"status never showed {what} within {timeout}s")
+
+    def showing() -> dict[str, Any] | None:
         try:
-            snapshot: dict[str, Any] = json.loads(watch.next_line(remaining))
-        except AssertionError:
-            raise AssertionError(f"status never showed {what} within {timeout}s") from None
-        if predicate({p["peer_id"] for p in snapshot["peers"]}):
-            return snapshot
+            snapshot: dict[str, Any] = json.loads(watch.lines.get(timeout=0.1))
+        except queue.Empty:
+            return None
+        return snapshot if predicate({p["peer_id"] for p in snapshot["peers"]}) else None
+
+    found: dict[str, Any] = poll_until(showing, timeout=timeout, interval=0, what=f"status showing {what}")
+    return found
 
 
 def test_status_lists_peers_and_sees_them_leave_or_die(processes: list[SwarmnetProcess], tmp_path: Path) -> None:

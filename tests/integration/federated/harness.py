@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -16,6 +15,7 @@ from torch import nn
 from swarmnet.coordinator.config import CoordinatorConfig, RoundSettings, SecAggSettings
 from swarmnet.coordinator.server import BackgroundCoordinator
 from swarmnet.federated import ClientConfig, FederatedClient
+from swarmnet.testing import poll_until
 
 FEATURES, CLASSES, HIDDEN = 8, 3, 64
 
@@ -114,10 +114,9 @@ def run_all(
 
 def wait_rounds(coordinator: BackgroundCoordinator, count: int, timeout: float = 30.0) -> Any:
     """Poll until ``count`` rounds have ended (completed or failed); return the engine's state."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def ended() -> Any:
         engine = coordinator.server.engine
-        if engine is not None and len(engine.state.history) >= count:
-            return engine.state
-        time.sleep(0.05)
-    raise AssertionError(f"fewer than {count} rounds ended within {timeout} s")
+        return engine.state if engine is not None and len(engine.state.history) >= count else None
+
+    return poll_until(ended, timeout=timeout, interval=0.05, what=f"{count} rounds to end")

@@ -19,6 +19,7 @@ from swarmnet.coordinator.proto import federated_pb2 as pb
 from swarmnet.federated import Connection
 from swarmnet.federated.signing import PROTOCOL_VERSION, register_message, update_message
 from swarmnet.identity import Identity
+from swarmnet.testing import poll_until
 from tests.integration.federated.harness import coordinator_config, initial_adapter, make_client, run_all, running
 
 pytestmark = pytest.mark.timeout(120)
@@ -74,12 +75,12 @@ def _send(conn: Connection, task: pb.TaskReply, payload: bytes, **changes: Any) 
 
 
 def _wait_for_task(conn: Connection) -> pb.TaskReply:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        task = conn.task(1.0)
-        if task.kind == pb.TaskReply.TRAIN:
-            return task
-    raise AssertionError("the attacker was never given a task")
+    def training_task() -> pb.TaskReply | None:
+        task = conn.task(1.0)  # a long poll: the coordinator answers once it has a task or after 1 s
+        return task if task.kind == pb.TaskReply.TRAIN else None
+
+    task: pb.TaskReply = poll_until(training_task, timeout=30, interval=0, what="the attacker's training task")
+    return task
 
 
 def test_bad_updates_are_rejected_and_the_round_completes(tmp_path: Path) -> None:

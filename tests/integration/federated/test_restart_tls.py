@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from swarmnet.coordinator.server import BackgroundCoordinator
 from swarmnet.coordinator.store import CoordinatorStore
 from swarmnet.federated import TlsSettings
 from swarmnet.federated.local_training import default_step
+from swarmnet.testing import poll_until
 from tests.integration.federated.harness import (
     coordinator_config,
     initial_adapter,
@@ -31,13 +31,6 @@ from tests.integration.federated.harness import (
 )
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def _poll(condition: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
 
 
 def test_restart_mid_round_resumes_the_same_round(tmp_path: Path) -> None:
@@ -63,7 +56,12 @@ def test_restart_mid_round_resumes_the_same_round(tmp_path: Path) -> None:
     try:
         engine = first.server.engine
         assert engine is not None
-        _poll(lambda: engine.round is not None and engine.round.number == 2 and len(engine.round.submissions) == 2)
+        poll_until(
+            lambda: engine.round is not None and engine.round.number == 2 and len(engine.round.submissions) == 2,
+            timeout=30,
+            interval=0.02,
+            what="two of round 2's three updates",
+        )
         first.stop()  # two updates of round 2 are lost with the process
         stored = CoordinatorStore(tmp_path).load()
         assert stored is not None
