@@ -78,8 +78,8 @@ def unpack_bits(data: bytes | bytearray | memoryview, count: int, width: int) ->
         raise ValueError("padding bits after the last value are not zero")
     if width <= _MAX_WINDOW_WIDTH:
         # Load the 8 bytes starting at each value's first byte as one unaligned little-endian word
-        # (a stride-1 uint64 view of the zero-padded stream), then shift and mask: ~8x faster than
-        # expanding to one byte per bit. A value starts at most 7 bits into its first byte, so
+        # (a stride-1 uint64 view of the zero-padded stream), then shift and mask: one word per value
+        # instead of expanding to one byte per bit. A value starts at most 7 bits into its first byte, so
         # 7 + width <= 64 bits cover it.
         padded_stream = np.zeros(raw.size + 8, dtype=np.uint8)
         padded_stream[: raw.size] = raw

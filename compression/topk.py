@@ -249,7 +249,7 @@ class TopKCodec(Codec):
         indices, values = parse(header, sections)
         out = allocate(header.numel, header.dtype, zero=True)
         if header.dtype in (torch.float32, torch.float64):
-            out.numpy()[indices] = values  # numpy's scatter is several times faster than index_put_
+            out.numpy()[indices] = values  # numpy's scatter is faster than index_put_
         else:
             out[torch.from_numpy(indices)] = torch.from_numpy(values).to(header.dtype)
         return out.reshape(header.shape)
@@ -295,7 +295,7 @@ class TopKCodec(Codec):
         # cast to out's, and add with ``Tensor.add_`` (index_add_ would round alpha * value first).
         source = torch.from_numpy(values).to(header.dtype).to(out.dtype)
         if out.is_contiguous() and out.dtype in (torch.float32, torch.float64):
-            flat = out.detach().view(-1).numpy()  # numpy's gather/scatter beat torch's index_put_ ~4x
+            flat = out.detach().view(-1).numpy()  # numpy's gather/scatter beat torch's index_put_
             picked = torch.from_numpy(flat[indices])
             picked.add_(source, alpha=alpha)
             flat[indices] = picked.numpy()

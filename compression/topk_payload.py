@@ -94,7 +94,7 @@ def pack_params(count: int, first: int, scale: float, width: int, fmt: ValueForm
 def encode_values(fmt: ValueFormat, values: npt.NDArray[np.float32]) -> tuple[bytes, float, npt.NDArray[np.float32]]:
     """(section bytes, scale, the fp32 values the decoder will produce) for fp32 ``values``.
 
-    numpy rather than torch: on a few hundred thousand fp16 values torch's CPU kernels are ~10x slower.
+    numpy rather than torch: on a few hundred thousand fp16 values torch's CPU kernels are much slower.
     """
     values = np.nan_to_num(values, nan=0.0, posinf=FP32_MAX, neginf=-FP32_MAX)  # a copy: x stays intact
     if fmt is ValueFormat.FP16:

@@ -60,7 +60,7 @@ __all__ = [
     "values_numel",
 ]
 
-# 4 MB of fp32 per region: stays in L2/L3 with its temporaries (the size compression/blockwise.py measured).
+# 4 MB of fp32 per region: stays in L2/L3 with its temporaries (the region size compression/blockwise.py uses).
 REGION_ELEMENTS = 1 << 20
 F32_MAX = torch.finfo(torch.float32).max
 _QMAX = {8: 127.0, 4: 7.0}

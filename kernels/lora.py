@@ -7,8 +7,8 @@ Layouts are ``nn.Linear``'s and peft's: ``x [..., in]``, ``weight [out, in]``, `
   and bias pass over the output.
 * ``lora_linear_cpu`` computes the small ``[tokens, r]`` low-rank product first, then one BLAS ``addmm``
   for ``bias + x W^T`` and an in-place rank-r ``addmm_`` of ``scale * low B^T`` onto it: no full-size
-  temporaries, the output written by the GEMM and updated once (at 256 x 4864 x 4864 this runs as fast as
-  the bare ``x @ W.T``; the layer is compute-bound, so there is little to gain over the reference).
+  temporaries, the output written by the GEMM and updated once (the layer is compute-bound: the aim is to
+  cost no more than the bare ``x @ W.T``, and there is little to gain over the reference).
 * ``lora_linear_triton`` (``triton_lora.py``) is one tiled ``tl.dot`` kernel: each output tile accumulates
   ``x W^T`` and ``x A^T`` over the same loads of ``x``, then adds ``scale * low B^T`` and the bias before
   its only store.
@@ -94,8 +94,8 @@ def lora_linear_cpu(
     check_shapes(x, weight, lora_a, lora_b, bias)
     rows = x.reshape(-1, x.shape[-1])  # a view for contiguous x; the 2-D form BLAS takes
     low = rows @ lora_a.T  # [tokens, r]: cheap, r is small
-    # The bias rides in the big GEMM as a broadcast row (a full [tokens, out] start value measured ~10%
-    # slower: BLAS then reads it as an extra matrix); the rank-r update goes onto the result in place.
+    # The bias rides in the big GEMM as a broadcast row (a full [tokens, out] start value is slower: BLAS
+    # then reads it as an extra matrix); the rank-r update goes onto the result in place.
     y = torch.mm(rows, weight.T) if bias is None else torch.addmm(bias, rows, weight.T)
     y.addmm_(low, lora_b.T, alpha=scale)
     return y.view(*x.shape[:-1], weight.shape[0])

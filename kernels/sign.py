@@ -59,12 +59,12 @@ __all__ = [
 ]
 
 # Elements per region of the CPU path: 4 MB per fp32 buffer (grad, residual, one scratch) plus a byte per element
-# of signs, within the 32 MB L3. Measured at 25M elements on a 2-core EPYC: 1M is 10-20% faster than 256K-512K
-# (per-call overhead of a dozen torch ops per region) and than 2M (spills).
+# of signs, within a typical L3. Smaller regions pay the per-call overhead of a dozen torch ops per region,
+# larger ones spill (this size ran fastest at 25M elements).
 REGION_ELEMENTS = 1 << 20
 
-# Chunks up to this long are summed as a matrix-vector product with ones: torch.sum over rows of 8 or 16 runs
-# 1.5-3x slower (and erratically so when the cores are shared), from 64 on it is as fast or faster.
+# Chunks up to this long are summed as a matrix-vector product with ones: torch.sum over rows this short is
+# slower (and erratically so when the cores are shared); over longer rows it is as fast or faster.
 _MV_MAX_CHUNK = 32
 
 Encode = Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
@@ -198,7 +198,7 @@ def _sign_table() -> torch.Tensor:
     return torch.from_numpy(np.where(bits, np.float32(1), np.float32(-1)))
 
 
-# Bytes to signs by table lookup: one index_select writes 8 floats per byte, 3-5x faster than unpacking to
+# Bytes to signs by table lookup: one index_select writes 8 floats per byte, faster than unpacking to
 # bools and converting them (torch's bool paths are not vectorised).
 _SIGNS = _sign_table()
 
@@ -215,7 +215,7 @@ def _scratch(size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """An fp32 buffer for a region of ``size`` elements rounded up to whole bytes, and int64 byte indices.
 
     Fresh per region, as regions run on several threads at once; after the first, the allocator hands back
-    the same freed memory (measured: no slower than buffers kept for the whole call)."""
+    the same freed memory, so this costs no more than buffers kept for the whole call."""
     return torch.empty(-(-size // 8) * 8), torch.empty(-(-size // 8), dtype=torch.int64)
 
 
@@ -246,11 +246,11 @@ def ef_sign_encode_cpu(
             else:
                 torch.sum(tv, 1, keepdim=True, out=sv)
             sv.div_(tv.shape[1])
-            # An fp32 overflow (or a non-finite input): redo in fp64, 5x slower, so only here. Summing the
+            # An fp32 overflow (or a non-finite input): redo in fp64, which is slower, so only here. Summing the
             # scales is a cheaper test than isfinite().all(); its own rare overflow only costs the redo.
             if not math.isfinite(float(sv.sum())):
                 sv.copy_(tv.sum(1, keepdim=True, dtype=torch.float64).div_(tv.shape[1]))
-        positive = np.greater_equal(v.numpy(), np.float32(0))  # 4x faster than torch.ge here
+        positive = np.greater_equal(v.numpy(), np.float32(0))  # faster than torch.ge here
         region_bytes = packed[start // 8 : -(-stop // 8)]
         region_bytes.numpy()[:] = np.packbits(positive)
         signs = _lookup_signs(region_bytes, index, work)[:size]
@@ -287,8 +287,8 @@ def sign_decode_accumulate_cpu(
 @torch.no_grad()
 def sign_decode_into_cpu(out: torch.Tensor, packed_bits: torch.Tensor, scales: torch.Tensor, chunk_size: int) -> None:
     """``out[...] = decode(packed_bits, scales)`` on the CPU without reading ``out``: the signs are looked up
-    straight into it and each chunk is scaled in place, twice as fast as zeroing it and accumulating
-    (measured 4.8 ms against 9.7 ms for 6.25M elements). ``+-1 * scale`` is exact, so the values are those of
+    straight into it and each chunk is scaled in place, one pass where zeroing it and accumulating takes
+    two. ``+-1 * scale`` is exact, so the values are those of
     every other decode, except that a zero scale gives ``-0.0`` where the bit is 0 (as the reference does).
     Regions run in parallel."""
     check_decode(out, packed_bits, scales, chunk_size)

@@ -2,8 +2,8 @@
 
 Why. torch runs a large op as an OpenMP parallel region whose threads meet at a barrier. On a shared machine
 (training beside the codecs, other programs) one of those threads is often not scheduled, and the others
-spin, then sleep, at the barrier until it is: measured on 2 cores with one busy process per core, the int8
-decode fell from 4.4 GB/s (one thread) to 0.17 GB/s (two). Kernels that walk a tensor region by region
+spin, then sleep, at the barrier until it is: beside busy processes, two threads can run a codec many times
+slower than one (the README's "A busy CPU" has the figures). Kernels that walk a tensor region by region
 meet that barrier once per torch op of every region.
 
 What. ``parallel_map(work, items)`` hands the items (regions of about 4 MB) out one at a time to the

@@ -29,7 +29,7 @@ from swarmnet.kernels.blockwise import check_dequantize_args, check_quantize_arg
 __all__ = ["GPU_TILE", "INTERPRETER_TILE", "blockwise_dequantize_accumulate_triton", "blockwise_quantize_triton"]
 
 # Elements per program. 4096 fp32 with 8 warps is 16 per thread, enough loads in flight to saturate HBM. The
-# interpreter costs ~1.5 ms per program plus numpy time per element, so it takes far larger tiles. Blocks
+# interpreter costs milliseconds per program plus numpy time per element, so it takes far larger tiles. Blocks
 # longer than the tile take the looping path (tests shrink INTERPRETER_TILE to reach it cheaply).
 GPU_TILE = 4096
 INTERPRETER_TILE = 1 << 16

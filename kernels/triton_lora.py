@@ -102,7 +102,7 @@ def _lora_linear_kernel(
 
 def _block(size: int, largest: int) -> int:
     """A power-of-two tile edge: at least 16 (``tl.dot``'s minimum), at most ``largest``, no larger than
-    the dimension needs (under the interpreter every program costs ~1.5 ms, so small inputs get few)."""
+    the dimension needs (under the interpreter every program costs milliseconds, so small inputs get few)."""
     return max(16, min(largest, int(triton.next_power_of_2(max(size, 1)))))
 
 

@@ -14,7 +14,7 @@ from swarmnet.kernels.nesterov import check_buffers
 __all__ = ["BLOCK", "outer_nesterov_triton"]
 
 # Elements per program. 4096 fp32 with 8 warps is 16 elements per thread: enough loads in flight to saturate
-# HBM; under TRITON_INTERPRET=1 each program costs ~1.5 ms, so tests keep their sizes to a few blocks.
+# HBM; under TRITON_INTERPRET=1 each program costs milliseconds, so tests keep their sizes to a few blocks.
 BLOCK = 4096
 
 

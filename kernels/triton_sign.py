@@ -30,7 +30,7 @@ from swarmnet.kernels.sign import check_decode, check_encode
 __all__ = ["ELEMENTS_PER_PROGRAM", "FUSED_MAX_CHUNK", "ef_sign_encode_triton", "sign_decode_accumulate_triton"]
 
 # Elements per program on a GPU: 4096 fp32 with 8 warps is 16 per thread, enough loads in flight to saturate
-# HBM. Under TRITON_INTERPRET=1 every program costs ~1.5 ms of Python, so programs there are larger.
+# HBM. Under TRITON_INTERPRET=1 every program costs milliseconds of Python, so programs there are larger.
 ELEMENTS_PER_PROGRAM = 4096
 INTERPRETER_ELEMENTS_PER_PROGRAM = 1 << 14
 # The longest chunk the fused encode keeps in registers as one tile (16 fp32 + 16 fp64 per thread, 8 warps).

@@ -21,7 +21,7 @@ from swarmnet.kernels.topk import estimate_threshold, validate_arguments
 
 __all__ = ["topk_threshold_triton"]
 
-# Large blocks: few programs (the CPU interpreter pays ~1.5 ms per program) and few counts to scan.
+# Large blocks: few programs (the CPU interpreter pays milliseconds per program) and few counts to scan.
 BLOCK = 4096
 
 
