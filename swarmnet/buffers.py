@@ -1,11 +1,10 @@
 """Fresh large CPU buffers, allocated by numpy so that they get transparent huge pages.
 
 torch's CPU allocator maps a fresh 25 MB buffer in 4 KiB pages, and the page faults on first touch cost
-more than the arithmetic that fills it: measured on this 2-core EPYC, ``torch.add`` of 6.25M fp32 values
-into a fresh tensor took 20 ms, into a numpy-allocated one 4 ms (numpy madvises huge pages for large
-arrays). Hot paths that need a new buffer every round (a reducer's sums, a peer's own contribution,
-decoded temporaries) take it from here. The tensors are ordinary ones, except that their storage cannot
-be resized.
+more than the arithmetic that fills it; numpy madvises huge pages for large arrays, so filling one of its
+buffers costs a fraction of that (the README has the figures). Hot paths that need a new buffer every
+round (a reducer's sums, a peer's own contribution, decoded temporaries) take it from here. The tensors
+are ordinary ones, except that their storage cannot be resized.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ def empty(numel: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
 
 
 def zeros(numel: int) -> torch.Tensor:
-    """A zero-filled 1-D fp32 CPU tensor (numpy's calloc: about 3x faster than ``torch.zeros`` when fresh)."""
+    """A zero-filled 1-D fp32 CPU tensor (numpy's calloc: fresh zeroed pages, cheaper than ``torch.zeros``)."""
     if not numel:
         return torch.zeros(0)
     return torch.from_numpy(np.zeros(numel, np.float32))

@@ -55,7 +55,7 @@ __all__ = ["HivemindConfig", "HivemindTransport"]
 
 logger = logging.getLogger(__name__)
 
-# A DHT process stops in about 0.1 s once asked; one still running after this is stuck, and we kill it.
+# A DHT process stops well within this once asked; one still running after it is stuck, and we kill it.
 _DHT_STOP_SECONDS = 3.0
 _DAEMON_POLL_SECONDS = 0.05  # how soon a DHT call notices that the p2p daemon has exited
 PEER_ADDRESS_EXAMPLE = "/ip4/203.0.113.7/tcp/31337/p2p/12D3KooW..."  # a running peer: address and peer id
@@ -284,7 +284,7 @@ class HivemindTransport(Transport):
         stopping = asyncio.ensure_future(asyncio.to_thread(_stop_dht, self._dht))
         if self._dial_failed:
             # Close daemon connections hivemind leaked on failed dials while our loop still runs; a full
-            # collection costs 0.5-3 s with torch loaded, so only when a dial failed, and beside the DHT's stop.
+            # collection is slow with torch loaded, so only when a dial failed, and beside the DHT's stop.
             gc.collect()
         await stopping
         logger.debug("transport %s shut down in %.2f s", self._peer_id, time.monotonic() - started)
