@@ -2,8 +2,8 @@
 
 Every peer also publishes telemetry (``swarmnet.telemetry``) for the monitor while it runs.
 Roles that do work plug in here: with a ``trainer`` config the peer trains (``trainer_role.py``)
-until it is stopped or reaches its step budget, then leaves. Other roles (pipeline stage, expert,
-server) arrive in later versions; without a working role a peer joins, stays listed, and leaves.
+until it is stopped or reaches its step budget, then leaves. A peer with no working role joins,
+stays listed, and leaves.
 """
 
 from __future__ import annotations
