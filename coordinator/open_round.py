@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from swarmnet.compression import decode
-from swarmnet.coordinator.proto import federated_pb2 as pb
+from swarmnet.proto import federated_pb2 as pb
 from swarmnet.coordinator.rejection import Rejected
 from swarmnet.coordinator.secagg_round import SecAggRound
 from swarmnet.coordinator.store import ClientRecord

@@ -23,7 +23,7 @@ import grpc
 
 from swarmnet.compression import codec_names
 from swarmnet.coordinator.config import CoordinatorConfig
-from swarmnet.coordinator.proto import federated_pb2 as pb
+from swarmnet.proto import federated_pb2 as pb
 from swarmnet.coordinator.rejection import Rejected
 from swarmnet.coordinator.replay import ReplayWindow
 from swarmnet.coordinator.request_limits import check_register

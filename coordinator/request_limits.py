@@ -2,7 +2,7 @@
 
 Each ``check_*`` raises ``Rejected(INVALID_ARGUMENT)`` naming the field; nothing here costs more
 than reading the lengths. The figures are documented for client authors in
-``coordinator/proto/PROTOCOL.md`` ("Limits").
+``swarmnet/proto/PROTOCOL.md`` ("Limits").
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 import grpc
 
 from swarmnet.coordinator.open_round import MAX_SAMPLES
-from swarmnet.coordinator.proto import federated_pb2 as pb
+from swarmnet.proto import federated_pb2 as pb
 from swarmnet.coordinator.rejection import Rejected
 
 __all__ = [

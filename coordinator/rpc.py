@@ -18,7 +18,7 @@ from typing import NoReturn, TypeAlias, TypeVar
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from swarmnet.coordinator.proto import federated_pb2 as pb
+from swarmnet.proto import federated_pb2 as pb
 from swarmnet.coordinator.rejection import Rejected
 from swarmnet.coordinator.service import CoordinatorServicer
 

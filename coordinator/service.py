@@ -21,7 +21,7 @@ import torch
 
 from swarmnet.coordinator.concurrency import OpenCalls
 from swarmnet.coordinator.open_round import OpenRound, check_header, check_update
-from swarmnet.coordinator.proto import federated_pb2 as pb
+from swarmnet.proto import federated_pb2 as pb
 from swarmnet.coordinator.registry import ClientRegistry
 from swarmnet.coordinator.rejection import Rejected
 from swarmnet.coordinator.request_limits import check_secagg, check_update_header, client_id_of, wait_of

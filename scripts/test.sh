@@ -68,5 +68,5 @@ install_chromium
 install_node_packages
 echo "== ruff check"; "$venv/bin/ruff" check .
 echo "== ruff format --check"; "$venv/bin/ruff" format --check .
-echo "== mypy"; "$venv/bin/python" scripts/typecheck.py
+echo "== mypy"; "$venv/bin/python" -m mypy
 echo "== pytest"; "$venv/bin/python" -m pytest "$@"

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from swarmnet.compression import codec_names
-from swarmnet.coordinator.proto import federated_pb2 as pb
+from swarmnet.proto import federated_pb2 as pb
 from swarmnet.errors import ProtocolError
 from swarmnet.federated.connection import Connection, GlobalAdapter, TlsSettings
 from swarmnet.federated.local_training import LocalRound, LocalTrainer, StepFn, default_step

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from swarmnet.coordinator.proto import federated_pb2 as pb
+from swarmnet.proto import federated_pb2 as pb
 from swarmnet.federated.connection import Connection
 from swarmnet.federated.secagg.client import SecAggClient
 from swarmnet.federated.secagg.messages import AdvertisedKeys

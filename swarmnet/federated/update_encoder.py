@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from swarmnet.compression import Codec, ErrorFeedback, TopKCodec, get_codec
-from swarmnet.coordinator.proto import federated_pb2 as pb
+from swarmnet.proto import federated_pb2 as pb
 from swarmnet.errors import ProtocolError
 from swarmnet.federated.privacy import clip_update
 from swarmnet.federated.randomness import Randomness

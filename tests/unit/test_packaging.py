@@ -1,8 +1,8 @@
-"""Packaging: every subpackage is declared, and a regular (non-editable) wheel has the mapped layout.
+"""Packaging: one import root, and a regular (non-editable) wheel has that layout.
 
 The top-level folders peers/, compression/, kernels/, coordinator/ install as ``swarmnet.*``
-subpackages through ``[tool.setuptools] package-dir``; setuptools only ships the packages listed
-explicitly, so a forgotten entry would work in the editable checkout and break in a real install.
+subpackages because ``swarmnet/`` holds a relative symlink to each; setuptools finds every package
+under ``swarmnet/`` by itself. A folder without its link would work nowhere, so these tests say which.
 """
 
 from __future__ import annotations
@@ -12,63 +12,48 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PYPROJECT: dict[str, Any] = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
-SETUPTOOLS: dict[str, Any] = PYPROJECT["tool"]["setuptools"]
-PACKAGE_DIR: dict[str, str] = SETUPTOOLS["package-dir"]
-
+PACKAGE = REPO_ROOT / "swarmnet"
+LINKED = ("compression", "coordinator", "kernels", "peers")
 # Top-level folders with an __init__.py that are deliberately not installed.
-NOT_INSTALLED = {"tests", "scripts"}  # packages only so tools can name their modules; never shipped
+NOT_INSTALLED = {"tests", "scripts", "swarmnet"}  # packages only so tools can name their modules; never shipped
 # What the build needs from the checkout; the rest (virtualenv, caches, old build output) stays behind.
 BUILD_IGNORE = shutil.ignore_patterns(
     ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "*.pyc", ".*_cache", ".hypothesis", "artifacts"
 )
 
 
-def _packages_on_disk() -> dict[str, Path]:
-    """Every folder with an ``__init__.py`` under a package-dir root, by the name it installs as."""
-    found: dict[str, Path] = {}
-    for package, folder in PACKAGE_DIR.items():
-        root = REPO_ROOT / folder
-        for init in root.rglob("__init__.py"):
-            relative = init.parent.relative_to(root)
-            if "__pycache__" in relative.parts:
-                continue
-            found[".".join((package, *relative.parts))] = init.parent
+def _packages_on_disk() -> set[str]:
+    """Every folder with an ``__init__.py`` under ``swarmnet/`` (through its links), by its import name."""
+    found = set()
+    for folder, dirs, files in os.walk(PACKAGE, followlinks=True):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        if "__init__.py" in files:
+            found.add(".".join(Path(folder).relative_to(REPO_ROOT).parts))
     return found
 
 
-def test_package_dir_maps_the_top_level_folders() -> None:
-    assert PACKAGE_DIR == {
-        "swarmnet": "swarmnet",
-        "swarmnet.peers": "peers",
-        "swarmnet.compression": "compression",
-        "swarmnet.kernels": "kernels",
-        "swarmnet.coordinator": "coordinator",
-    }
+@pytest.mark.parametrize("folder", LINKED)
+def test_each_top_level_folder_is_linked_into_the_package(folder: str) -> None:
+    link = PACKAGE / folder
+    assert link.is_symlink(), f"swarmnet/{folder} must be a symlink to ../{folder}"
+    assert os.readlink(link) == f"../{folder}", "a relative link survives a move or a fresh clone"
+    assert link.resolve() == (REPO_ROOT / folder).resolve()
 
 
-def test_every_subpackage_on_disk_is_declared() -> None:
-    on_disk = _packages_on_disk()
-    declared = set(SETUPTOOLS["packages"])
-    missing = sorted(set(on_disk) - declared)
-    assert not missing, f"add to [tool.setuptools] packages in pyproject.toml: {missing}"
-    stale = sorted(declared - set(on_disk))
-    assert not stale, f"declared in pyproject.toml but no folder with an __init__.py: {stale}"
-    assert len(SETUPTOOLS["packages"]) == len(declared), "a package is listed twice"
-
-
-def test_every_top_level_package_folder_is_mapped() -> None:
+def test_every_top_level_package_folder_is_linked() -> None:
     folders = {init.parent.name for init in REPO_ROOT.glob("*/__init__.py")}
-    unmapped = sorted(folders - set(PACKAGE_DIR.values()) - NOT_INSTALLED)
-    assert not unmapped, f"top-level packages missing from [tool.setuptools] package-dir: {unmapped}"
+    assert sorted(folders - NOT_INSTALLED) == sorted(LINKED), "link a new top-level package from swarmnet/"
+
+
+def test_the_subpackages_reach_past_the_links() -> None:
+    packages = _packages_on_disk()
+    assert {"swarmnet.kernels", "swarmnet.coordinator.monitor", "swarmnet.proto", "swarmnet.peers"} <= packages
 
 
 # --------------------------------------------------------------------------- a real wheel
@@ -123,7 +108,7 @@ def test_wheel_has_the_mapped_layout(wheel: Path) -> None:
         "swarmnet/py.typed",
     ):
         assert expected in names, f"{expected} is missing from the wheel"
-    for package in SETUPTOOLS["packages"]:
+    for package in _packages_on_disk():
         assert f"{package.replace('.', '/')}/__init__.py" in names
     top_level = {name.split("/", 1)[0] for name in names}
     extra = top_level - {"swarmnet"}

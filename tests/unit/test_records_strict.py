@@ -24,8 +24,6 @@ NOW = 1_700_000_000.0
 KEY = "swarm/test/notes"
 ALICE = Identity.generate()
 DOMAIN = b"swarmnet-record\x00"
-# Packages installed under swarmnet from other folders (pyproject package-dir) are walked too.
-PACKAGES = ("swarmnet", "swarmnet.peers", "swarmnet.coordinator", "swarmnet.compression")
 
 
 class Note(Payload):
@@ -169,8 +167,7 @@ def _walk(package: str) -> None:
 
 
 def _record_models() -> list[type[Payload] | type[RecordHeader]]:
-    for package in PACKAGES:
-        _walk(package)
+    _walk("swarmnet")  # reaches the top-level folders through the package's links
     found: list[type[Any]] = [RecordHeader]
     pending: list[type[Any]] = [Payload]
     while pending:

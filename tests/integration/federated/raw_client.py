@@ -17,7 +17,7 @@ import grpc
 import torch
 
 from swarmnet.compression import get_codec
-from swarmnet.coordinator.proto import federated_pb2 as pb
+from swarmnet.proto import federated_pb2 as pb
 from swarmnet.federated import Connection
 from swarmnet.federated.signing import update_message
 from swarmnet.identity import Identity

@@ -1,4 +1,4 @@
-"""Clients written from coordinator/proto/PROTOCOL.md alone take part in rounds: one in Python that
+"""Clients written from swarmnet/proto/PROTOCOL.md alone take part in rounds: one in Python that
 uses only grpcio's generic calls and its own protobuf encoding (run with swarmnet and protobuf made
 unimportable), and one in Node with @grpc/grpc-js (skipped where node or the package is missing)."""
 
@@ -19,7 +19,7 @@ from tests.integration.federated.harness import coordinator_config, running
 pytestmark = pytest.mark.timeout(120)
 
 KIT = Path(__file__).resolve().parent / "foreign_client"
-PROTO = Path(__file__).resolve().parents[3] / "coordinator" / "proto" / "federated.proto"
+PROTO = Path(__file__).resolve().parents[3] / "swarmnet" / "proto" / "federated.proto"
 NODE_MODULES = Path(sys.prefix) / "node" / "node_modules"  # scripts/test.sh installs the npm packages here
 # The Python client runs with every swarmnet and protobuf module unimportable: it has only the document.
 _ISOLATED = (

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from swarmnet.coordinator.proto import federated_pb2 as pb
+from swarmnet.proto import federated_pb2 as pb
 from swarmnet.coordinator.server import CoordinatorServer
 from swarmnet.coordinator.store import CoordinatorState, CoordinatorStore
 from swarmnet.errors import ConfigError

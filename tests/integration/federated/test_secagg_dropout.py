@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from swarmnet.coordinator.proto import federated_pb2 as pb
+from swarmnet.proto import federated_pb2 as pb
 from swarmnet.federated import FederatedClient
 from tests.integration.federated.harness import coordinator_config, make_client, run_all, running, wait_rounds
 

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from swarmnet.coordinator.config import SecAggSettings
-from swarmnet.coordinator.proto import federated_pb2 as pb
+from swarmnet.proto import federated_pb2 as pb
 from swarmnet.coordinator.secagg_round import SecAggRound
 from swarmnet.federated import FederatedClient
 from swarmnet.federated.secagg import threshold_for

@@ -14,7 +14,7 @@ import pytest
 from swarmnet.cli.coordinator import config_from_args
 from swarmnet.cli.main import build_parser, main
 from swarmnet.coordinator.config import CoordinatorConfig
-from swarmnet.coordinator.proto import federated_pb2 as pb
+from swarmnet.proto import federated_pb2 as pb
 from swarmnet.coordinator.server import BackgroundCoordinator, CoordinatorServer
 from swarmnet.errors import ConfigError
 from swarmnet.federated import Connection

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from swarmnet.coordinator.config import CoordinatorConfig
-from swarmnet.coordinator.proto import federated_pb2 as pb
+from swarmnet.proto import federated_pb2 as pb
 from swarmnet.coordinator.registry import ClientRegistry
 from swarmnet.coordinator.rejection import Rejected
 from swarmnet.coordinator.store import CoordinatorStore

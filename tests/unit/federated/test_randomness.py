@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from swarmnet.coordinator.proto import federated_pb2 as pb
+from swarmnet.proto import federated_pb2 as pb
 from swarmnet.federated import ClientConfig, FederatedClient
 from swarmnet.federated.privacy import gaussian_noise
 from swarmnet.federated.randomness import Randomness, os_gaussian

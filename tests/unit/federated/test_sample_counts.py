@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
-from swarmnet.coordinator.proto import federated_pb2 as pb
+from swarmnet.proto import federated_pb2 as pb
 from swarmnet.federated import ClientConfig, FederatedClient
 from swarmnet.federated.connection import GlobalAdapter
 from swarmnet.federated.local_training import LocalTrainer, batch_samples

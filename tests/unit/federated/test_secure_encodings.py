@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from swarmnet.coordinator.config import CoordinatorConfig, RoundSettings, SecAggSettings
-from swarmnet.coordinator.proto import federated_pb2 as pb
+from swarmnet.proto import federated_pb2 as pb
 from swarmnet.errors import ConfigError, ProtocolError
 from swarmnet.federated.privacy import PrivacyConfig
 from swarmnet.federated.secagg.packing import packed_words

@@ -1,4 +1,4 @@
-// A federated client in Node, written from coordinator/proto/PROTOCOL.md and federated.proto alone.
+// A federated client in Node, written from swarmnet/proto/PROTOCOL.md and federated.proto alone.
 //
 // It uses @grpc/grpc-js with @grpc/proto-loader (messages from the .proto at run time), Node's own
 // Ed25519, SHA-256 and a hand-written CRC-32. For each round it long-polls for a task, fetches the

@@ -1,4 +1,4 @@
-"""A federated client written from coordinator/proto/PROTOCOL.md alone: no swarmnet, no generated stubs.
+"""A federated client written from swarmnet/proto/PROTOCOL.md alone: no swarmnet, no generated stubs.
 
 It speaks gRPC through grpcio's generic calls with raw bytes, encodes and decodes the protobuf
 messages by hand, signs with ``cryptography``'s Ed25519, and builds SWC1 payloads itself. For each

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 from google.protobuf import descriptor_pb2
 
-from swarmnet.coordinator.proto import federated_pb2, federated_pb2_grpc
+from swarmnet.proto import federated_pb2, federated_pb2_grpc
 
-PROTO = Path(__file__).resolve().parents[3] / "coordinator" / "proto" / "federated.proto"
+PROTO = Path(__file__).resolve().parents[2] / "swarmnet" / "proto" / "federated.proto"
 
 
 def test_committed_descriptor_matches_the_proto_file(tmp_path: Path) -> None:
     protoc = pytest.importorskip("grpc_tools.protoc", reason="grpcio-tools compiles the .proto")
-    tree = tmp_path / "swarmnet" / "coordinator" / "proto"
+    tree = tmp_path / "swarmnet" / "proto"
     tree.mkdir(parents=True)
     shutil.copy(PROTO, tree)
     out = tmp_path / "set.pb"

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from swarmnet.coordinator.proto import federated_pb2 as swarmnet_dot_coordinator_dot_proto_dot_federated__pb2
+from swarmnet.proto import federated_pb2 as swarmnet_dot_proto_dot_federated__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in swarmnet/coordinator/proto/federated_pb2_grpc.py depends on'
+        + ' but the generated code in swarmnet/proto/federated_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,33 +36,33 @@ class CoordinatorStub:
         """
         self.Register = channel.unary_unary(
                 '/swarmnet.federated.v1.Coordinator/Register',
-                request_serializer=swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.RegisterRequest.SerializeToString,
-                response_deserializer=swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.RegisterReply.FromString,
+                request_serializer=swarmnet_dot_proto_dot_federated__pb2.RegisterRequest.SerializeToString,
+                response_deserializer=swarmnet_dot_proto_dot_federated__pb2.RegisterReply.FromString,
                 _registered_method=True)
         self.GetTask = channel.unary_unary(
                 '/swarmnet.federated.v1.Coordinator/GetTask',
-                request_serializer=swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.TaskRequest.SerializeToString,
-                response_deserializer=swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.TaskReply.FromString,
+                request_serializer=swarmnet_dot_proto_dot_federated__pb2.TaskRequest.SerializeToString,
+                response_deserializer=swarmnet_dot_proto_dot_federated__pb2.TaskReply.FromString,
                 _registered_method=True)
         self.SubmitUpdate = channel.stream_unary(
                 '/swarmnet.federated.v1.Coordinator/SubmitUpdate',
-                request_serializer=swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.UpdateChunk.SerializeToString,
-                response_deserializer=swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.SubmitReply.FromString,
+                request_serializer=swarmnet_dot_proto_dot_federated__pb2.UpdateChunk.SerializeToString,
+                response_deserializer=swarmnet_dot_proto_dot_federated__pb2.SubmitReply.FromString,
                 _registered_method=True)
         self.FetchAdapter = channel.unary_stream(
                 '/swarmnet.federated.v1.Coordinator/FetchAdapter',
-                request_serializer=swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.FetchRequest.SerializeToString,
-                response_deserializer=swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.AdapterChunk.FromString,
+                request_serializer=swarmnet_dot_proto_dot_federated__pb2.FetchRequest.SerializeToString,
+                response_deserializer=swarmnet_dot_proto_dot_federated__pb2.AdapterChunk.FromString,
                 _registered_method=True)
         self.SecAgg = channel.unary_unary(
                 '/swarmnet.federated.v1.Coordinator/SecAgg',
-                request_serializer=swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.SecAggRequest.SerializeToString,
-                response_deserializer=swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.SecAggReply.FromString,
+                request_serializer=swarmnet_dot_proto_dot_federated__pb2.SecAggRequest.SerializeToString,
+                response_deserializer=swarmnet_dot_proto_dot_federated__pb2.SecAggReply.FromString,
                 _registered_method=True)
         self.Status = channel.unary_unary(
                 '/swarmnet.federated.v1.Coordinator/Status',
-                request_serializer=swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.StatusRequest.SerializeToString,
-                response_deserializer=swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.StatusReply.FromString,
+                request_serializer=swarmnet_dot_proto_dot_federated__pb2.StatusRequest.SerializeToString,
+                response_deserializer=swarmnet_dot_proto_dot_federated__pb2.StatusReply.FromString,
                 _registered_method=True)
 
 
@@ -116,33 +116,33 @@ def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Register': grpc.unary_unary_rpc_method_handler(
                     servicer.Register,
-                    request_deserializer=swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.RegisterRequest.FromString,
-                    response_serializer=swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.RegisterReply.SerializeToString,
+                    request_deserializer=swarmnet_dot_proto_dot_federated__pb2.RegisterRequest.FromString,
+                    response_serializer=swarmnet_dot_proto_dot_federated__pb2.RegisterReply.SerializeToString,
             ),
             'GetTask': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTask,
-                    request_deserializer=swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.TaskRequest.FromString,
-                    response_serializer=swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.TaskReply.SerializeToString,
+                    request_deserializer=swarmnet_dot_proto_dot_federated__pb2.TaskRequest.FromString,
+                    response_serializer=swarmnet_dot_proto_dot_federated__pb2.TaskReply.SerializeToString,
             ),
             'SubmitUpdate': grpc.stream_unary_rpc_method_handler(
                     servicer.SubmitUpdate,
-                    request_deserializer=swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.UpdateChunk.FromString,
-                    response_serializer=swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.SubmitReply.SerializeToString,
+                    request_deserializer=swarmnet_dot_proto_dot_federated__pb2.UpdateChunk.FromString,
+                    response_serializer=swarmnet_dot_proto_dot_federated__pb2.SubmitReply.SerializeToString,
             ),
             'FetchAdapter': grpc.unary_stream_rpc_method_handler(
                     servicer.FetchAdapter,
-                    request_deserializer=swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.FetchRequest.FromString,
-                    response_serializer=swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.AdapterChunk.SerializeToString,
+                    request_deserializer=swarmnet_dot_proto_dot_federated__pb2.FetchRequest.FromString,
+                    response_serializer=swarmnet_dot_proto_dot_federated__pb2.AdapterChunk.SerializeToString,
             ),
             'SecAgg': grpc.unary_unary_rpc_method_handler(
                     servicer.SecAgg,
-                    request_deserializer=swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.SecAggRequest.FromString,
-                    response_serializer=swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.SecAggReply.SerializeToString,
+                    request_deserializer=swarmnet_dot_proto_dot_federated__pb2.SecAggRequest.FromString,
+                    response_serializer=swarmnet_dot_proto_dot_federated__pb2.SecAggReply.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
-                    request_deserializer=swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.StatusRequest.FromString,
-                    response_serializer=swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.StatusReply.SerializeToString,
+                    request_deserializer=swarmnet_dot_proto_dot_federated__pb2.StatusRequest.FromString,
+                    response_serializer=swarmnet_dot_proto_dot_federated__pb2.StatusReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -170,8 +170,8 @@ class Coordinator:
             request,
             target,
             '/swarmnet.federated.v1.Coordinator/Register',
-            swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.RegisterRequest.SerializeToString,
-            swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.RegisterReply.FromString,
+            swarmnet_dot_proto_dot_federated__pb2.RegisterRequest.SerializeToString,
+            swarmnet_dot_proto_dot_federated__pb2.RegisterReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -197,8 +197,8 @@ class Coordinator:
             request,
             target,
             '/swarmnet.federated.v1.Coordinator/GetTask',
-            swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.TaskRequest.SerializeToString,
-            swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.TaskReply.FromString,
+            swarmnet_dot_proto_dot_federated__pb2.TaskRequest.SerializeToString,
+            swarmnet_dot_proto_dot_federated__pb2.TaskReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -224,8 +224,8 @@ class Coordinator:
             request_iterator,
             target,
             '/swarmnet.federated.v1.Coordinator/SubmitUpdate',
-            swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.UpdateChunk.SerializeToString,
-            swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.SubmitReply.FromString,
+            swarmnet_dot_proto_dot_federated__pb2.UpdateChunk.SerializeToString,
+            swarmnet_dot_proto_dot_federated__pb2.SubmitReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -251,8 +251,8 @@ class Coordinator:
             request,
             target,
             '/swarmnet.federated.v1.Coordinator/FetchAdapter',
-            swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.FetchRequest.SerializeToString,
-            swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.AdapterChunk.FromString,
+            swarmnet_dot_proto_dot_federated__pb2.FetchRequest.SerializeToString,
+            swarmnet_dot_proto_dot_federated__pb2.AdapterChunk.FromString,
             options,
             channel_credentials,
             insecure,
@@ -278,8 +278,8 @@ class Coordinator:
             request,
             target,
             '/swarmnet.federated.v1.Coordinator/SecAgg',
-            swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.SecAggRequest.SerializeToString,
-            swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.SecAggReply.FromString,
+            swarmnet_dot_proto_dot_federated__pb2.SecAggRequest.SerializeToString,
+            swarmnet_dot_proto_dot_federated__pb2.SecAggReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -305,8 +305,8 @@ class Coordinator:
             request,
             target,
             '/swarmnet.federated.v1.Coordinator/Status',
-            swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.StatusRequest.SerializeToString,
-            swarmnet_dot_coordinator_dot_proto_dot_federated__pb2.StatusReply.FromString,
+            swarmnet_dot_proto_dot_federated__pb2.StatusRequest.SerializeToString,
+            swarmnet_dot_proto_dot_federated__pb2.StatusReply.FromString,
             options,
             channel_credentials,
             insecure,
