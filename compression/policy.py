@@ -8,21 +8,14 @@ candidate codec, the real payload size and the relative L2 error of a round trip
 * **error budget** (``PolicyConfig.error_budget``): per tensor, the smallest payload whose error
   is within the budget; when no candidate is, the most accurate one (the plan then says the
   budget was not met);
-* **byte budget** (``PolicyConfig.byte_budget``): the assignment that minimises the total squared
-  error ``sum_i ||x_i - x̂_i||^2 = sum_i rel_err_i^2 * ||x_i||^2`` (the squared L2 error of the
-  whole flattened update, so a large layer's error weighs by its size and norm) subject to the
-  total payload ``sum_i bytes_i <= byte_budget``. As in L-GreCo this is a knapsack solved by
-  dynamic programming over the layers with discretised byte costs: the budget is split into at
-  most ``dp_buckets`` units of ``unit = ceil(byte_budget / dp_buckets)`` bytes, a payload of
-  ``b`` bytes costs ``ceil(b / unit)`` units and the capacity is ``floor(byte_budget / unit)``
-  units. Rounding costs up and the capacity down means a plan the DP accepts always fits the
-  real budget; the price is at most one unit per layer of unused budget (none when ``unit == 1``,
-  i.e. ``byte_budget <= dp_buckets``: then the plan is the exact optimum). A greedy pass then
-  spends what the rounding left over on the upgrades (a more accurate codec for one tensor) with
-  the best error reduction per extra byte that still fit. Keep ``dp_buckets`` well above the
-  number of tensors; the DP costs ``tensors x candidates x dp_buckets`` steps (vectorised) and
-  ``tensors x dp_buckets`` bytes. When even the cheapest codec of every tensor exceeds the
-  budget, the plan is that cheapest assignment and says the budget was not met.
+* **byte budget** (``PolicyConfig.byte_budget``): the assignment that minimises the squared L2 error
+  of the whole flattened update subject to ``sum_i bytes_i <= byte_budget``: L-GreCo's knapsack,
+  solved by dynamic programming over ``dp_buckets`` units of bytes (costs rounded up, capacity
+  down, so a plan always fits; exact when ``byte_budget <= dp_buckets``), then a greedy pass spends
+  the rounding's leftover on the best upgrades that still fit. Keep ``dp_buckets`` well above the
+  number of tensors (the DP costs ``tensors x candidates x dp_buckets`` steps). When even the
+  cheapest codec of every tensor exceeds the budget, the plan is that cheapest assignment and says
+  the budget was not met.
 
 Large tensors (over ``max_measured_elements``) are measured on a seeded sample of whole blocks
 of ``sample_block`` elements, starting at multiples of ``sample_block`` so every codec's own

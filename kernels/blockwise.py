@@ -14,10 +14,9 @@ operation, rounded to nearest even)::
     q       = clamp(round_half_even(v * inverse), -qmax, qmax)
     residual <- v - (q * scale)                         (error feedback only; two roundings, never an FMA)
 
-For finite ``v``, ``|v * inverse| <= qmax * (1 + 2**-22)`` so the clamp never changes anything (the CPU path
-skips it), and a zero block has scale +0.0 and all ``q = 0``. The residual's subtraction is exact (``v`` and
-``q * scale`` are within a factor of 2 when ``q != 0``), so ``decoded + residual == v`` exactly: error feedback
-loses nothing. Inputs must be finite: a block holding inf or NaN gets a non-finite scale and unspecified values.
+For finite ``v`` the clamp never changes anything (the CPU path skips it), a zero block has scale +0.0 and
+all ``q = 0``, and ``decoded + residual == v`` exactly (Sterbenz's lemma), so error feedback loses nothing.
+Inputs must be finite: a block holding inf or NaN gets a non-finite scale and unspecified values.
 ``inverse`` is the reciprocal times ``qmax`` (not ``qmax / absmax``) because that is what
 ``swarmnet.compression``'s codecs compute (``qmax / t`` is ``t.reciprocal() * qmax`` in torch): payloads match
 theirs bit for bit, except all-zero blocks, which get scale -0.0 and NaN-derived values there.

@@ -9,9 +9,8 @@ After a round of inner steps every replica holds its own local parameters; the c
     global[i]  = global[i] - lr * update
     local[i]   = global[i]                         # every replica starts the next round from here
 
-which is exactly what ``torch.optim.SGD([global], lr=lr, momentum=momentum, nesterov=True)`` does with
-``global.grad = global - local`` (SGD's first step copies the gradient into a fresh buffer; a zero buffer
-here gives the same ``0 * momentum + g = g``), followed by ``local.copy_(global)``.
+which is ``torch.optim.SGD(lr=lr, momentum=momentum, nesterov=True)`` stepped on ``global.grad = global -
+local``, then ``local.copy_(global)``: DiLoCo's outer optimizer (Douillard et al., 2023).
 
 The obvious version (``outer_nesterov_reference``) makes about sixteen full-size passes through memory
 and allocates two full-size temporaries (their page faults alone cost as much as the arithmetic). The CPU

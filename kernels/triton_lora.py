@@ -21,7 +21,7 @@ gradient in torch matmuls (``x2 = x`` as rows, ``dy`` the output gradient, ``low
 
 each computed only for the inputs that need it (a frozen ``weight`` costs nothing).
 
-Imported only through ``swarmnet.kernels.lora.DISPATCH`` (importing triton costs seconds).
+Imported only through ``swarmnet.kernels.lora.DISPATCH`` (importing triton is slow).
 """
 
 from __future__ import annotations

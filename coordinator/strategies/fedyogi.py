@@ -6,10 +6,8 @@ Per round, with ``d`` the aggregate::
     v = v - (1 - beta2) * d^2 * sign(v - d^2)
     x = x + server_lr * m / (sqrt(v) + tau)
 
-``v`` moves towards ``d^2`` by ``(1 - beta2) d^2`` (Zaheer et al. 2018). When the aggregates
-shrink (``v >> d^2``), Adam forgets ``v`` at the rate ``1 - beta2`` and its effective step grows
-fast; Yogi lowers ``v`` by only ``(1 - beta2) d^2``, so the step grows gradually. ``v`` stays
-non-negative. Starts, no bias correction and the moment names as in ``fedadam``.
+``v`` moves towards ``d^2`` by ``(1 - beta2) d^2``, so the step grows gradually when the aggregates
+shrink (why: Zaheer et al. 2018). Starts, no bias correction and the moment names as in ``fedadam``.
 """
 
 from __future__ import annotations
