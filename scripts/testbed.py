@@ -47,8 +47,8 @@ class TestbedConfig:
     """What to build: ``peers`` namespaces, each link shaped to ``rate_mbit`` in both directions (None: unshaped).
 
     ``burst_kbit`` and ``latency_ms`` are tbf's bucket size and queue limit. tbf counts whole Ethernet frames,
-    so TCP goodput is about 0.956x the rate (1448 payload bytes per 1514-byte frame): measured 9.6, 38.3, 95.7
-    and 191 Mbit/s at 10, 40, 100 and 200 Mbit/s, for any burst from 32 to 256 kbit.
+    so TCP goodput is about 0.956x the rate (1448 payload bytes per 1514-byte frame), for any burst from 32
+    to 256 kbit (``--check`` measures it; the README has the figures).
     """
 
     __test__ = False  # not a pytest test class despite the name

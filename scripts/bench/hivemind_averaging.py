@@ -189,7 +189,7 @@ def _start_peer(
     node: Node, index: int, peers: int, numel: int, rounds: int, workdir: Path, settings: dict[str, Any], logs: Path
 ) -> subprocess.Popen[Any]:
     # One torch thread per peer: several peers share this machine's cores, and oversubscribed OpenMP
-    # threads spin-wait for hundreds of milliseconds (measured); swarmnet's peers get the same setting.
+    # threads spin-wait at their barriers; swarmnet's peers get the same setting.
     argv = ["env", "OMP_NUM_THREADS=1", sys.executable, "-m", "scripts.bench.hivemind_averaging", "peer"]
     argv += ["--index", str(index)]
     argv += ["--peers", str(peers), "--ip", node.ip, "--numel", str(numel), "--rounds", str(rounds)]

@@ -32,7 +32,7 @@ from scripts.bench.rounds import pattern as make_pattern
 
 ROOT = Path(__file__).resolve().parents[2]
 # One torch thread per peer: the peers share this machine's cores, and oversubscribed OpenMP threads
-# spin-wait for hundreds of milliseconds (measured). The hivemind baseline's peers get the same.
+# spin-wait at their barriers. The hivemind baseline's peers get the same.
 PEER_ENV = ["OMP_NUM_THREADS=1"]
 
 
@@ -159,8 +159,8 @@ def run_swarmnet(
     With a ``victim``, that peer kills itself in the first round and the others must finish without it.
 
     ``fresh_per_codec``: each codec gets its own peer processes (new DHT, daemons and connections), as
-    the hivemind baseline does. Measured: on peers that already ran one codec, rounds of the next were
-    0.5-0.9 s slower at fp16 with identical settings, so sharing processes favours the first codec.
+    the hivemind baseline does. On peers that already ran one codec, rounds of the next run slower with
+    identical settings, so sharing processes favours the first codec.
     ``pace_mbps``: each peer's ``AveragingConfig.pace_mbps`` (None: unpaced). ``straggler_grace``: the
     least time a reducer waits for a part (None: the default); tests on a busy loopback raise it, since
     a peer the OS does not schedule for a second is cut as a straggler.

@@ -19,7 +19,7 @@ first poll to the last one's reply). Configurations:
 Then ``overhead``: ``--overhead-clients`` (16) clients on the fast digits task, compressed with and
 without secure aggregation, to time what the masking protocol itself costs per round.
 
-    .venv/bin/python -m scripts.experiments.federated              # defaults: kjv, 8 clients (< 20 min here)
+    .venv/bin/python -m scripts.experiments.federated              # defaults: kjv, 8 clients
     .venv/bin/python -m scripts.experiments.federated --task digits --rounds 30
 """
 
@@ -66,7 +66,7 @@ class Settings:
     alpha: float = 0.5  # Dirichlet concentration of the label split: lower is more skewed
     # The compressed configuration's codec: a registered one, or "topk" (at topk_ratio, int8 values).
     # sign1bit by default: the AdamW deltas are close to sign vectors, so one bit each (and a scale
-    # per block) with error feedback tracks dense; top-k 5% lagged it by 10 points (see the README).
+    # per block) with error feedback tracks dense, and top-k 5% lagged it (the README has the figures).
     codec: str = "sign1bit"
     topk_ratio: float = 0.05
     # Secure aggregation's encoding: "scaled" (shared scales, every coordinate, levels per value) or

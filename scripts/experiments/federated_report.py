@@ -27,7 +27,7 @@ def _by_method(runs: list[dict[str, Any]], method: str) -> dict[str, Any] | None
 
 
 def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's targets, checked on the figures of this report."""
+    """The project's performance goals for federated training, checked on the figures of this report."""
     out = []
     dense, compressed = _by_method(report["runs"], "dense"), _by_method(report["runs"], "compressed")
     if dense and compressed:
