@@ -1,7 +1,7 @@
 """swarmnet.peers: the volunteer peer daemon.
 
-* **DaemonConfig, run_daemon (daemon.py)**: the peer lifecycle: probe, join, heartbeat, leave.
-* **probe_resources, ResourceReport (probe.py)**: what this machine has and how fast it computes.
+* **DaemonConfig, run_daemon (daemon.py)**: the peer lifecycle: probe (``swarmnet.hardware``), join, heartbeat,
+  leave.
 * **serve_link_probe, measure_upload_mbps (link_probe.py)**: upload bandwidth measured against a peer.
 * **PeerTelemetry (telemetry.py)**: what a running peer reports as telemetry.
 * **TrainerRoleConfig, run_trainer (trainer_role.py)**: the ``trainer`` role: a DiLoCo replica trained on the swarm.
