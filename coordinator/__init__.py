@@ -12,6 +12,7 @@
 * **rounds_requests.py**: the clients' long polls, updates and secure-aggregation messages
 * **open_round.py**: one open round and the checks every submitted update passes
 * **secagg_round.py**: the coordinator's side of one securely aggregated round
+* **secagg_unmask.py**: the secure-aggregation threshold, and removing the masks from the sum
 * **aggregation.py**: a closed round's accepted updates into the next global adapter
 * **finite.py**: only finite state becomes the global adapter
 * **sampling.py**: who takes part in a round
