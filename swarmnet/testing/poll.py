@@ -17,8 +17,11 @@ __all__ = ["apoll_until", "poll_until"]
 T = TypeVar("T")
 
 
-def poll_until(predicate: Callable[[], T], *, timeout: float, interval: float = 0.1, what: str = "condition") -> T:
-    """Call ``predicate`` until it returns something truthy, and return that.
+def poll_until(
+    predicate: Callable[[], T | None], *, timeout: float, interval: float = 0.1, what: str = "condition"
+) -> T:
+    """Call ``predicate`` until it returns something truthy, and return that (typed without ``None``:
+    a predicate may answer ``None`` for "not yet").
 
     Raises:
         AssertionError: ``timeout`` seconds passed first; the message names ``what`` was awaited.
@@ -34,7 +37,7 @@ def poll_until(predicate: Callable[[], T], *, timeout: float, interval: float = 
 
 
 async def apoll_until(
-    predicate: Callable[[], Awaitable[T]], *, timeout: float, interval: float = 0.1, what: str = "condition"
+    predicate: Callable[[], Awaitable[T | None]], *, timeout: float, interval: float = 0.1, what: str = "condition"
 ) -> T:
     """Await ``predicate`` until it returns something truthy, and return that; times are the loop's
     (virtual under ``run_virtual``).
