@@ -9,8 +9,8 @@ import torch
 
 from swarmnet.coordinator.config import CoordinatorConfig
 from swarmnet.coordinator.registry import ClientRegistry
+from swarmnet.coordinator.secagg_unmask import threshold_for
 from swarmnet.coordinator.strategies import secure_samples_cap
-from swarmnet.federated.secagg.server import threshold_for
 from swarmnet.federated.secure_update import scales_to_bytes
 from swarmnet.proto import federated_pb2 as pb
 

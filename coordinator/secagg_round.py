@@ -19,9 +19,9 @@ import grpc
 import numpy as np
 
 from swarmnet.coordinator.rejection import Rejected
+from swarmnet.coordinator.secagg_unmask import unmask_sum
 from swarmnet.errors import ProtocolError
 from swarmnet.federated.secagg.messages import AdvertisedKeys
-from swarmnet.federated.secagg.server import unmask_sum
 
 __all__ = ["PHASES", "SecAggRound"]
 

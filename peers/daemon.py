@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from swarmnet.errors import ConfigError, RemoteFault, TransportError
+from swarmnet.hardware import probe_resources
 from swarmnet.identity import Identity
 from swarmnet.membership import DeviceInfo, MembershipConfig, PeerInfo, Swarm
 from swarmnet.peers.link_probe import LinkProbeConfig, measure_upload_mbps, serve_link_probe
-from swarmnet.peers.probe import probe_resources
 from swarmnet.peers.telemetry import PeerTelemetry
 from swarmnet.peers.trainer_role import TrainerRoleConfig, TrainerSummary, run_trainer
 from swarmnet.telemetry import TelemetryConfig, TelemetryPublisher

@@ -18,21 +18,13 @@ from typing import Literal, TextIO
 from tqdm import tqdm
 
 from swarmnet.diloco import Progress
+from swarmnet.units import format_bytes
 
-__all__ = ["ProgressDisplay", "ProgressMode", "format_bytes"]
+__all__ = ["ProgressDisplay", "ProgressMode"]
 
 logger = logging.getLogger(__name__)
 
 ProgressMode = Literal["auto", "bar", "log", "json", "none"]
-
-
-def format_bytes(count: float) -> str:
-    """``1234567`` -> ``"1.2 MB"``."""
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(count) < 1000 or unit == "GB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    return f"{count:.1f} GB"
 
 
 def terminal_columns(stream: TextIO) -> int:

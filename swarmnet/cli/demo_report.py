@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from swarmnet.peers.trainer_progress import format_bytes
+from swarmnet.units import format_bytes
 
 __all__ = ["print_summary"]
 

@@ -109,6 +109,6 @@ class Throughput:
 
 def device_info() -> DeviceInfo:
     """This machine's processor, memory and accelerator, as membership announces them (no benchmark)."""
-    from swarmnet.peers.probe import probe_resources  # imports torch: only when asked
+    from swarmnet.hardware import probe_resources  # imports torch: only when asked
 
     return probe_resources(benchmark_seconds=0).device

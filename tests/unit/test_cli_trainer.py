@@ -9,8 +9,8 @@ import pytest
 from swarmnet.cli.common import ExitCode
 from swarmnet.cli.main import build_parser, main
 from swarmnet.cli.peer import config_from_args
-from swarmnet.peers.trainer_progress import format_bytes
 from swarmnet.peers.trainer_role import _trainer_config
+from swarmnet.units import format_bytes
 
 
 def test_trainer_flags_build_the_role_config(tmp_path: Path) -> None:

@@ -139,9 +139,9 @@ def test_unpacked_wheel_imports_without_the_checkout(wheel: Path, tmp_path: Path
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(site)
     code = (
-        "import swarmnet, swarmnet.peers.probe, swarmnet.compression, swarmnet.kernels, swarmnet.coordinator\n"
+        "import swarmnet, swarmnet.hardware, swarmnet.compression, swarmnet.kernels, swarmnet.coordinator\n"
         "import swarmnet.peers.daemon, swarmnet.cli.main\n"
-        "for module in (swarmnet, swarmnet.peers.probe, swarmnet.compression, swarmnet.kernels,\n"
+        "for module in (swarmnet, swarmnet.hardware, swarmnet.compression, swarmnet.kernels,\n"
         "               swarmnet.coordinator, swarmnet.cli.main):\n"
         "    print(module.__file__)\n"
     )

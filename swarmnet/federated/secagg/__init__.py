@@ -33,7 +33,8 @@ survivor sets is only stopped by each client's refusal to reveal both secrets of
 * **Roster (roster.py)** - the verified participants and their Shamir points
 * **pairwise_masks (masking.py)** - the masks that cancel in pairs
 * **SecAggClient (client.py)** - one client's side of one round
-* **unmask_sum, threshold_for (server.py)** - the coordinator's side
+
+The coordinator's side (``unmask_sum``, ``threshold_for``) is ``swarmnet.coordinator.secagg_unmask``.
 """
 
 from swarmnet.federated.secagg.client import SecAggClient
@@ -45,7 +46,6 @@ from swarmnet.federated.secagg.packing import pack, slot_bits, unpack
 from swarmnet.federated.secagg.prg import expand_mask
 from swarmnet.federated.secagg.roster import Roster
 from swarmnet.federated.secagg.scaled import ScaledEncoding, ScaledSum
-from swarmnet.federated.secagg.server import threshold_for, unmask_sum
 from swarmnet.federated.secagg.shamir import combine, split
 
 __all__ = [
@@ -72,7 +72,5 @@ __all__ = [
     "split",
     "slot_bits",
     "sub_mod",
-    "threshold_for",
-    "unmask_sum",
     "unpack",
 ]

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from swarmnet.federated.secagg import AdvertisedKeys, SecAggClient, add_mod, unmask_sum
+from swarmnet.coordinator.secagg_unmask import unmask_sum
+from swarmnet.federated.secagg import AdvertisedKeys, SecAggClient, add_mod
 from swarmnet.federated.secagg.field import U32Array
 from swarmnet.identity import Identity
 
