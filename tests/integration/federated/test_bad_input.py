@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from swarmnet.compression import get_codec
-from swarmnet.coordinator.proto import federated_pb2 as pb
 from swarmnet.federated import Connection
 from swarmnet.federated.signing import PROTOCOL_VERSION, register_message, update_message
 from swarmnet.identity import Identity
+from swarmnet.proto import federated_pb2 as pb
 from swarmnet.testing import poll_until
 from tests.integration.federated.harness import coordinator_config, initial_adapter, make_client, run_all, running
 
