@@ -100,7 +100,7 @@ def test_wheel_has_the_mapped_layout(wheel: Path) -> None:
         "swarmnet/cli/main.py",
         "swarmnet/peers/__init__.py",
         "swarmnet/peers/daemon.py",
-        "swarmnet/peers/probe.py",
+        "swarmnet/peers/trainer_role.py",
         "swarmnet/compression/__init__.py",
         "swarmnet/kernels/__init__.py",
         "swarmnet/coordinator/__init__.py",
@@ -139,9 +139,9 @@ def test_unpacked_wheel_imports_without_the_checkout(wheel: Path, tmp_path: Path
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(site)
     code = (
-        "import swarmnet, swarmnet.hardware, swarmnet.compression, swarmnet.kernels, swarmnet.coordinator\n"
+        "import swarmnet, swarmnet.peers.daemon, swarmnet.compression, swarmnet.kernels, swarmnet.coordinator\n"
         "import swarmnet.peers.daemon, swarmnet.cli.main\n"
-        "for module in (swarmnet, swarmnet.hardware, swarmnet.compression, swarmnet.kernels,\n"
+        "for module in (swarmnet, swarmnet.peers.daemon, swarmnet.compression, swarmnet.kernels,\n"
         "               swarmnet.coordinator, swarmnet.cli.main):\n"
         "    print(module.__file__)\n"
     )
@@ -159,4 +159,4 @@ def test_unpacked_wheel_imports_without_the_checkout(wheel: Path, tmp_path: Path
     assert len(files) == 6
     for file in files:
         assert file.resolve().is_relative_to(site.resolve()), f"{file} was imported from outside the wheel"
-    assert files[1] == site / "swarmnet" / "peers" / "probe.py"
+    assert files[1] == site / "swarmnet" / "peers" / "daemon.py"
