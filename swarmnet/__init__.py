@@ -10,8 +10,12 @@ Modules of the protocol core (class to file):
 * **Swarm, PeerInfo (membership.py)**: announcing this peer and listing live ones.
 * **errors.py**: the exception hierarchy; **clock.py**: wall and virtual time.
 
-Subpackages installed from the other top-level folders: ``swarmnet.peers`` (the volunteer
-daemon), ``swarmnet.compression``, ``swarmnet.kernels``, ``swarmnet.coordinator``.
+* **hardware.py**: what a peer's machine offers; **units.py**: human-readable quantities.
+* **proto/**: the federated wire protocol; **testing/**: the public in-memory swarm kit.
+
+Subpackages linked in from the other top-level folders: ``swarmnet.peers`` (the volunteer
+daemon), ``swarmnet.compression``, ``swarmnet.kernels``, ``swarmnet.coordinator``. Imports point
+down: kernels <- compression <- this core <- peers, coordinator <- cli (docs/architecture.md).
 """
 
 from swarmnet.version import PROTOCOL_VERSION, __version__
