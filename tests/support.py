@@ -70,6 +70,24 @@ class SwarmnetProcess:
         except queue.Empty:
             raise AssertionError(f"{self.name} printed nothing in {timeout}s; log:\n{self.log_tail()}") from None
 
+    def line_matching(self, ready: Callable[[str], bool], timeout: float, what: str) -> str:
+        """The first stdout line (stripped) that ``ready`` accepts. Fails after ``timeout`` seconds, or as
+        soon as the process exits without printing one; the failure names ``what`` and ends with the log."""
+
+        def matched() -> str | None:
+            try:
+                line = self.lines.get(timeout=0.2).strip()
+            except queue.Empty:
+                if self.process.poll() is not None:
+                    raise AssertionError(f"{self.name} exited ({self.process.returncode}) before {what}") from None
+                return None
+            return line if ready(line) else None
+
+        try:
+            return poll_until(matched, timeout=timeout, interval=0, what=f"{self.name}: {what}")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; log:\n{self.log_tail()}") from None
+
     def log_tail(self, chars: int = 3000) -> str:
         """The end of the process's stderr log, for failure messages."""
         self._log.flush()

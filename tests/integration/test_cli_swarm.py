@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import queue
 import signal
 import subprocess
 import sys
@@ -15,7 +14,6 @@ from typing import Any
 import psutil
 import pytest
 
-from swarmnet.testing import poll_until
 from tests.support import SwarmnetProcess
 
 pytestmark = pytest.mark.multiprocess
@@ -49,16 +47,13 @@ def start_peer(processes: list[SwarmnetProcess], tmp_path: Path, name: str, boot
 
 def listed(watch: SwarmnetProcess, predicate: Any, timeout: float, what: str) -> dict[str, Any]:
     """Read `status --watch --json` lines until one satisfies ``predicate``."""
+    line = watch.line_matching(lambda line: predicate(peer_ids(line)), timeout, f"status showing {what}")
+    snapshot: dict[str, Any] = json.loads(line)
+    return snapshot
 
-    def showing() -> dict[str, Any] | None:
-        try:
-            snapshot: dict[str, Any] = json.loads(watch.lines.get(timeout=0.1))
-        except queue.Empty:
-            return None
-        return snapshot if predicate({p["peer_id"] for p in snapshot["peers"]}) else None
 
-    found: dict[str, Any] = poll_until(showing, timeout=timeout, interval=0, what=f"status showing {what}")
-    return found
+def peer_ids(status_line: str) -> set[str]:
+    return {p["peer_id"] for p in json.loads(status_line)["peers"]}
 
 
 def test_status_lists_peers_and_sees_them_leave_or_die(processes: list[SwarmnetProcess], tmp_path: Path) -> None:

@@ -23,9 +23,9 @@ import pytest
 import torch
 
 from swarmnet.compression import get_codec
-from swarmnet.proto import federated_pb2 as pb
 from swarmnet.federated.signing import PROTOCOL_VERSION, register_message, update_message
 from swarmnet.identity import Identity
+from swarmnet.proto import federated_pb2 as pb
 from tests.integration.federated.harness import coordinator_config, initial_adapter, running
 from tests.support import poll_until
 
@@ -76,12 +76,11 @@ class Outsider:
         return pb.TaskReply.FromString(self.unary("GetTask", request, timeout, metadata=self.metadata()))
 
     def wait_for_task(self) -> pb.TaskReply:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            task = self.task(1.0)
-            if task.kind == pb.TaskReply.TRAIN:
-                return task
-        raise AssertionError("never selected")
+        def training() -> pb.TaskReply | None:
+            task = self.task(1.0)  # a long poll: answered once there is a task, or after 1 s
+            return task if task.kind == pb.TaskReply.TRAIN else None
+
+        return poll_until(training, timeout=30, interval=0, what="the outsider selected for a round")
 
     def header(self, task: pb.TaskReply, payload: bytes) -> bytes:
         digest = hashlib.sha256(payload).digest()
@@ -292,15 +291,17 @@ def _refused_at_once(call: Callable[[], Any]) -> bool:
 
 def _hold_a_long_poll(outsider: Outsider, wait_s: float) -> None:
     """One long poll that is held open; a refusal (our own probe briefly held a slot) is retried."""
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+
+    def held() -> bool:
         try:
             outsider.task(wait_s, timeout=20)
-            return
         except grpc.RpcError as e:
             if e.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
                 raise
-            time.sleep(0.02)
+            return False
+        return True
+
+    poll_until(held, timeout=20, interval=0.02, what="a long poll the coordinator holds open")
 
 
 def test_long_polls_and_downloads_are_capped_per_client(tmp_path: Path) -> None:

@@ -6,18 +6,18 @@ overflows float32 must never become the adapter the coordinator commits, serves 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from swarmnet.proto import federated_pb2 as pb
 from swarmnet.coordinator.server import CoordinatorServer
 from swarmnet.coordinator.store import CoordinatorState, CoordinatorStore
 from swarmnet.errors import ConfigError
 from swarmnet.federated.secure_update import secure_weight
 from swarmnet.federated.vector import AdapterSchema
+from swarmnet.proto import federated_pb2 as pb
+from swarmnet.testing import poll_until
 from tests.integration.federated.harness import coordinator_config, initial_adapter, running, wait_rounds
 from tests.integration.federated.raw_client import RawClient, serving
 
@@ -62,10 +62,7 @@ def test_a_trillion_sample_registration_does_not_shrink_the_others_in_secure_rou
     with running(config) as coordinator:
         clients = [RawClient(coordinator.address, samples=n, secure_aggregation=True) for n in (16, 16, 10**12)]
         try:
-            task = clients[0].task(0.1)
-            deadline = time.monotonic() + 30
-            while task.kind != pb.TaskReply.TRAIN and time.monotonic() < deadline:
-                task = clients[0].task(1.0)
+            task = poll_until(lambda: _training(clients[0].task(1.0)), timeout=30, interval=0, what="a training task")
         finally:
             for client in clients:
                 client.close()
@@ -73,6 +70,10 @@ def test_a_trillion_sample_registration_does_not_shrink_the_others_in_secure_rou
     # Uncapped, samples_cap is 10**12 and an honest client weighs 16 / 10**12: nothing, once quantized.
     assert task.config.samples_cap == 32
     assert secure_weight(16, task.config.samples_cap) == 0.5
+
+
+def _training(task: pb.TaskReply) -> pb.TaskReply | None:
+    return task if task.kind == pb.TaskReply.TRAIN else None
 
 
 def _flood_then_zeros(client: RawClient, task: pb.TaskReply) -> torch.Tensor:

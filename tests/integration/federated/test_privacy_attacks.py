@@ -20,6 +20,7 @@ from swarmnet.coordinator.store import ClientRecord, CoordinatorStore
 from swarmnet.federated.privacy import PrivacyConfig, gaussian_noise
 from swarmnet.federated.vector import AdapterSchema
 from swarmnet.identity import Identity
+from swarmnet.testing import poll_until
 from tests.integration.federated.harness import coordinator_config, initial_adapter, running, wait_rounds
 from tests.integration.federated.raw_client import RawClient, serving
 from tests.unit.federated.rdp_numeric import numeric_epsilon, numeric_rdp
@@ -85,10 +86,7 @@ def test_epsilon_is_that_of_the_sampling_done_over_the_active_clients(tmp_path: 
         with serving(clients, lambda _c, _t: torch.zeros(LENGTH)):
             engine = coordinator.server.engine
             assert engine is not None
-            deadline = time.monotonic() + 60
-            while not engine.done() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert engine.done(), "the rounds did not complete in time"
+            poll_until(engine.done, timeout=60, interval=0.05, what="the rounds to complete")
             history, rdp, steps = engine.state.history, engine.accountant.rdp(), engine.accountant.steps
             epsilon, orders = engine.epsilon(), engine.accountant.orders
             status = clients[0].connection.status()  # what any client may ask

@@ -21,6 +21,7 @@ from swarmnet.identity import Identity
 from swarmnet.keyspace import FAMILIES, MEMBERSHIP_MAX_LIFETIME, TELEMETRY_MAX_LIFETIME, family_of
 from swarmnet.membership import MembershipConfig, PeerInfo, Swarm
 from swarmnet.telemetry import TelemetryConfig, TelemetryPublisher, TelemetryReport
+from swarmnet.testing import apoll_until
 from swarmnet.transport.hivemind_validator import SwarmnetRecordValidator
 from swarmnet.transport.memory import MemoryNetwork
 from tests.unit.averaging.harness import average, make_peers, random_inputs
@@ -79,9 +80,14 @@ async def telemetry(network: MemoryNetwork) -> None:
 
 async def averaging(network: MemoryNetwork) -> None:
     peers = await make_peers(network, 2)
+    stores_before = network.statistics().dht_stores
     outcomes = await average(peers, random_inputs(2, [(64,)]))
     assert all(outcome.succeeded for outcome in outcomes)
-    await asyncio.sleep(1.0)  # the records saying "grouped" are stored in the background
+
+    async def grouped_stored() -> bool:  # each peer stores that it is looking, then (in the background) grouped
+        return network.statistics().dht_stores - stores_before >= 4
+
+    await apoll_until(grouped_stored, timeout=10, what="both peers' records saying they are grouped")
 
 
 async def diloco(network: MemoryNetwork) -> None:
