@@ -59,6 +59,7 @@ __all__ = ["ErrorFeedback", "ErrorFeedbackConfig", "ErrorFeedbackStatistics"]
 
 _STORAGE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _PREFIXES = ("residual/", "velocity/", "shape/")
+_Tensors = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -260,6 +261,21 @@ class ErrorFeedback:
         Everything is checked before anything changes. Velocities in the state need momentum > 0;
         a key without one starts from a zero velocity.
         """
+        residuals, velocities, loaded_shapes = self._parsed(state)
+        dtype = self.config.dtype
+        self.reset()
+        self._shapes = loaded_shapes
+        self._residuals = {k: v.detach().to("cpu", dtype, copy=True) for k, v in residuals.items()}
+        self._velocities = {k: v.detach().to("cpu", dtype, copy=True) for k, v in velocities.items()}
+
+    def check_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Raise the ``ValueError`` that ``load_state_dict(state)`` would raise, without loading anything."""
+        self._parsed(state)
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _parsed(self, state: dict[str, torch.Tensor]) -> tuple[_Tensors, _Tensors, dict[str, tuple[int, ...]]]:
+        """Residuals, velocities and shapes by key, after checking everything ``load_state_dict`` needs."""
         if not isinstance(state, dict):
             raise ValueError(f"error-feedback state must be a dict, got {type(state).__name__}")
         parts: dict[str, dict[str, torch.Tensor]] = {prefix: {} for prefix in _PREFIXES}
@@ -288,13 +304,7 @@ class ErrorFeedback:
                     raise ValueError(f"{kind} of {key!r} must be a finite floating tensor")
                 if tensor.numel() != math.prod(loaded_shapes[key]):
                     raise ValueError(f"{kind} of {key!r} has {tensor.numel()} elements, shape {loaded_shapes[key]}")
-        dtype = self.config.dtype
-        self.reset()
-        self._shapes = loaded_shapes
-        self._residuals = {k: v.detach().to("cpu", dtype, copy=True) for k, v in residuals.items()}
-        self._velocities = {k: v.detach().to("cpu", dtype, copy=True) for k, v in velocities.items()}
-
-    # --- internals ---------------------------------------------------------------------------
+        return residuals, velocities, loaded_shapes
 
     def _checked(self, key: str, tensor: torch.Tensor) -> torch.Tensor:
         """The flat input, after checking it fits ``key`` and is finite (before any state changes)."""

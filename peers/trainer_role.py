@@ -116,11 +116,8 @@ async def run_trainer(
     data = TextData(DataConfig(corpus=config.corpus, seq_len=model_config.context, batch_size=config.batch_size))
     torch.manual_seed(config.seed)
     replica = Replica(GPT(model_config), config.diloco)
-    if config.resume and config.checkpoint is not None:
-        restore(replica, config.checkpoint)
     shard = config.shard if config.shard is not None else int(identity.peer_id.encode().hex(), 16) % config.shards
     validation = data.validation_batches()
-    val_before = await asyncio.to_thread(replica.evaluate, validation)
     display = ProgressDisplay(config.progress, total=config.max_steps)
     on_progress: Callable[[Progress], None] = display.update
     if telemetry is not None:
@@ -130,6 +127,9 @@ async def run_trainer(
         transport, identity, replica, data.sampler(shard, config.shards), _trainer_config(config),
         validation=validation, on_progress=on_progress, on_sync=_checkpointer(config),
     )  # fmt: skip
+    if config.resume and config.checkpoint is not None:
+        restore(trainer, config.checkpoint)  # the replica and its averagers' residuals
+    val_before = await asyncio.to_thread(replica.evaluate, validation)
     logger.info(
         "trainer %s: %s (%d parameters), shard %d/%d, H=%d, codec %s, fragments %d",
         identity.peer_id[:12], config.preset, replica.flat.numel, shard, config.shards,
@@ -143,7 +143,7 @@ async def run_trainer(
         if telemetry is not None:
             telemetry.state = "idle"
     if config.checkpoint is not None and replica.rounds % config.checkpoint.every_rounds:
-        await asyncio.to_thread(save, replica, config.checkpoint)  # the last sync's state was not saved yet
+        await asyncio.to_thread(save, trainer, config.checkpoint)  # the last sync's state was not saved yet
     # Stopped by a signal: leave at once, without the validation pass and the text sample (1-2 s on a CPU).
     summary = await _summarize(trainer, identity, config, val_before, validation if not stop.is_set() else None)
     if config.summary_path is not None:
@@ -174,7 +174,7 @@ def _checkpointer(config: TrainerRoleConfig) -> Any:
 
     def on_sync(trainer: SwarmTrainer) -> None:
         if trainer.replica.rounds % checkpoint.every_rounds == 0:
-            save(trainer.replica, checkpoint)
+            save(trainer, checkpoint)
 
     return on_sync
 
@@ -200,7 +200,7 @@ async def _summarize(
     return TrainerSummary(
         peer_id=identity.peer_id, run=config.run, parameters=replica.flat.numel, steps=replica.step,
         rounds=replica.rounds, val_loss_before=val_before, val_loss_after=val_after,
-        bytes_sent=int(stats["bytes_sent"]), bytes_received=int(stats["bytes_received"]),  # type: ignore[call-overload]
+        bytes_sent=stats.bytes_sent, bytes_received=stats.bytes_received,
         allreduce_bytes=allreduce, state_fetches=trainer.fetches, group_sizes=sizes, digest=replica.state_digest(),
         sample=sample,
     )  # fmt: skip

@@ -127,14 +127,15 @@ class Averager:
             self._matchmaker.distrust(peer)
         return self._record(outcome)
 
-    def statistics(self) -> AveragerStatistics:
-        """Totals over every step so far, and the last outcome."""
+    def statistics(self, *, error_feedback: bool = True) -> AveragerStatistics:
+        """Totals over every step so far, the last outcome, and the residuals' statistics (a pass over every
+        residual, once per step; ``error_feedback=False`` leaves them out, as None)."""
         t = self._totals
         return AveragerStatistics(
             rounds=t["rounds"], succeeded=t["succeeded"], failed=t["rounds"] - t["succeeded"],
             bytes_sent=t["bytes_sent"], bytes_received=t["bytes_received"], rejected_contributions=t["rejected"],
             estimated_mbps=self._throughput.bytes_per_second * 8 / 1e6, last=self._last,
-            error_feedback=self._watch.statistics() if self.uses_feedback else None,
+            error_feedback=self._watch.statistics() if error_feedback and self.uses_feedback else None,
         )  # fmt: skip
 
     def feedback_state(self) -> dict[str, torch.Tensor]:
@@ -153,9 +154,16 @@ class Averager:
         rule) are dropped with a log line, since no step would use them. Nothing changes on an error.
         """
         self._watch.check_idle()
-        schema = schema_id(tensors, self.config.codec, self.config.aggregation.rule)
-        self._feedback.load_state_dict(keep_schema(state, schema, sum(t.numel() for t in tensors)))
+        self._feedback.load_state_dict(self._ours(state, tensors))
         self._watch.changed()
+
+    def check_feedback_state(self, state: dict[str, torch.Tensor], tensors: Sequence[torch.Tensor]) -> None:
+        """Raise the ``ValueError`` that ``load_feedback_state`` would raise, without loading anything."""
+        self._feedback.check_state_dict(self._ours(state, tensors))
+
+    def _ours(self, state: dict[str, torch.Tensor], tensors: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        schema = schema_id(tensors, self.config.codec, self.config.aggregation.rule)
+        return keep_schema(state, schema, sum(t.numel() for t in tensors))
 
     def _record(self, outcome: Outcome) -> Outcome:
         self._last = outcome

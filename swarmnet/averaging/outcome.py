@@ -71,5 +71,5 @@ class AveragerStatistics:
     rejected_contributions: int
     estimated_mbps: float  # the throughput model's current estimate of this peer's link
     last: Outcome | None
-    # The residuals' key count, size and norms after the last step (None when no residuals are kept).
+    # The residuals' key count, size and norms after the last step (None when no residuals are kept, or not asked).
     error_feedback: ErrorFeedbackStatistics | None = None

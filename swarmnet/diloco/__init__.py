@@ -3,7 +3,8 @@
 * **DiLoCoConfig, InnerConfig, OuterConfig (config.py)**: H, fragments, overlap, mixing, codec, optimizers.
 * **Replica (replica.py)**: one replica's math without networking (inner AdamW, pseudo-gradients,
   outer Nesterov step); **FlatParameters (flat.py)**: parameters as views of one vector, fragments.
-* **SwarmTrainer, TrainerConfig, Progress (trainer.py)**: the trainer on a ``Transport``.
+* **SwarmTrainer, TrainerConfig (trainer.py)**: the trainer on a ``Transport``; **Progress, TrainerStatistics
+  (reports.py)**: what it reports.
 * **StateSync, GlobalState (state_sync.py)**: published state digests, verified transfer.
 * **Consensus, choose (consensus.py)**: which announced state the swarm agrees on, by counting distinct announcers.
 * **PaceBound (pace.py)**: how far ahead another trainer can plausibly be; claims beyond it are ignored.
@@ -16,8 +17,9 @@
 from swarmnet.diloco.config import DiLoCoConfig, InnerConfig, OuterConfig
 from swarmnet.diloco.flat import FlatParameters
 from swarmnet.diloco.replica import Replica
+from swarmnet.diloco.reports import Progress, TrainerStatistics
 from swarmnet.diloco.state_sync import GlobalState, StateSync, StateSyncConfig, StateSyncError
-from swarmnet.diloco.trainer import Progress, SwarmTrainer, TrainerConfig
+from swarmnet.diloco.trainer import SwarmTrainer, TrainerConfig
 
 __all__ = [
     "DiLoCoConfig",
@@ -32,4 +34,5 @@ __all__ = [
     "StateSyncError",
     "SwarmTrainer",
     "TrainerConfig",
+    "TrainerStatistics",
 ]

@@ -39,6 +39,7 @@ from swarmnet.diloco.consensus import Consensus, choose
 from swarmnet.diloco.pace import PaceBound
 from swarmnet.diloco.progress import ProgressBoard, swarm_reached
 from swarmnet.diloco.replica import Replica
+from swarmnet.diloco.reports import Progress, TrainerStatistics
 from swarmnet.diloco.state_sync import GlobalState, StateAnnouncement, StateSync, StateSyncConfig, StateSyncError
 from swarmnet.errors import ConfigError
 from swarmnet.identity import Identity
@@ -46,7 +47,7 @@ from swarmnet.keyspace import DILOCO_PROGRESS_MAX_LIFETIME, DILOCO_STATE_MAX_LIF
 from swarmnet.telemetry.collect import fp32_allreduce_bytes
 from swarmnet.transport.base import Transport
 
-__all__ = ["Progress", "SwarmTrainer", "TrainerConfig"]
+__all__ = ["SwarmTrainer", "TrainerConfig"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,22 +85,6 @@ class TrainerConfig:
                 f"{DILOCO_PROGRESS_MAX_LIFETIME - 1.0:g} s"
             )
         self.averaging.validate()
-
-
-@dataclass(frozen=True, kw_only=True)
-class Progress:
-    """One report to the caller (progress bar, log line, telemetry)."""
-
-    step: int
-    rounds: int
-    loss: float  # moving average of the inner-step losses
-    bytes_sent: int
-    bytes_received: int
-    last: Outcome | None = None
-    val_loss: float | None = None
-    event: str = "step"  # "step", "sync", "eval", "fetched"
-    raw_bytes: int = 0  # what the exchanges so far would have sent as dense fp32 (compression baseline)
-    syncing: bool = False  # an exchange is in flight
 
 
 @dataclass
@@ -175,15 +160,15 @@ class SwarmTrainer:
             await self.board.leave()
             await self.state.withdraw()
 
-    def statistics(self) -> dict[str, object]:
-        """Counters for telemetry."""
-        stats = [a.statistics() for a in self.averagers]
-        return {
-            "step": self.replica.step, "rounds": self.replica.rounds, "loss": self._loss,
-            "bytes_sent": sum(s.bytes_sent for s in stats), "bytes_received": sum(s.bytes_received for s in stats),
-            "state_fetches": self.fetches, "state_bytes_served": self.state.bytes_served,
-            "last": stats[-1].last if stats else None, "raw_bytes": self.raw_bytes,
-        }  # fmt: skip
+    def statistics(self) -> TrainerStatistics:
+        """Counters for telemetry and the summary, with each fragment averager's (error feedback included)."""
+        stats = tuple(a.statistics() for a in self.averagers)
+        return TrainerStatistics(
+            step=self.replica.step, rounds=self.replica.rounds, loss=self._loss,
+            bytes_sent=sum(s.bytes_sent for s in stats), bytes_received=sum(s.bytes_received for s in stats),
+            state_fetches=self.fetches, state_bytes_served=self.state.bytes_served, raw_bytes=self.raw_bytes,
+            last=stats[-1].last if stats else None, averagers=stats,
+        )  # fmt: skip
 
     def _done(self) -> bool:
         return self.config.max_steps is not None and self.replica.step >= self.config.max_steps
@@ -368,7 +353,7 @@ class SwarmTrainer:
     def _report(self, event: str, outcome: Outcome | None = None, val_loss: float | None = None) -> None:
         if self.on_progress is None:
             return
-        stats = [a.statistics() for a in self.averagers]
+        stats = [a.statistics(error_feedback=False) for a in self.averagers]  # on every inner step: keep it cheap
         progress = Progress(
             step=self.replica.step, rounds=self.replica.rounds, loss=self._loss or float("nan"),
             bytes_sent=sum(s.bytes_sent for s in stats), bytes_received=sum(s.bytes_received for s in stats),
