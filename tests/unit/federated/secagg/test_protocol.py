@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from swarmnet.coordinator.secagg_unmask import threshold_for
 from swarmnet.errors import ConfigError, ProtocolError
-from swarmnet.federated.secagg import FieldConfig, RevealedShare, ShareKind, dequantize, quantize, threshold_for
+from swarmnet.federated.secagg import FieldConfig, RevealedShare, ShareKind, dequantize, quantize
 from swarmnet.federated.secagg.field import U32Array
 from tests.unit.federated.secagg.simulation import (
     Round,
