@@ -144,7 +144,7 @@ async def run_trainer(
             telemetry.state = "idle"
     if config.checkpoint is not None and replica.rounds % config.checkpoint.every_rounds:
         await asyncio.to_thread(save, trainer, config.checkpoint)  # the last sync's state was not saved yet
-    # Stopped by a signal: leave at once, without the validation pass and the text sample (1-2 s on a CPU).
+    # Stopped by a signal: leave at once, without the validation pass and the text sample.
     summary = await _summarize(trainer, identity, config, val_before, validation if not stop.is_set() else None)
     if config.summary_path is not None:
         config.summary_path.write_text(json.dumps(asdict(summary), indent=2))

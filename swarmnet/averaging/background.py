@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 
 
 async def together(sends: Sequence[Awaitable[None]]) -> None:
-    """Run sends concurrently (measured faster than one after another: CPU and links overlap).
+    """Run sends concurrently, so encoding and transfers to different members overlap.
 
     A send that fails unexpectedly is logged; it never stops the others or the round.
     """

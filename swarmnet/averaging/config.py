@@ -103,7 +103,7 @@ class AveragingConfig:
     # A message carries about ``chunk_bytes`` of payload (at most ``chunk_elements`` values): reducers
     # pipeline chunk by chunk, so large payloads stream in small pieces while small payloads (1-bit,
     # top-k) go in few messages, each of which costs a header, an acknowledgement and a kernel launch.
-    chunk_bytes: int = 1 << 19  # 512 KiB, the part size hivemind defaults to (measured best of 256 KiB to 1 MiB)
+    chunk_bytes: int = 1 << 19  # 512 KiB, the part size hivemind defaults to
     chunk_elements: int = 1 << 24  # bounds memory per message (64 MB of float32)
     bandwidth_mbps: float = 100.0  # announced to the group: parts are sized in proportion to it
     # Cap on this peer's sending rate in the data phase, in Mbit/s (None: no cap). Set it a little below

@@ -260,7 +260,7 @@ def test_honest_reducers_are_never_distrusted(rule: str, codec: str) -> None:
 def test_what_a_lying_reducer_can_still_do() -> None:
     """Shifting its range by ``alpha`` times its result's RMS along a fixed direction: small shifts pass the
     plausibility check and stay small; the largest that passes moves the honest peers' whole vector by at
-    most 0.2 relative (0.14 measured; scripts/bench/averaging_byzantine.py measures the sweep)."""
+    most 0.2 relative (scripts/bench/averaging_byzantine.py measures the sweep)."""
 
     async def run(alpha: float) -> tuple[float, bool]:
         peers = await make_peers(MemoryNetwork(), 5, config_of("median", 5))

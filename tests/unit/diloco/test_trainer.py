@@ -35,6 +35,11 @@ def test_trainers_end_with_identical_global_state_and_learn() -> None:
             assert all(not o.rejected for o in node.trainer.outcomes)
         after = nodes[0].trainer.replica.evaluate(DATA.validation_batches())
         assert after < before - 0.5, (before, after)
+        stats = nodes[0].trainer.statistics()
+        assert (stats.step, stats.rounds, stats.raw_bytes) == (30, 6, nodes[0].trainer.raw_bytes)
+        assert stats.bytes_sent == sum(o.total_bytes_sent for o in nodes[0].trainer.outcomes) > 0
+        assert stats.last == nodes[0].trainer.outcomes[-1]
+        assert [a.error_feedback for a in stats.averagers] == [None]  # codec "none" keeps no residuals
 
     run_virtual(main())
 
