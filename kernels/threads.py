@@ -3,7 +3,7 @@
 Why. torch runs a large op as an OpenMP parallel region whose threads meet at a barrier. On a shared machine
 (training beside the codecs, other programs) one of those threads is often not scheduled, and the others
 spin, then sleep, at the barrier until it is: beside busy processes, two threads can run a codec many times
-slower than one (the README's "A busy CPU" has the figures). Kernels that walk a tensor region by region
+slower than one (docs/performance.md, "A busy CPU", has the figures). Kernels that walk a tensor region by region
 meet that barrier once per torch op of every region.
 
 What. ``parallel_map(work, items)`` hands the items (regions of about 4 MB) out one at a time to the

@@ -48,7 +48,7 @@ class TestbedConfig:
 
     ``burst_kbit`` and ``latency_ms`` are tbf's bucket size and queue limit. tbf counts whole Ethernet frames,
     so TCP goodput is about 0.956x the rate (1448 payload bytes per 1514-byte frame), for any burst from 32
-    to 256 kbit (``--check`` measures it; the README has the figures).
+    to 256 kbit (``--check`` measures it; docs/performance.md has the figures).
     """
 
     __test__ = False  # not a pytest test class despite the name
@@ -59,7 +59,7 @@ class TestbedConfig:
     prefix: str = "swt"
     latency_ms: int = 400
     # Link MTU. 1500 is the internet's; 9000 (jumbo frames) cuts the kernel's per-packet work, which is
-    # what limits a 2-core machine that simulates several peers' links at once (see the README figures).
+    # what limits a 2-core machine that simulates several peers' links at once (see docs/performance.md).
     mtu: int = 1500
 
     def validate(self) -> None:

@@ -2,7 +2,7 @@
 
 torch's CPU allocator maps a fresh 25 MB buffer in 4 KiB pages, and the page faults on first touch cost
 more than the arithmetic that fills it; numpy madvises huge pages for large arrays, so filling one of its
-buffers costs a fraction of that (the README has the figures). Hot paths that need a new buffer every
+buffers costs a fraction of that (docs/performance.md has the figures). Hot paths that need a new buffer every
 round (a reducer's sums, a peer's own contribution, decoded temporaries) take it from here. The tensors
 are ordinary ones, except that their storage cannot be resized.
 """

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--numel", type=int, default=25_000_000)
     parser.add_argument("--peers", type=int, default=4)
     parser.add_argument("--rate-mbit", type=float, default=100.0)
-    parser.add_argument("--mtu", type=int, default=9000, help="link MTU (1500: the internet's; see the README)")
+    parser.add_argument("--mtu", type=int, default=9000, help="link MTU (1500: the internet's; docs/performance.md)")
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds per configuration (medians)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument(

@@ -66,7 +66,7 @@ class Settings:
     alpha: float = 0.5  # Dirichlet concentration of the label split: lower is more skewed
     # The compressed configuration's codec: a registered one, or "topk" (at topk_ratio, int8 values).
     # sign1bit by default: the AdamW deltas are close to sign vectors, so one bit each (and a scale
-    # per block) with error feedback tracks dense, and top-k 5% lagged it (the README has the figures).
+    # per block) with error feedback tracks dense, and top-k 5% lagged it (docs/performance.md has the figures).
     codec: str = "sign1bit"
     topk_ratio: float = 0.05
     # Secure aggregation's encoding: "scaled" (shared scales, every coordinate, levels per value) or

@@ -108,7 +108,7 @@ class AveragingConfig:
     bandwidth_mbps: float = 100.0  # announced to the group: parts are sized in proportion to it
     # Cap on this peer's sending rate in the data phase, in Mbit/s (None: no cap). Set it a little below
     # the uplink's real rate (say 95%) to keep the link's queue short: a full queue also delays the
-    # acknowledgements of what this peer receives, and with them its downloads (README, averaging figures).
+    # acknowledgements of what this peer receives, and with them its downloads (docs/performance.md, averaging).
     pace_mbps: float | None = None
     # The largest weight a contribution may carry, in the caller's unit (samples, steps): the bound the
     # protocol can justify, e.g. a DiLoCo trainer's inner steps per round. A weight is its sender's own
