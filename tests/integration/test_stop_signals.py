@@ -12,10 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import queue
 import re
 import signal
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,17 +43,7 @@ class Job(SwarmnetProcess):
 
     def line(self, ready: Callable[[str], bool], timeout: float) -> str:
         """The first stdout line ``ready`` accepts; fails after ``timeout`` or when the process exits first."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.2)
-            except queue.Empty:
-                if self.process.poll() is not None:
-                    break
-                continue
-            if ready(line.strip()):
-                return line.strip()
-        raise AssertionError(f"no ready line in {timeout:.0f}s; log:\n{self.log()[-3000:]}")
+        return self.line_matching(ready, timeout, "its ready line")
 
     def log(self) -> str:
         """Its stderr so far."""
@@ -104,13 +92,11 @@ class Swarm:
 
     def members(self, predicate: Callable[[set[str]], bool], timeout: float, what: str) -> None:
         """Read the watcher's snapshots until one's peer ids satisfy ``predicate``."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(queue.Empty):
-                snapshot = json.loads(self.watch.lines.get(timeout=0.2))
-                if predicate({peer["peer_id"] for peer in snapshot["peers"]}):
-                    return
-        raise AssertionError(f"status never showed {what} within {timeout:.0f}s")
+
+        def showing(line: str) -> bool:
+            return predicate({peer["peer_id"] for peer in json.loads(line)["peers"]})
+
+        self.watch.line_matching(showing, timeout, f"status showing {what}")
 
 
 @pytest.fixture(scope="module")

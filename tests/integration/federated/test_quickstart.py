@@ -3,6 +3,7 @@ two organisations' client processes on MiniLM, rounds over gRPC; and Ctrl+C leav
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import queue
@@ -10,11 +11,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import psutil
 import pytest
+
+from swarmnet.testing import poll_until
 
 pytest.importorskip("peft", reason="the federated extra: scripts/setup_env.sh dev federated")
 pytest.importorskip("transformers", reason="the federated extra: scripts/setup_env.sh dev federated")
@@ -46,15 +48,17 @@ class Quickstart:
 
     def wait_for_line(self, fragment: str, timeout: float) -> str:
         """The first line containing ``fragment``; fail after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if fragment in line:
-                return line
-        raise AssertionError(f"no line with {fragment!r} in {timeout} s; output:\n{self.tail()}")
+
+        def found() -> str | None:
+            with contextlib.suppress(queue.Empty):
+                line = self.lines.get(timeout=0.2)
+                return line if fragment in line else None
+            return None
+
+        try:
+            return poll_until(found, timeout=timeout, interval=0, what=f"a line with {fragment!r}")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; output:\n{self.tail()}") from None
 
     def tail(self) -> str:
         return "".join(self.output[-60:])
