@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from swarmnet.compression import decode
-from swarmnet.proto import federated_pb2 as pb
 from swarmnet.coordinator.rejection import Rejected
 from swarmnet.coordinator.secagg_round import SecAggRound
 from swarmnet.coordinator.store import ClientRecord
@@ -23,6 +22,7 @@ from swarmnet.errors import CodecError
 from swarmnet.federated.secure_update import from_wire
 from swarmnet.federated.signing import update_message
 from swarmnet.identity import verify_signature
+from swarmnet.proto import federated_pb2 as pb
 
 __all__ = ["MAX_SAMPLES", "OpenRound", "Submission", "check_header", "check_update"]
 

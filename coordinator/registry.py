@@ -23,7 +23,6 @@ import grpc
 
 from swarmnet.compression import codec_names
 from swarmnet.coordinator.config import CoordinatorConfig
-from swarmnet.proto import federated_pb2 as pb
 from swarmnet.coordinator.rejection import Rejected
 from swarmnet.coordinator.replay import ReplayWindow
 from swarmnet.coordinator.request_limits import check_register
@@ -32,6 +31,7 @@ from swarmnet.coordinator.sessions import SessionTokens
 from swarmnet.coordinator.store import ClientRecord, CoordinatorStore
 from swarmnet.federated.signing import PROTOCOL_VERSION, register_message
 from swarmnet.identity import PUBLIC_KEY_SIZE, peer_id_from_public_key, verify_signature
+from swarmnet.proto import federated_pb2 as pb
 
 __all__ = ["ClientRegistry"]
 

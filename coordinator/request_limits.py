@@ -12,8 +12,8 @@ import math
 import grpc
 
 from swarmnet.coordinator.open_round import MAX_SAMPLES
-from swarmnet.proto import federated_pb2 as pb
 from swarmnet.coordinator.rejection import Rejected
+from swarmnet.proto import federated_pb2 as pb
 
 __all__ = [
     "MAX_CODECS",

@@ -18,9 +18,9 @@ from typing import NoReturn, TypeAlias, TypeVar
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from swarmnet.proto import federated_pb2 as pb
 from swarmnet.coordinator.rejection import Rejected
 from swarmnet.coordinator.service import CoordinatorServicer
+from swarmnet.proto import federated_pb2 as pb
 
 __all__ = ["SERVICE_NAME", "coordinator_handler"]
 

@@ -21,13 +21,13 @@ import torch
 
 from swarmnet.coordinator.concurrency import OpenCalls
 from swarmnet.coordinator.open_round import OpenRound, check_header, check_update
-from swarmnet.proto import federated_pb2 as pb
 from swarmnet.coordinator.registry import ClientRegistry
 from swarmnet.coordinator.rejection import Rejected
 from swarmnet.coordinator.request_limits import check_secagg, check_update_header, client_id_of, wait_of
 from swarmnet.coordinator.rounds import RoundEngine
 from swarmnet.coordinator.store import ClientRecord
 from swarmnet.federated.signing import PROTOCOL_VERSION, SESSION_METADATA
+from swarmnet.proto import federated_pb2 as pb
 
 __all__ = ["CoordinatorServicer"]
 

@@ -28,7 +28,6 @@ import torch
 from torch import nn
 
 from swarmnet.compression import codec_names
-from swarmnet.proto import federated_pb2 as pb
 from swarmnet.errors import ProtocolError
 from swarmnet.federated.connection import Connection, GlobalAdapter, TlsSettings
 from swarmnet.federated.local_training import LocalRound, LocalTrainer, StepFn, default_step
@@ -36,6 +35,7 @@ from swarmnet.federated.randomness import Randomness
 from swarmnet.federated.secure_round import run_secure_round
 from swarmnet.federated.update_encoder import SecureValues, UpdateEncoder
 from swarmnet.identity import Identity
+from swarmnet.proto import federated_pb2 as pb
 from swarmnet.version import __version__
 
 __all__ = ["ClientConfig", "ClientStatistics", "FederatedClient", "RoundResult"]

@@ -13,13 +13,13 @@ from pathlib import Path
 import grpc
 import torch
 
-from swarmnet.proto import federated_pb2 as pb
-from swarmnet.proto import federated_pb2_grpc as pb_grpc
 from swarmnet.errors import ProtocolError
 from swarmnet.federated.loopback import is_local_target
 from swarmnet.federated.signing import PROTOCOL_VERSION, SESSION_METADATA, register_message, update_message
 from swarmnet.federated.vector import AdapterSchema
 from swarmnet.identity import Identity
+from swarmnet.proto import federated_pb2 as pb
+from swarmnet.proto import federated_pb2_grpc as pb_grpc
 
 __all__ = ["GRPC_OPTIONS", "Connection", "GlobalAdapter", "TlsSettings"]
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from swarmnet.proto import federated_pb2 as pb
 from swarmnet.federated.connection import Connection
 from swarmnet.federated.secagg.client import SecAggClient
 from swarmnet.federated.secagg.messages import AdvertisedKeys
 from swarmnet.federated.secure_update import to_wire
 from swarmnet.federated.update_encoder import SecureValues
+from swarmnet.proto import federated_pb2 as pb
 
 __all__ = ["run_secure_round", "secagg_context"]
 

@@ -23,10 +23,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from swarmnet.proto import federated_pb2 as pb
 from swarmnet.errors import ConfigError
 from swarmnet.federated.secagg.field import FieldConfig, dequantize, quantize
 from swarmnet.federated.secagg.scaled import ScaledEncoding
+from swarmnet.proto import federated_pb2 as pb
 
 __all__ = [
     "ENCODINGS",

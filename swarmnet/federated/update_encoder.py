@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from swarmnet.compression import Codec, ErrorFeedback, TopKCodec, get_codec
-from swarmnet.proto import federated_pb2 as pb
 from swarmnet.errors import ProtocolError
 from swarmnet.federated.privacy import clip_update
 from swarmnet.federated.randomness import Randomness
@@ -29,6 +28,7 @@ from swarmnet.federated.secure_update import (
     secure_weight,
     subset,
 )
+from swarmnet.proto import federated_pb2 as pb
 
 __all__ = ["SecureValues", "UpdateEncoder", "codec_for"]
 

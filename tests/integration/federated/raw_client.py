@@ -17,10 +17,10 @@ import grpc
 import torch
 
 from swarmnet.compression import get_codec
-from swarmnet.proto import federated_pb2 as pb
 from swarmnet.federated import Connection
 from swarmnet.federated.signing import update_message
 from swarmnet.identity import Identity
+from swarmnet.proto import federated_pb2 as pb
 
 __all__ = ["RawClient", "serve_rounds", "serving"]
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import torch
 
-from swarmnet.proto import federated_pb2 as pb
 from swarmnet.federated import FederatedClient
+from swarmnet.proto import federated_pb2 as pb
 from tests.integration.federated.harness import coordinator_config, make_client, run_all, running, wait_rounds
 
 pytestmark = pytest.mark.timeout(120)

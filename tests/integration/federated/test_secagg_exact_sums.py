@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 
 from swarmnet.coordinator.config import SecAggSettings
-from swarmnet.proto import federated_pb2 as pb
 from swarmnet.coordinator.secagg_round import SecAggRound
-from swarmnet.federated import FederatedClient
 from swarmnet.coordinator.secagg_unmask import threshold_for
+from swarmnet.federated import FederatedClient
 from swarmnet.federated.secagg.packing import pack, packed_words
 from swarmnet.federated.update_encoder import SecureValues
+from swarmnet.proto import federated_pb2 as pb
 from tests.integration.federated.harness import coordinator_config, make_client, run_all, running, wait_rounds
 
 # Round 2 waits out the collect deadline and the unmask phase for its two dead clients: generous

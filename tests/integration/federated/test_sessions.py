@@ -14,11 +14,11 @@ import pytest
 from swarmnet.cli.coordinator import config_from_args
 from swarmnet.cli.main import build_parser, main
 from swarmnet.coordinator.config import CoordinatorConfig
-from swarmnet.proto import federated_pb2 as pb
 from swarmnet.coordinator.server import BackgroundCoordinator, CoordinatorServer
 from swarmnet.errors import ConfigError
 from swarmnet.federated import Connection
 from swarmnet.identity import Identity
+from swarmnet.proto import federated_pb2 as pb
 from tests.integration.federated.harness import coordinator_config, initial_adapter, running
 from tests.integration.federated.test_hostile_requests import Outsider
 from tests.support import poll_until

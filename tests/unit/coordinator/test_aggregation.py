@@ -11,10 +11,10 @@ import torch
 from swarmnet.coordinator.aggregation import NonFiniteAggregate, aggregate_round
 from swarmnet.coordinator.config import CoordinatorConfig
 from swarmnet.coordinator.open_round import OpenRound, Submission
-from swarmnet.proto import federated_pb2 as pb
 from swarmnet.coordinator.strategies import ServerState, strategy_config
 from swarmnet.federated.privacy import PrivacyConfig
 from swarmnet.federated.secure_update import secure_weight
+from swarmnet.proto import federated_pb2 as pb
 
 LENGTH = 50
 

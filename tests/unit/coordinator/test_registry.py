@@ -12,12 +12,12 @@ import grpc
 import pytest
 
 from swarmnet.coordinator.config import CoordinatorConfig
-from swarmnet.proto import federated_pb2 as pb
 from swarmnet.coordinator.registry import ClientRegistry
 from swarmnet.coordinator.rejection import Rejected
 from swarmnet.coordinator.store import CoordinatorStore
 from swarmnet.federated.signing import PROTOCOL_VERSION, register_message
 from swarmnet.identity import Identity
+from swarmnet.proto import federated_pb2 as pb
 
 
 class Clock:

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from swarmnet.proto import federated_pb2 as pb
 from swarmnet.federated import ClientConfig, FederatedClient
 from swarmnet.federated.privacy import gaussian_noise
 from swarmnet.federated.randomness import Randomness, os_gaussian
 from swarmnet.federated.update_encoder import UpdateEncoder
+from swarmnet.proto import federated_pb2 as pb
 
 NOISY = pb.RoundConfig(dp_noise_std=1.0)
 

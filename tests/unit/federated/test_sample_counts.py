@@ -11,10 +11,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
-from swarmnet.proto import federated_pb2 as pb
 from swarmnet.federated import ClientConfig, FederatedClient
 from swarmnet.federated.connection import GlobalAdapter
 from swarmnet.federated.local_training import LocalTrainer, batch_samples
+from swarmnet.proto import federated_pb2 as pb
 
 FEATURES, CLASSES = 4, 3
 

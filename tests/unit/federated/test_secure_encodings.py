@@ -15,13 +15,13 @@ import pytest
 import torch
 
 from swarmnet.coordinator.config import CoordinatorConfig, RoundSettings, SecAggSettings
-from swarmnet.proto import federated_pb2 as pb
 from swarmnet.errors import ConfigError, ProtocolError
 from swarmnet.federated.privacy import PrivacyConfig
 from swarmnet.federated.secagg.packing import packed_words
 from swarmnet.federated.secagg.scaled import default_scales
 from swarmnet.federated.secure_update import decode_secure, indices_from_bytes, scales_to_bytes, secure_weight, subset
 from swarmnet.federated.update_encoder import UpdateEncoder
+from swarmnet.proto import federated_pb2 as pb
 
 LENGTH, CLIENTS, ROUNDS = 4_000, 8, 30
 SAMPLES = [40, 80, 120, 160, 200, 240, 280, 320]

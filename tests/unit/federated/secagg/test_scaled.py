@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from swarmnet.errors import ConfigError, ProtocolError
 from swarmnet.coordinator.secagg_unmask import threshold_for
+from swarmnet.errors import ConfigError, ProtocolError
 from swarmnet.federated.secagg.packing import pack, packed_words, unpack
 from swarmnet.federated.secagg.scaled import MAX_SCALE_STEP, ScaledEncoding, default_scales
 from tests.unit.federated.secagg.simulation import aggregate, field_sum, make_clients, run_round
