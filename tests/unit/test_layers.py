@@ -114,4 +114,3 @@ def test_a_wrong_edge_is_reported(tmp_path: Path, source: str, line: str, expect
     edges = [(layer_of(source), layer_of(target)) for target, _ in imported(source, path)]
     wrong = [f"{a} -> {b}" for a, b in edges if b != a and b not in ALLOWED[a]]
     assert wrong == [expected]
-
