@@ -234,15 +234,16 @@ class Swarm:
         value = sign_record(
             self._identity, info, key=self.config.key, subkey=peer_id, timestamp=now, expires_at=expires_at
         )
+        # Before the store, not after: a store reported as failed may have landed on some replicas
+        # (hivemind reports the last replica's answer), and a heartbeat cancelled by leave() mid-store
+        # may land all the same. Replicas holding either would refuse a farewell that expires sooner.
+        self._last_expiry = max(self._last_expiry, expires_at)
         if len(value) > self._max_bytes:
             # Storage nodes and readers would refuse it: say why instead of "not stored".
             logger.error("announcement of %d bytes exceeds the %d-byte limit", len(value), self._max_bytes)
             ok = False
         else:
             ok = await self._transport.store(self.config.key, value, expires_at, subkey=peer_id)
-        # Even a store reported as failed may have landed on some replicas (hivemind reports the last replica's
-        # answer), and those would refuse a farewell that expires sooner: remember every attempted expiry.
-        self._last_expiry = max(self._last_expiry, expires_at)
         if ok:
             self._announcements += 1
             self._last_announced_at = now

@@ -363,3 +363,30 @@ def test_the_farewell_outlives_an_announcement_reported_as_lost() -> None:
         assert identity.peer_id not in await listed(observer)
 
     run_virtual(main())
+
+
+def test_the_farewell_outlives_a_heartbeat_that_leave_cancelled_mid_store() -> None:
+    """leave() cancels a heartbeat whose store already reached the DHT (the reply was still on its way): the
+    farewell must expire after that heartbeat, or the nodes that stored it refuse the farewell."""
+
+    async def main() -> None:
+        network = MemoryNetwork()
+        _, _, observer = join_peer(network)
+        identity, transport, swarm = join_peer(network)
+        assert await swarm.join(PeerInfo())
+        real_store = transport.store
+        landed = asyncio.Event()
+
+        async def landed_reply_pending(*args: Any, **kwargs: Any) -> bool:
+            ok = await real_store(*args, **kwargs)
+            landed.set()
+            await asyncio.sleep(3600.0)  # the answer never comes before leave() cancels the heartbeat
+            return ok
+
+        transport.store = landed_reply_pending  # type: ignore[method-assign]
+        await asyncio.wait_for(landed.wait(), timeout=2 * CONFIG.heartbeat_interval)
+        transport.store = real_store  # type: ignore[method-assign]
+        await swarm.leave()
+        assert identity.peer_id not in await listed(observer)
+
+    run_virtual(main())
