@@ -28,6 +28,7 @@ __all__ = [
     "FAMILIES",
     "KeyFamily",
     "MEMBERSHIP_MAX_LIFETIME",
+    "REMOTE_MODULE_MAX_LIFETIME",
     "TELEMETRY_MAX_LIFETIME",
     "family_of",
 ]
@@ -43,9 +44,12 @@ TELEMETRY_MAX_LIFETIME = 600.0
 AVERAGING_MAX_LIFETIME = 600.0
 DILOCO_PROGRESS_MAX_LIFETIME = 600.0
 DILOCO_STATE_MAX_LIFETIME = 3600.0
+REMOTE_MODULE_MAX_LIFETIME = 300.0  # remote module records (``swarmnet.remote``): ttl 30 s by default
 
 _NAME = r"[^/]{1,128}"  # a swarm, run or schema name: what the configs allow
 _VERSION = r"v[0-9]{1,4}"
+_UID = r"[A-Za-z0-9_\-:.]{1,128}"  # a remote module's uid (``swarmnet.remote.config.UID_PATTERN``) or its prefix
+_REMOTE_LIFE = REMOTE_MODULE_MAX_LIFETIME
 _AVERAGING = rf"swarmnet/{_VERSION}/avg/{_NAME}/[0-9]{{1,20}}/{_NAME}"
 
 
@@ -79,6 +83,10 @@ FAMILIES: tuple[KeyFamily, ...] = (
     # <run>/diloco-progress and <run>/diloco-state: DiLoCo sync points and global state (``swarmnet.diloco``).
     _family("diloco-progress", rf"{_NAME}/diloco-progress", "diloco_progress", DILOCO_PROGRESS_MAX_LIFETIME, 2 * KIB),
     _family("diloco-state", rf"{_NAME}/diloco-state", "diloco_state", DILOCO_STATE_MAX_LIFETIME, 8 * KIB),
+    # swarmnet/v1/mod/<uid>/servers: one record per server hosting module <uid> (``swarmnet.remote``);
+    # swarmnet/v1/mod/<prefix>/uids: per server, the uids it hosts under <prefix> (e.g. a MoE grid row).
+    _family("remote-module", rf"swarmnet/{_VERSION}/mod/{_UID}/servers", "remote_module", _REMOTE_LIFE, 2 * KIB),
+    _family("remote-prefix", rf"swarmnet/{_VERSION}/mod/{_UID}/uids", "remote_prefix", _REMOTE_LIFE, 8 * KIB),
 )
 
 
