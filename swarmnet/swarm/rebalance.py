@@ -1,0 +1,150 @@
+"""When a stage server moves to another stage: SWARM's rebalancing rule with hysteresis.
+
+Every period each server reads the same load table and computes the same plan (``plan_period``): while
+some stage is over-served, a server of the most over-served stage moves to the bottleneck stage (the least
+throughput per unit of demand), if after the move both stages sit at least ``min_gain`` above the old
+bottleneck. The plan is simulated move by move, so it never overshoots; each stage gives up at most
+``move_fraction`` of its servers per period, and which of them go is decided by a hash of the peer id and
+the period, so the choice is deterministic yet rotates. A server then follows the plan only for itself
+(``plan_move``) and only if its own history allows: a cooldown after each move and at most ``max_moves``
+moves in any window of ``window_periods``. See docs/swarm.md for the rule and why it cannot cycle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from swarmnet.errors import ConfigError
+from swarmnet.swarm.join import neediest_stage
+from swarmnet.swarm.load import LoadBounds, StageLoad, StageView, sanitize
+
+__all__ = ["Move", "MoveHistory", "RebalanceConfig", "plan_move", "plan_period"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RebalanceConfig:
+    """Hysteresis of the rebalancer; a period is one round of reading the load table."""
+
+    min_gain: float = 0.1  # both stages of a move must end this fraction above the old bottleneck
+    cooldown_periods: int = 3  # a server that moved stays put for this many periods
+    max_moves: int = 2  # at most this many moves per server ...
+    window_periods: int = 20  # ... in any window of this many periods
+    move_fraction: float = 0.25  # a stage gives up at most this share of its servers per period (at least 1)
+    salt: str = ""  # mixed into the per-period hash (e.g. the run name), so runs rotate differently
+    bounds: LoadBounds = field(default_factory=LoadBounds)
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` for an impossible setting."""
+        if not 0 <= self.min_gain < math.inf or not 0 < self.move_fraction <= 1:
+            raise ConfigError(f"need min_gain >= 0 and 0 < move_fraction <= 1: {self}")
+        if self.cooldown_periods < 0 or self.max_moves < 0 or self.window_periods < 1:
+            raise ConfigError(f"need cooldown_periods >= 0, max_moves >= 0, window_periods >= 1: {self}")
+        self.bounds.validate()
+
+
+@dataclass(frozen=True)
+class Move:
+    """One server moving from stage ``source`` to stage ``target`` in ``period``."""
+
+    peer: str
+    source: int
+    target: int
+    period: int
+    bottleneck_before: float  # the target's throughput per demand before the move
+    worst_after: float  # the lesser of the two stages' throughput per demand after the move
+
+
+@dataclass(frozen=True)
+class MoveHistory:
+    """The periods in which this server moved, oldest first."""
+
+    moves: tuple[int, ...] = ()
+
+    def record(self, period: int) -> MoveHistory:
+        """This history with a move in ``period`` added."""
+        return MoveHistory((*self.moves, period))
+
+    def allows(self, period: int, config: RebalanceConfig) -> bool:
+        """Whether a move in ``period`` respects the cooldown and the per-window limit."""
+        if self.moves and period - self.moves[-1] < config.cooldown_periods:
+            return False
+        recent = sum(1 for moved in self.moves if period - moved < config.window_periods)
+        return recent < config.max_moves
+
+
+def _rank(peer: str, period: int, salt: str) -> bytes:
+    """A per-period pseudo-random order of peers that every server computes alike."""
+    return hashlib.blake2b(f"{salt}\x00{period}\x00{peer}".encode(), digest_size=8).digest()
+
+
+class _Table:
+    """The mutable copy of the load table that a plan is simulated on."""
+
+    def __init__(self, views: Sequence[StageView]) -> None:
+        self.servers = [dict(view.servers) for view in views]
+        self.demands = [view.demand for view in views]
+
+    def views(self) -> list[StageView]:
+        return [StageView(tuple(s.items()), d) for s, d in zip(self.servers, self.demands, strict=True)]
+
+    def ratio_after(self, stage: int, delta: float) -> float:
+        return (sum(self.servers[stage].values()) + delta) / self.demands[stage]
+
+
+def _try_source(
+    table: _Table, source: int, target: int, frozen: set[str], config: RebalanceConfig, period: int
+) -> Move | None:
+    """The first server of ``source`` (in this period's hash order) whose move passes the rule, if any."""
+    bottleneck = table.ratio_after(target, 0.0)
+    needed = max(bottleneck * (1 + config.min_gain), math.nextafter(bottleneck, math.inf))
+    movable = sorted(
+        (peer for peer in table.servers[source] if peer not in frozen),
+        key=lambda peer: _rank(peer, period, config.salt),
+    )
+    for peer in movable:
+        speed = table.servers[source][peer]
+        worst = min(table.ratio_after(source, -speed), table.ratio_after(target, speed))
+        if worst >= needed:
+            return Move(peer, source, target, period, bottleneck, worst)
+    return None
+
+
+def plan_period(loads: Sequence[StageLoad], config: RebalanceConfig, *, period: int) -> list[Move]:
+    """Every move the rule allows in ``period``, in order, ignoring the movers' own histories."""
+    config.validate()
+    table = _Table(sanitize(loads, config.bounds))
+    quota = [max(1, math.floor(config.move_fraction * len(s))) for s in table.servers]
+    moves: list[Move] = []
+    moved: set[str] = set()
+    while True:
+        views = table.views()
+        target = neediest_stage(views)
+        # Most over-served first; a stage keeps its last server, and gives up at most its quota.
+        order = sorted(range(len(views)), key=lambda i: (-views[i].ratio, -len(views[i].servers), i))
+        sources = [i for i in order if i != target and len(table.servers[i]) > 1 and quota[i] > 0]
+        move = next((m for i in sources if (m := _try_source(table, i, target, moved, config, period))), None)
+        if move is None:
+            return moves
+        speed = table.servers[move.source].pop(move.peer)
+        table.servers[move.target][move.peer] = speed
+        quota[move.source] -= 1
+        moved.add(move.peer)
+        moves.append(move)
+
+
+def plan_move(
+    loads: Sequence[StageLoad], me: str, config: RebalanceConfig, history: MoveHistory, *, period: int
+) -> Move | None:
+    """This server's move in ``period``, or ``None`` to stay.
+
+    Every server computes the same ``plan_period`` from the same table and takes only its own entry, so
+    no server's claim can tell another to move: the others' numbers only enter through the sanitized
+    table. A planned move is skipped while ``history`` forbids it (cooldown, moves per window).
+    """
+    mine = next((m for m in plan_period(loads, config, period=period) if m.peer == me), None)
+    if mine is None or not history.allows(period, config):
+        return None
+    return mine
