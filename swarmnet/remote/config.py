@@ -70,7 +70,8 @@ class RoutingConfig:
     min_throughput: float = 1e-3  # samples/s: claims below are read as this
     max_throughput: float = 1e6  # samples/s: claims above are read as this (no one can buy all traffic)
     max_queue: int = 10_000  # claimed queue lengths are clamped to this
-    default_latency: float = 0.05  # seconds assumed for a replica never called yet
+    default_latency: float = 0.05  # seconds assumed for a replica never called yet (when none was)
+    min_latency: float = 1e-3  # seconds: a shorter measured call is read as this (no network is faster)
     latency_half_life: int = 8  # calls over which the latency EWMA forgets
     ban_time: float = 30.0  # seconds a replica that failed is avoided
     max_slowdown: float = 8.0  # replicas expected this many times slower than the best are not picked
@@ -80,7 +81,13 @@ class RoutingConfig:
         """Raise ``ConfigError`` for inconsistent settings."""
         if not 0 < self.min_throughput <= self.max_throughput or self.max_queue < 0:
             raise ConfigError("throughput bounds must satisfy 0 < min <= max; max_queue >= 0")
-        if self.default_latency <= 0 or self.latency_half_life <= 0 or self.ban_time < 0 or self.max_slowdown < 1:
+        if (
+            self.default_latency <= 0
+            or self.min_latency <= 0
+            or self.latency_half_life <= 0
+            or self.ban_time < 0
+            or self.max_slowdown < 1
+        ):
             raise ConfigError(f"invalid routing settings: {self}")
 
 

@@ -37,15 +37,17 @@ class ReplicaRouter:
         self._rng = random.Random(self.config.seed)
         self._peers: dict[str, _PeerStats] = {}
 
-    def expected_time(self, replica: Replica, samples: int) -> float:
-        """Seconds we expect a call of ``samples`` samples to take on ``replica``."""
+    def expected_time(self, replica: Replica, samples: int, unmeasured: float | None = None) -> float:
+        """Seconds we expect a call of ``samples`` samples to take on ``replica``; ``unmeasured`` is the
+        latency assumed for a replica we never called (default ``default_latency``)."""
         c = self.config
         throughput = min(max(replica.throughput, c.min_throughput), c.max_throughput)
         queue = min(replica.queue, c.max_queue)
         measured = self._peers.get(replica.peer_id, _PeerStats()).latency
         if measured is not None:  # already includes its compute for a typical call
-            return measured + queue / throughput
-        return c.default_latency + (queue + samples) / throughput
+            return max(measured, c.min_latency) + queue / throughput
+        latency = c.default_latency if unmeasured is None else max(unmeasured, c.min_latency)
+        return latency + (queue + samples) / throughput
 
     def choose(
         self, replicas: Sequence[Replica], now: float, *, samples: int = 1, exclude: frozenset[str] = frozenset()
@@ -54,7 +56,11 @@ class ReplicaRouter:
         usable = [r for r in replicas if r.peer_id not in exclude and not self.banned(r.peer_id, now)]
         if not usable:
             return None
-        times = [self.expected_time(r, samples) for r in usable]
+        # A replica never called is assumed as fast as the fastest one we measured: otherwise one fast
+        # measurement would keep every other replica from ever being tried.
+        measured = [m for r in usable if (m := self.latency(r.peer_id)) is not None]
+        unmeasured = min(measured) if measured else None
+        times = [self.expected_time(r, samples, unmeasured) for r in usable]
         best = min(times)
         pool = [(r, t) for r, t in zip(usable, times, strict=True) if t <= best * self.config.max_slowdown]
         weights = [1.0 / max(t, 1e-9) for _, t in pool]

@@ -170,13 +170,13 @@ class ModuleServer:
             raise ProtocolError(f"not hosted: no module {request.uid[:128]!r} on this server")
         if self._state != "online":
             raise ProtocolError(f"draining: this server no longer serves {request.uid}")
+        if request.codec not in codec_names():
+            raise ProtocolError(f"unknown codec {request.codec[:32]!r}")
         expected = batcher.hosted.num_inputs + (request.op == "backward")
         if len(request.metas) != expected:
             raise ProtocolError(f"{request.op} of {request.uid} takes {expected} tensors, got {len(request.metas)}")
         if len({m.shape[0] for m in request.metas}) != 1:
             raise ProtocolError("every tensor of a request must have the same first (batch) dimension")
-        if request.codec not in codec_names():
-            raise ProtocolError(f"unknown codec {request.codec[:32]!r}")
         tensors = decode_tensors(request.metas, request.payloads)
         results = await batcher.submit(request.op, tensors)
         metas, payloads = encode_tensors(results, request.codec)
