@@ -1,7 +1,7 @@
 """Load tables of SWARM stages: who serves each stage, how fast, and how much work the stage gets.
 
 Throughputs arrive from other peers' records, so every number is sanitized before it steers a decision:
-a missing, non-finite or negative measurement counts as a small share of the swarm's median, and a claim
+a missing, non-finite, zero or negative measurement counts as a small share of the swarm's median, and a claim
 is capped at a multiple of that median, so one server cannot make its stage look over- or under-served
 by much. Demands get the same treatment with the median demand as their fallback. A peer listed in more
 than one stage (a stale record after a move, or a peer claiming every stage) counts only in the first.

@@ -2,18 +2,23 @@
 
 Every period each server reads the same load table and computes the same plan (``plan_period``): while
 some stage is over-served, a server of the most over-served stage moves to the bottleneck stage (the least
-throughput per unit of demand), if after the move both stages sit at least ``min_gain`` above the old
-bottleneck. The plan is simulated move by move, so it never overshoots; each stage gives up at most
-``move_fraction`` of its servers per period, and which of them go is decided by a hash of the peer id and
-the period, so the choice is deterministic yet rotates. A server then follows the plan only for itself
-(``plan_move``) and only if its own history allows: a cooldown after each move and at most ``max_moves``
-moves in any window of ``window_periods``. See docs/swarm.md for the rule and why it cannot cycle.
+throughput per unit of demand). A move needs two things: the source serves at least ``min_gain`` more per
+unit of demand than the bottleneck (nearly equal stages never trade servers), and after the move both
+stages sit above the old bottleneck by at least ``min_step`` of what the mover brings (so the move back
+is never allowed by the same rule). The source is judged with its largest other claim discounted to the
+swarm's median, so no single claim pushes servers out of its stage. The plan is simulated move by move,
+so it never overshoots; each stage gives up at most ``move_fraction`` of its servers per period, and a
+hash of the peer id and the period picks which, deterministic yet rotating. A server follows the plan
+only for itself (``plan_move``) and only if its own history allows: a cooldown after each move and at
+most ``max_moves`` moves in any window of ``window_periods``. docs/swarm.md has the rule and the
+argument that it cannot cycle.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -28,7 +33,8 @@ __all__ = ["Move", "MoveHistory", "RebalanceConfig", "plan_move", "plan_period"]
 class RebalanceConfig:
     """Hysteresis of the rebalancer; a period is one round of reading the load table."""
 
-    min_gain: float = 0.1  # both stages of a move must end this fraction above the old bottleneck
+    min_gain: float = 0.1  # the source must serve this fraction more per demand than the bottleneck
+    min_step: float = 0.5  # the bottleneck must rise by this share of the mover's throughput per demand
     cooldown_periods: int = 3  # a server that moved stays put for this many periods
     max_moves: int = 2  # at most this many moves per server ...
     window_periods: int = 20  # ... in any window of this many periods
@@ -38,8 +44,8 @@ class RebalanceConfig:
 
     def validate(self) -> None:
         """Raise ``ConfigError`` for an impossible setting."""
-        if not 0 <= self.min_gain < math.inf or not 0 < self.move_fraction <= 1:
-            raise ConfigError(f"need min_gain >= 0 and 0 < move_fraction <= 1: {self}")
+        if not 0 <= self.min_gain < math.inf or not 0 < self.min_step < 1 or not 0 < self.move_fraction <= 1:
+            raise ConfigError(f"need min_gain >= 0, 0 < min_step < 1 and 0 < move_fraction <= 1: {self}")
         if self.cooldown_periods < 0 or self.max_moves < 0 or self.window_periods < 1:
             raise ConfigError(f"need cooldown_periods >= 0, max_moves >= 0, window_periods >= 1: {self}")
         self.bounds.validate()
@@ -54,7 +60,7 @@ class Move:
     target: int
     period: int
     bottleneck_before: float  # the target's throughput per demand before the move
-    worst_after: float  # the lesser of the two stages' throughput per demand after the move
+    worst_after: float  # the lesser of the two stages' throughput per demand after it (source discounted)
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,8 @@ class _Table:
     def __init__(self, views: Sequence[StageView]) -> None:
         self.servers = [dict(view.servers) for view in views]
         self.demands = [view.demand for view in views]
+        speeds = [speed for view in views for _, speed in view.servers]
+        self.median = statistics.median(speeds) if speeds else 0.0
 
     def views(self) -> list[StageView]:
         return [StageView(tuple(s.items()), d) for s, d in zip(self.servers, self.demands, strict=True)]
@@ -99,15 +107,20 @@ def _try_source(
 ) -> Move | None:
     """The first server of ``source`` (in this period's hash order) whose move passes the rule, if any."""
     bottleneck = table.ratio_after(target, 0.0)
-    needed = max(bottleneck * (1 + config.min_gain), math.nextafter(bottleneck, math.inf))
+    if table.ratio_after(source, 0.0) < bottleneck * (1 + config.min_gain):
+        return None
     movable = sorted(
         (peer for peer in table.servers[source] if peer not in frozen),
         key=lambda peer: _rank(peer, period, config.salt),
     )
     for peer in movable:
         speed = table.servers[source][peer]
-        worst = min(table.ratio_after(source, -speed), table.ratio_after(target, speed))
-        if worst >= needed:
+        # The source must stay above the bar even if its biggest other claim were only a median server's,
+        # so no single claim can push servers out of its stage.
+        others = [s for p, s in table.servers[source].items() if p != peer]
+        doubt = max(0.0, max(others, default=0.0) - table.median)
+        worst = min(table.ratio_after(source, -speed - doubt), table.ratio_after(target, speed))
+        if worst > bottleneck and worst >= bottleneck + config.min_step * speed / table.demands[target]:
             return Move(peer, source, target, period, bottleneck, worst)
     return None
 
