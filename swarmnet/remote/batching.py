@@ -149,7 +149,7 @@ class ModuleBatcher:
         for output in outputs:
             if output.shape[:1] != slots[0].shape[:1]:
                 raise ProtocolError(f"module {self.hosted.uid} changed the batch size ({output.shape[:1]})")
-        split = [o.split(sizes) for o in outputs]
+        split = [torch.split(o, sizes) for o in outputs]
         self._account(sum(sizes), time.perf_counter() - started)
         return [[parts[j].contiguous() for parts in split] for j in range(len(batch))]
 

@@ -71,7 +71,7 @@ class RemoteModule(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         """The remote module's output for ``inputs`` (each with the batch as first dimension)."""
-        output: torch.Tensor = _RemoteCall.apply(self, *inputs)
+        output: torch.Tensor = _RemoteCall.apply(self, *inputs)  # type: ignore[no-untyped-call]
         return output
 
     def call(self, coroutine: Coroutine[Any, Any, T]) -> T:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from swarmnet.compression import codec_names
 from swarmnet.errors import ConfigError, ProtocolError, SwarmnetError, TransportClosed
 from swarmnet.identity import Identity
+from swarmnet.keyspace import REMOTE_MODULE_MAX_LIFETIME
 from swarmnet.records import sign_record
 from swarmnet.remote.batching import BatcherStatistics, ModuleBatcher
 from swarmnet.remote.config import ServerConfig
@@ -79,6 +80,7 @@ class ModuleServer:
         self._state: ModuleState = "joining"
         self._refused: dict[str, int] = {}
         self._announcements = self._failed_announcements = 0
+        self._last_expiry = 0.0
 
     async def start(self) -> None:
         """Serve calls and announce every module online."""
@@ -106,7 +108,9 @@ class ModuleServer:
     async def announce(self) -> bool:
         """Store a fresh record per module and per prefix; returns whether every store was accepted."""
         now = self._transport.clock.time()
-        expires = now + self.config.record_ttl
+        # The DHT keeps whichever value expires last: a new state (draining) must outlive the last record.
+        expires = min(max(now + self.config.record_ttl, self._last_expiry + 1e-3), now + REMOTE_MODULE_MAX_LIFETIME)
+        self._last_expiry = expires
         stores = [self._store(module_key(uid), self._module_record(uid, b), now, expires)
                   for uid, b in self._batchers.items()]  # fmt: skip
         for prefix, uids in self._prefixes().items():
