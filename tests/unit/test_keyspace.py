@@ -13,12 +13,18 @@ from swarmnet.identity import Identity
 from swarmnet.keyspace import FAMILIES, family_of
 from swarmnet.membership import MembershipConfig, PeerInfo
 from swarmnet.records import Payload, RecordVerifier, sign_record
+from swarmnet.remote import ModuleRecord, PrefixRecord, module_key, prefix_key
+from swarmnet.remote.config import UID_PATTERN
 from swarmnet.telemetry import TelemetryConfig, TelemetryReport
 from swarmnet.transport.memory import MemoryNetwork
 from swarmnet.version import PROTOCOL_VERSION
 
 P2P_MESSAGE_LIMIT = 4 << 20  # the p2p daemon's largest message: one lookup returns a key's whole dictionary
 NAMES = ["main", "m" * 128, "run-1.a_b", "ünïcode", "a b"]
+
+
+def check_uid_ok(name: str) -> bool:
+    return UID_PATTERN.fullmatch(f"{name}.stage.2") is not None
 
 
 def _progress_key(run: str) -> str:
@@ -37,6 +43,9 @@ def test_the_keys_each_package_builds_belong_to_its_family(name: str) -> None:
         _progress_key(name): ("diloco-progress", SyncReached.KIND),
         StateSyncConfig(run=name).key: ("diloco-state", StateAnnouncement.KIND),
     }
+    if check_uid_ok(name):  # module uids are a narrower alphabet than run names
+        built[module_key(f"{name}.stage.2")] = ("remote-module", ModuleRecord.KIND)
+        built[prefix_key(f"{name}.L.3.")] = ("remote-prefix", PrefixRecord.KIND)
     for key, (family_name, kind) in built.items():
         family = family_of(key)
         assert family is not None, key

@@ -29,6 +29,8 @@ EXAMPLE_KEYS = {
     "averaging": "swarmnet/v1/avg/run/12/0123456789abcdef01234567",
     "diloco-progress": "run/diloco-progress",
     "diloco-state": "run/diloco-state",
+    "remote-module": "swarmnet/v1/mod/run.stage.2/servers",
+    "remote-prefix": "swarmnet/v1/mod/run.L.3./uids",
 }
 
 
