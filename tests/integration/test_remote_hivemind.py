@@ -40,7 +40,7 @@ async def _check(alice: HivemindTransport, alice_id: Identity, bob: HivemindTran
         (grad_x,) = await caller.backward(UID, [x], grad)
         assert torch.allclose(out, expected.detach(), atol=1e-6)
         assert torch.allclose(grad_x, leaf.grad, atol=1e-6)
-        assert torch.allclose(grads[0]["0.weight"], local[0].weight.grad, atol=1e-6)  # type: ignore[index, arg-type]
+        assert torch.allclose(grads[0]["0.weight"], local[0].weight.grad, atol=1e-6)  # type: ignore[index]
         with pytest.raises(ProtocolError, match="RuntimeError"):  # a wrong width: refused, and serving goes on
             await caller.forward(UID, [torch.randn(2, 3)])
         assert (await caller.forward(UID, [x], codec="int8")).shape == (4, 16)
