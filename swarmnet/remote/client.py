@@ -112,9 +112,15 @@ class RemoteCaller:
 
     async def _pick(self, uid: str, samples: int, tried: frozenset[str], *, refresh: bool) -> Replica | None:
         now = self._transport.clock.time()
-        replica = self.router.choose(await self.replicas(uid), now, samples=samples, exclude=tried)
+        replicas = await self.replicas(uid)
+        replica = self.router.choose(replicas, now, samples=samples, exclude=tried)
         if replica is None and not refresh:
-            replica = self.router.choose(await self.replicas(uid, refresh=True), now, samples=samples, exclude=tried)
+            replicas = await self.replicas(uid, refresh=True)
+            replica = self.router.choose(replicas, now, samples=samples, exclude=tried)
+        if replica is None and replicas:
+            # Every replica failed us lately: a transient fault (a reset stream) should not fail the call
+            # while one may still answer, so try again the one that failed longest ago.
+            replica = min(replicas, key=lambda r: self.router.banned_until(r.peer_id))
         return replica
 
     async def _attempt(self, peer_id: str, request: bytes) -> list[torch.Tensor]:

@@ -71,6 +71,11 @@ class ReplicaRouter:
         stats = self._peers.get(peer_id)
         return stats is not None and stats.banned_until > now
 
+    def banned_until(self, peer_id: str) -> float:
+        """When the ban of ``peer_id`` ends (0 if it never failed)."""
+        stats = self._peers.get(peer_id)
+        return 0.0 if stats is None else stats.banned_until
+
     def succeeded(self, peer_id: str, seconds: float) -> None:
         """Fold a successful call's duration into the peer's latency EWMA."""
         stats = self._peers.setdefault(peer_id, _PeerStats())

@@ -1,0 +1,158 @@
+"""Benchmark: remote-module calls over the real transport on loopback.
+
+Prints a table and writes JSON (``--json``, default artifacts/bench/remote.json):
+
+* **overhead**: p50/p95 of a forward call with 64 KiB of activations (128 x 128 float32), minus the
+  module's own compute time on the same input, measured locally in the same run (the baseline);
+* **batching**: samples/s of 8 concurrent callers, against a server that merges their requests
+  (``max_batch`` 64) and one that computes each alone (``max_batch`` 1, the baseline).
+
+Three peers, each with its own DHT process and p2p daemon: two servers and one caller.
+
+    .venv/bin/python scripts/bench/remote.py --calls 300 --seconds 10 --json artifacts/bench/remote.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from swarmnet.identity import Identity
+from swarmnet.remote import ClientConfig, HostedModule, ModuleServer, RemoteCaller, ServerConfig
+from swarmnet.testing import apoll_until
+from swarmnet.transport.hivemind_transport import HivemindConfig, HivemindTransport
+
+OVERHEAD_UID, BATCHED_UID, UNBATCHED_UID = "bench.overhead.0", "bench.batched.0", "bench.unbatched.0"
+GOALS = {"overhead_p50_ms": 5.0, "batching_speedup": 1.5}
+
+
+def _overhead_block() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Linear(128, 128)
+
+
+def _batching_block() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(256, 1024), nn.GELU(), nn.Linear(1024, 256))
+
+
+def _local_ms(module: nn.Module, x: torch.Tensor, repeats: int) -> float:
+    with torch.no_grad():
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            module(x)
+            times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+async def _overhead(caller: RemoteCaller, calls: int) -> dict[str, float]:
+    x = torch.randn(128, 128)  # 64 KiB of float32 activations
+    local = _overhead_block()
+    for _ in range(10):  # warm-up: connections, lookups, first-call allocations
+        await caller.forward(OVERHEAD_UID, [x])
+    times, computes = [], []
+    for _ in range(calls):  # the local baseline interleaved with the calls, so both see the same load
+        computes.append(_local_ms(local, x, 1))
+        start = time.perf_counter()
+        await caller.forward(OVERHEAD_UID, [x])
+        times.append(1e3 * (time.perf_counter() - start))
+    times.sort()
+    compute_ms = statistics.median(computes)
+    p50, p95 = times[len(times) // 2], times[int(len(times) * 0.95)]
+    return {"compute_ms": compute_ms, "call_p50_ms": p50, "call_p95_ms": p95,
+            "overhead_p50_ms": p50 - compute_ms, "overhead_p95_ms": p95 - compute_ms}  # fmt: skip
+
+
+async def _throughput(caller: RemoteCaller, uid: str, callers: int, samples: int, seconds: float) -> float:
+    x = torch.randn(samples, 256)
+    await caller.forward(uid, [x])  # warm-up
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            await caller.forward(uid, [x])
+            done += samples
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(callers)))
+    return done / (time.perf_counter() - start)
+
+
+async def _run(args: argparse.Namespace) -> dict[str, object]:
+    ids = [Identity.generate() for _ in range(3)]
+    first = await HivemindTransport.create(ids[0])
+    transports = [first]
+    servers: list[ModuleServer] = []
+    try:
+        initial = tuple(await first.visible_addresses())
+        for identity in ids[1:]:
+            transports.append(await HivemindTransport.create(identity, HivemindConfig(initial_peers=initial)))
+        batched = ServerConfig(max_batch=64, max_wait=args.max_wait)
+        hosted = [HostedModule(OVERHEAD_UID, _overhead_block()), HostedModule(BATCHED_UID, _batching_block())]
+        servers.append(ModuleServer(transports[0], ids[0], hosted, batched))
+        unbatched = [HostedModule(UNBATCHED_UID, _batching_block())]
+        servers.append(ModuleServer(transports[1], ids[1], unbatched, ServerConfig(max_batch=1)))
+        for server in servers:
+            await server.start()
+        caller = RemoteCaller(transports[2], ClientConfig(timeout=30.0))
+        for uid in (OVERHEAD_UID, BATCHED_UID, UNBATCHED_UID):
+            await apoll_until(lambda u=uid: caller.replicas(u, refresh=True), timeout=60, what=f"{uid}'s record")  # type: ignore[misc]
+        overhead = await _overhead(caller, args.calls)
+        alone = await _throughput(caller, UNBATCHED_UID, args.callers, args.samples, args.seconds)
+        merged = await _throughput(caller, BATCHED_UID, args.callers, args.samples, args.seconds)
+        stats = servers[0].statistics().modules[BATCHED_UID]
+        batching = {"callers": args.callers, "samples_per_call": args.samples, "unbatched_samples_per_s": alone,
+                    "batched_samples_per_s": merged, "speedup": merged / alone,
+                    "mean_batch_samples": stats.samples / max(stats.batches, 1)}  # fmt: skip
+        return {"overhead": overhead, "batching": batching}
+    finally:
+        for server in servers:
+            await server.stop()
+        for transport in reversed(transports):
+            await transport.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=300, help="sequential calls timed for the overhead")
+    parser.add_argument("--callers", type=int, default=8, help="concurrent callers for the batching test")
+    parser.add_argument("--samples", type=int, default=16, help="samples per call in the batching test")
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each batching run")
+    parser.add_argument("--max-wait", type=float, default=0.002, help="seconds a batch waits for more requests")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (on a busy CPU, 1 avoids stalls)")
+    parser.add_argument("--json", type=Path, default=Path("artifacts/bench/remote.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    result = asyncio.run(_run(args))
+    overhead, batching = result["overhead"], result["batching"]
+    assert isinstance(overhead, dict)
+    assert isinstance(batching, dict)
+    print(f"{'measure':<42} {'value':>10} {'goal':>8}")
+    print(f"{'module compute, 128x128 input (ms)':<42} {overhead['compute_ms']:>10.3f} {'':>8}")
+    print(f"{'call p50 / p95 (ms)':<42} {overhead['call_p50_ms']:>5.2f}/{overhead['call_p95_ms']:<5.2f}")
+    print(f"{'overhead p50 (ms)':<42} {overhead['overhead_p50_ms']:>10.2f} {'<= 5':>8}")
+    print(f"{'overhead p95 (ms)':<42} {overhead['overhead_p95_ms']:>10.2f} {'':>8}")
+    print(f"{'unbatched samples/s (8 callers, max_batch 1)':<42} {batching['unbatched_samples_per_s']:>10.0f}")
+    print(f"{'batched samples/s (8 callers, max_batch 64)':<42} {batching['batched_samples_per_s']:>10.0f}")
+    print(f"{'mean samples per batched forward':<42} {batching['mean_batch_samples']:>10.1f}")
+    print(f"{'batching speed-up':<42} {batching['speedup']:>10.2f} {'>= 1.5':>8}")
+    meta = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
+            "torch_threads": torch.get_num_threads(), "args": {k: str(v) for k, v in vars(args).items()}}  # fmt: skip
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"benchmark": "remote", "meta": meta, "goals": GOALS, **result}, indent=2))
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
