@@ -3,7 +3,8 @@
 Prints a table and writes JSON (``--json``, default artifacts/bench/remote.json):
 
 * **overhead**: p50/p95 of a forward call with 64 KiB of activations (128 x 128 float32), minus the
-  module's own compute time on the same input, measured locally in the same run (the baseline);
+  module's own compute time on the same input, measured locally in the same run (the baseline), and
+  a bare 64 KiB echo over the same transport (what the transport itself costs);
 * **batching**: samples/s of 8 concurrent callers, against a server that merges their requests
   (``max_batch`` 64) and one that computes each alone (``max_batch`` 1, the baseline).
 
@@ -28,10 +29,16 @@ from torch import nn
 from swarmnet.identity import Identity
 from swarmnet.remote import ClientConfig, HostedModule, ModuleServer, RemoteCaller, ServerConfig
 from swarmnet.testing import apoll_until
+from swarmnet.transport.base import Transport
 from swarmnet.transport.hivemind_transport import HivemindConfig, HivemindTransport
 
 OVERHEAD_UID, BATCHED_UID, UNBATCHED_UID = "bench.overhead.0", "bench.batched.0", "bench.unbatched.0"
+ECHO = "bench.remote.echo"  # the transport baseline: the same bytes, echoed by a bare handler
 GOALS = {"overhead_p50_ms": 5.0, "batching_speedup": 1.5}
+
+
+async def _echo_handler(caller: str, request: bytes) -> bytes:
+    return request
 
 
 def _overhead_block() -> nn.Module:
@@ -54,22 +61,36 @@ def _local_ms(module: nn.Module, x: torch.Tensor, repeats: int) -> float:
     return 1e3 * statistics.median(times)
 
 
-async def _overhead(caller: RemoteCaller, calls: int) -> dict[str, float]:
+async def _echo(caller_transport: Transport, server: str, request: bytes) -> float:
+    start = time.perf_counter()
+    await caller_transport.call_unary(server, ECHO, request)
+    return 1e3 * (time.perf_counter() - start)
+
+
+async def _overhead(caller: RemoteCaller, transport: Transport, server: str, calls: int) -> dict[str, float]:
     x = torch.randn(128, 128)  # 64 KiB of float32 activations
-    local = _overhead_block()
+    local, raw = _overhead_block(), bytes(x.numel() * 4)
     for _ in range(10):  # warm-up: connections, lookups, first-call allocations
         await caller.forward(OVERHEAD_UID, [x])
-    times, computes = [], []
-    for _ in range(calls):  # the local baseline interleaved with the calls, so both see the same load
+        await _echo(transport, server, raw)
+    times, computes, echoes = [], [], []
+    for _ in range(calls):  # the baselines interleaved with the calls, so all see the same load
         computes.append(_local_ms(local, x, 1))
+        echoes.append(await _echo(transport, server, raw))
         start = time.perf_counter()
         await caller.forward(OVERHEAD_UID, [x])
         times.append(1e3 * (time.perf_counter() - start))
-    times.sort()
-    compute_ms = statistics.median(computes)
-    p50, p95 = times[len(times) // 2], times[int(len(times) * 0.95)]
+    compute_ms, echo_p50 = statistics.median(computes), statistics.median(echoes)
+    p50, p95 = _percentile(times, 0.5), _percentile(times, 0.95)
     return {"compute_ms": compute_ms, "call_p50_ms": p50, "call_p95_ms": p95,
-            "overhead_p50_ms": p50 - compute_ms, "overhead_p95_ms": p95 - compute_ms}  # fmt: skip
+            "overhead_p50_ms": p50 - compute_ms, "overhead_p95_ms": p95 - compute_ms,
+            "echo_64k_p50_ms": echo_p50, "echo_64k_p95_ms": _percentile(echoes, 0.95),
+            "overhead_above_echo_p50_ms": p50 - compute_ms - echo_p50}  # fmt: skip
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(int(len(ordered) * q), len(ordered) - 1)]
 
 
 async def _throughput(caller: RemoteCaller, uid: str, callers: int, samples: int, seconds: float) -> float:
@@ -108,7 +129,8 @@ async def _run(args: argparse.Namespace) -> dict[str, object]:
         caller = RemoteCaller(transports[2], ClientConfig(timeout=30.0))
         for uid in (OVERHEAD_UID, BATCHED_UID, UNBATCHED_UID):
             await apoll_until(lambda u=uid: caller.replicas(u, refresh=True), timeout=60, what=f"{uid}'s record")  # type: ignore[misc]
-        overhead = await _overhead(caller, args.calls)
+        await transports[0].add_unary_handler(ECHO, _echo_handler)
+        overhead = await _overhead(caller, transports[2], ids[0].peer_id, args.calls)
         alone = await _throughput(caller, UNBATCHED_UID, args.callers, args.samples, args.seconds)
         merged = await _throughput(caller, BATCHED_UID, args.callers, args.samples, args.seconds)
         stats = servers[0].statistics().modules[BATCHED_UID]
@@ -143,6 +165,8 @@ def main() -> None:
     print(f"{'call p50 / p95 (ms)':<42} {overhead['call_p50_ms']:>5.2f}/{overhead['call_p95_ms']:<5.2f}")
     print(f"{'overhead p50 (ms)':<42} {overhead['overhead_p50_ms']:>10.2f} {'<= 5':>8}")
     print(f"{'overhead p95 (ms)':<42} {overhead['overhead_p95_ms']:>10.2f} {'':>8}")
+    print(f"{'transport baseline: 64 KiB echo p50 (ms)':<42} {overhead['echo_64k_p50_ms']:>10.2f}")
+    print(f"{'overhead above the echo, p50 (ms)':<42} {overhead['overhead_above_echo_p50_ms']:>10.2f}")
     print(f"{'unbatched samples/s (8 callers, max_batch 1)':<42} {batching['unbatched_samples_per_s']:>10.0f}")
     print(f"{'batched samples/s (8 callers, max_batch 64)':<42} {batching['batched_samples_per_s']:>10.0f}")
     print(f"{'mean samples per batched forward':<42} {batching['mean_batch_samples']:>10.1f}")

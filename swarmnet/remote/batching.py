@@ -1,6 +1,7 @@
 """Merging concurrent requests for one module into one forward or backward.
 
-Requests wait in a queue; the first waits at most ``max_wait`` for others to join it, then every
+Requests wait in a queue; the first waits at most ``max_wait`` for others to join it (unless it is
+alone and the last batch was too: a lone caller is served at once), then every
 waiting request of the same kind (op and per-sample shapes) is taken, up to ``max_batch`` samples,
 concatenated along the first dimension, computed once (in a worker thread) and split back. If a
 merged batch fails, its requests are retried one by one, so one bad request cannot fail the others.
@@ -65,6 +66,7 @@ class ModuleBatcher:
         self._busy = 0.0
         self._throughput = config.initial_throughput
         self._measured = False
+        self._last_batch_requests = 1
 
     @property
     def queued_samples(self) -> int:
@@ -93,6 +95,8 @@ class ModuleBatcher:
 
     async def _gather(self) -> None:
         """Wait for more requests until the batch is full or the first request waited ``max_wait``."""
+        if len(self._waiting) == 1 and self._last_batch_requests == 1:
+            return  # a lone caller (no company lately) gains nothing from waiting; others queue while it computes
         loop = asyncio.get_running_loop()
         deadline = self._waiting[0].arrived + self.config.max_wait
         while self.config.max_batch > 1 and self.queued_samples < self.config.max_batch:
@@ -119,6 +123,7 @@ class ModuleBatcher:
         return batch
 
     async def _compute(self, batch: list[_Pending]) -> None:
+        self._last_batch_requests = len(batch)
         live = [p for p in batch if not p.future.done()]  # a caller that gave up is not computed for
         if not live:
             return

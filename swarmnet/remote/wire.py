@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 
 from swarmnet.compression import decode, get_codec
+from swarmnet.compression.base import all_finite
 from swarmnet.errors import CodecError, ProtocolError
 from swarmnet.remote.config import RequestLimits
 
@@ -159,7 +160,7 @@ def decode_tensors(metas: Sequence[TensorMeta], payloads: Sequence[memoryview]) 
             tensor = decode(payload, math.prod(meta.shape), shape=meta.shape, dtype=DTYPES[meta.dtype])
         except CodecError as e:
             raise ProtocolError(f"bad tensor payload: {e}") from None
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        if not all_finite(tensor):
             raise ProtocolError("tensor holds non-finite values (NaN or Inf)")
         tensors.append(tensor)
     return tensors
