@@ -119,7 +119,7 @@ async def _run(args: argparse.Namespace) -> dict[str, object]:
         initial = tuple(await first.visible_addresses())
         for identity in ids[1:]:
             transports.append(await HivemindTransport.create(identity, HivemindConfig(initial_peers=initial)))
-        batched = ServerConfig(max_batch=64, max_wait=args.max_wait)
+        batched = ServerConfig(max_batch=64, max_wait=args.max_wait, inline_max_elements=args.inline)
         hosted = [HostedModule(OVERHEAD_UID, _overhead_block()), HostedModule(BATCHED_UID, _batching_block())]
         servers.append(ModuleServer(transports[0], ids[0], hosted, batched))
         unbatched = [HostedModule(UNBATCHED_UID, _batching_block())]
@@ -152,6 +152,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=16, help="samples per call in the batching test")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each batching run")
     parser.add_argument("--max-wait", type=float, default=0.002, help="seconds a batch waits for more requests")
+    parser.add_argument("--inline", type=int, default=0, help="ServerConfig.inline_max_elements of the server")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (on a busy CPU, 1 avoids stalls)")
     parser.add_argument("--json", type=Path, default=Path("artifacts/bench/remote.json"))
     args = parser.parse_args()

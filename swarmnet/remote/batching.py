@@ -128,7 +128,10 @@ class ModuleBatcher:
         if not live:
             return
         try:
-            results = await off_loop(self._run_batch, live)
+            if sum(t.numel() for p in live for t in p.tensors) <= self.config.inline_max_elements:
+                results = self._run_batch(live)  # a thread hop would cost more than this work
+            else:
+                results = await off_loop(self._run_batch, live)
         except Exception as error:
             if len(live) > 1:
                 for pending in live:
