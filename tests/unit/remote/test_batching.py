@@ -53,3 +53,23 @@ def test_one_failing_request_does_not_fail_the_batch_it_joined() -> None:
             assert isinstance(results[3], Exception)
 
     run_virtual(main())
+
+
+def test_small_batches_may_run_on_the_event_loop() -> None:
+    assert _batches(ServerConfig(max_batch=64, max_wait=0.05, inline_max_elements=10**6), [(2, 8)] * 4) == (1, 8)
+
+
+def test_announced_throughput_is_measured_from_served_work() -> None:
+    async def main() -> None:
+        async with swarm([mlp()], server=ServerConfig(initial_throughput=1.0)) as s:
+            for _ in range(3):
+                await s.caller.forward(UID, [torch.randn(32, 8)])
+            await s.servers[0].announce()
+            (replica,) = await s.caller.replicas(UID, refresh=True)
+            stats = s.servers[0].statistics().modules[UID]
+            assert replica.throughput == stats.throughput
+            assert stats.throughput != 1.0
+            assert stats.samples == 96
+            assert stats.busy_seconds > 0
+
+    run_virtual(main())

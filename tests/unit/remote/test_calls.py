@@ -101,3 +101,37 @@ def test_a_remote_module_refuses_to_block_its_own_loop() -> None:
             remote(torch.randn(1, 8))
 
     run_virtual(main())
+
+
+class Gate(torch.nn.Module):
+    """A module of two inputs, one of which it ignores."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(2.0))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, unused: torch.Tensor) -> torch.Tensor:
+        return self.scale * x * y
+
+
+def test_modules_of_several_inputs_get_a_gradient_per_input() -> None:
+    x, y, unused = torch.randn(3, 4), torch.randn(3, 4), torch.randn(3, 2)
+    grad = torch.randn(3, 4)
+    seen: list[dict[str, torch.Tensor]] = []
+
+    async def main() -> None:
+        network = MemoryNetwork()
+        identity = Identity.generate()
+        hosted = HostedModule("RUN.gate", Gate(), num_inputs=3, gradient_hook=seen.append)
+        server = ModuleServer(network.add_peer(identity.peer_id), identity, [hosted])
+        await server.start()
+        caller = RemoteCaller(network.add_peer())
+        assert torch.allclose(await caller.forward("RUN.gate", [x, y, unused]), 2 * x * y)
+        grads = await caller.backward("RUN.gate", [x, y, unused], grad)
+        assert torch.allclose(grads[0], 2 * y * grad)
+        assert torch.allclose(grads[1], 2 * x * grad)
+        assert torch.equal(grads[2], torch.zeros(3, 2))
+        await server.stop()
+
+    run_virtual(main())
+    assert torch.allclose(seen[0]["scale"], (x * y * grad).sum())
