@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from swarmnet.compression import codec_names
-from swarmnet.errors import ConfigError, ProtocolError, SwarmnetError, TransportClosed
+from swarmnet.errors import ConfigError, ProtocolError, TransportClosed
 from swarmnet.identity import Identity
 from swarmnet.keyspace import REMOTE_MODULE_MAX_LIFETIME
 from swarmnet.records import sign_record
@@ -161,7 +161,7 @@ class ModuleServer:
         try:
             request = parse_request(message, self.config.limits)
             return await self._serve(request)
-        except (SwarmnetError, ValueError, TypeError, RuntimeError, KeyError) as error:
+        except Exception as error:  # whatever a module raises on an input, the server carries on
             reason = str(error) or type(error).__name__
             category = reason.split(":", 1)[0][:40] if isinstance(error, ProtocolError) else "compute failed"
             self._refused[category] = self._refused.get(category, 0) + 1
