@@ -46,9 +46,9 @@ def _overhead_block() -> nn.Module:
     return nn.Linear(128, 128)
 
 
-def _batching_block() -> nn.Module:
+def _batching_block(width: int) -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(256, 1024), nn.GELU(), nn.Linear(1024, 256))
+    return nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
 
 
 def _local_ms(module: nn.Module, x: torch.Tensor, repeats: int) -> float:
@@ -93,8 +93,9 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(int(len(ordered) * q), len(ordered) - 1)]
 
 
-async def _throughput(caller: RemoteCaller, uid: str, callers: int, samples: int, seconds: float) -> float:
-    x = torch.randn(samples, 256)
+async def _throughput(caller: RemoteCaller, uid: str, args: argparse.Namespace) -> float:
+    callers, samples, seconds = args.callers, args.samples, args.seconds
+    x = torch.randn(samples, args.width)
     await caller.forward(uid, [x])  # warm-up
     done = 0
     deadline = time.perf_counter() + seconds
@@ -119,11 +120,15 @@ async def _run(args: argparse.Namespace) -> dict[str, object]:
         initial = tuple(await first.visible_addresses())
         for identity in ids[1:]:
             transports.append(await HivemindTransport.create(identity, HivemindConfig(initial_peers=initial)))
-        batched = ServerConfig(max_batch=64, max_wait=args.max_wait, inline_max_elements=args.inline)
-        hosted = [HostedModule(OVERHEAD_UID, _overhead_block()), HostedModule(BATCHED_UID, _batching_block())]
+        batched = ServerConfig(max_batch=64, max_wait=args.max_wait, inline_max_seconds=args.inline)
+        hosted = [
+            HostedModule(OVERHEAD_UID, _overhead_block()),
+            HostedModule(BATCHED_UID, _batching_block(args.width)),
+        ]
         servers.append(ModuleServer(transports[0], ids[0], hosted, batched))
-        unbatched = [HostedModule(UNBATCHED_UID, _batching_block())]
-        servers.append(ModuleServer(transports[1], ids[1], unbatched, ServerConfig(max_batch=1)))
+        unbatched = [HostedModule(UNBATCHED_UID, _batching_block(args.width))]
+        alone = ServerConfig(max_batch=1, inline_max_seconds=args.inline)
+        servers.append(ModuleServer(transports[1], ids[1], unbatched, alone))
         for server in servers:
             await server.start()
         caller = RemoteCaller(transports[2], ClientConfig(timeout=30.0))
@@ -131,8 +136,8 @@ async def _run(args: argparse.Namespace) -> dict[str, object]:
             await apoll_until(lambda u=uid: caller.replicas(u, refresh=True), timeout=60, what=f"{uid}'s record")  # type: ignore[misc]
         await transports[0].add_unary_handler(ECHO, _echo_handler)
         overhead = await _overhead(caller, transports[2], ids[0].peer_id, args.calls)
-        alone = await _throughput(caller, UNBATCHED_UID, args.callers, args.samples, args.seconds)
-        merged = await _throughput(caller, BATCHED_UID, args.callers, args.samples, args.seconds)
+        alone = await _throughput(caller, UNBATCHED_UID, args)
+        merged = await _throughput(caller, BATCHED_UID, args)
         stats = servers[0].statistics().modules[BATCHED_UID]
         batching = {"callers": args.callers, "samples_per_call": args.samples, "unbatched_samples_per_s": alone,
                     "batched_samples_per_s": merged, "speedup": merged / alone,
@@ -151,8 +156,10 @@ def main() -> None:
     parser.add_argument("--callers", type=int, default=8, help="concurrent callers for the batching test")
     parser.add_argument("--samples", type=int, default=16, help="samples per call in the batching test")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each batching run")
+    parser.add_argument("--width", type=int, default=256, help="width of the batching test's MLP block")
     parser.add_argument("--max-wait", type=float, default=0.002, help="seconds a batch waits for more requests")
-    parser.add_argument("--inline", type=int, default=0, help="ServerConfig.inline_max_elements of the server")
+    parser.add_argument("--inline", type=float, default=ServerConfig().inline_max_seconds,
+                        help="ServerConfig.inline_max_seconds (0: every batch in a worker thread)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=1, help="torch threads (on a busy CPU, 1 avoids stalls)")
     parser.add_argument("--json", type=Path, default=Path("artifacts/bench/remote.json"))
     args = parser.parse_args()

@@ -67,6 +67,7 @@ class ModuleBatcher:
         self._throughput = config.initial_throughput
         self._measured = False
         self._last_batch_requests = 1
+        self._seconds_per_sample: dict[str, float] = {}  # per op: EWMA of compute seconds per sample
 
     @property
     def queued_samples(self) -> int:
@@ -128,8 +129,8 @@ class ModuleBatcher:
         if not live:
             return
         try:
-            if sum(t.numel() for p in live for t in p.tensors) <= self.config.inline_max_elements:
-                results = self._run_batch(live)  # a thread hop would cost more than this work
+            if self._expected_seconds(live) <= self.config.inline_max_seconds:
+                results = self._run_batch(live)  # a thread hop would cost more than this short work
             else:
                 results = await off_loop(self._run_batch, live)
         except Exception as error:
@@ -145,6 +146,11 @@ class ModuleBatcher:
             _settle(pending.future, result=result)
         self._requests += len(live)
 
+    def _expected_seconds(self, batch: list[_Pending]) -> float:
+        """How long ``batch`` should take, from this op's measured seconds per sample (inf until measured)."""
+        per_sample = self._seconds_per_sample.get(batch[0].op)
+        return math.inf if per_sample is None else per_sample * sum(p.samples for p in batch)
+
     def _run_batch(self, batch: list[_Pending]) -> list[list[torch.Tensor]]:
         started = time.perf_counter()
         slots = [torch.cat([p.tensors[i] for p in batch]) if len(batch) > 1 else batch[0].tensors[i]
@@ -158,11 +164,14 @@ class ModuleBatcher:
             if output.shape[:1] != slots[0].shape[:1]:
                 raise ProtocolError(f"module {self.hosted.uid} changed the batch size ({output.shape[:1]})")
         split = [torch.split(o, sizes) for o in outputs]
-        self._account(sum(sizes), time.perf_counter() - started)
+        self._account(batch[0].op, sum(sizes), time.perf_counter() - started)
         return [[parts[j].contiguous() for parts in split] for j in range(len(batch))]
 
-    def _account(self, samples: int, seconds: float) -> None:
+    def _account(self, op: str, samples: int, seconds: float) -> None:
         seconds = max(seconds, 1e-6)
+        known = self._seconds_per_sample.get(op)
+        per_sample = seconds / samples if samples else seconds
+        self._seconds_per_sample[op] = per_sample if known is None else 0.8 * known + 0.2 * per_sample
         rate = samples / seconds
         weight = 1.0 - 0.5 ** (seconds / self.config.throughput_half_life)
         self._throughput = rate if not self._measured else self._throughput + weight * (rate - self._throughput)

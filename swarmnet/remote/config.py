@@ -43,9 +43,9 @@ class ServerConfig:
 
     max_batch: int = 64  # samples merged into one forward or backward; 1 turns batching off
     max_wait: float = 0.002  # seconds the first request of a batch waits for others to join it
-    # Batches with at most this many input elements are computed on the event loop: a hop to a worker
-    # thread costs more than such small work (0 sends every batch to a thread).
-    inline_max_elements: int = 0
+    # A batch expected (from this module's measured seconds per sample) to compute within this many seconds
+    # runs on the event loop: a hop to a worker thread costs more than such short work. 0: always a thread.
+    inline_max_seconds: float = 0.002
     max_queue: int = 256  # requests waiting per module; beyond it requests are refused (overloaded)
     limits: RequestLimits = field(default_factory=RequestLimits)
     record_ttl: float = 30.0  # seconds a module record stays valid; at most the family's bound
@@ -56,10 +56,8 @@ class ServerConfig:
     def validate(self) -> None:
         """Raise ``ConfigError`` for inconsistent settings."""
         self.limits.validate()
-        if self.max_batch <= 0 or self.max_wait < 0 or self.max_queue <= 0 or self.inline_max_elements < 0:
-            raise ConfigError(
-                "max_batch and max_queue must be positive, max_wait and inline_max_elements non-negative"
-            )
+        if self.max_batch <= 0 or self.max_wait < 0 or self.max_queue <= 0 or self.inline_max_seconds < 0:
+            raise ConfigError("max_batch and max_queue must be positive, max_wait and inline_max_seconds non-negative")
         if not 0 < self.record_ttl <= REMOTE_MODULE_MAX_LIFETIME:
             raise ConfigError(f"record_ttl must be in (0, {REMOTE_MODULE_MAX_LIFETIME:g}] seconds")
         if not 0 < self.announce_interval <= self.record_ttl / 2:

@@ -56,7 +56,8 @@ def test_one_failing_request_does_not_fail_the_batch_it_joined() -> None:
 
 
 def test_small_batches_may_run_on_the_event_loop() -> None:
-    assert _batches(ServerConfig(max_batch=64, max_wait=0.05, inline_max_elements=10**6), [(2, 8)] * 4) == (1, 8)
+    for inline in (0.0, 10.0):  # never (a worker thread) or always (short work)
+        assert _batches(ServerConfig(max_batch=64, max_wait=0.05, inline_max_seconds=inline), [(2, 8)] * 4) == (1, 8)
 
 
 def test_announced_throughput_is_measured_from_served_work() -> None:
