@@ -18,8 +18,15 @@ from swarmnet.clock import run_virtual
 from swarmnet.diloco import GlobalState, StateSync, StateSyncConfig
 from swarmnet.diloco.progress import ProgressBoard
 from swarmnet.identity import Identity
-from swarmnet.keyspace import FAMILIES, MEMBERSHIP_MAX_LIFETIME, TELEMETRY_MAX_LIFETIME, family_of
+from swarmnet.keyspace import (
+    FAMILIES,
+    MEMBERSHIP_MAX_LIFETIME,
+    REMOTE_MODULE_MAX_LIFETIME,
+    TELEMETRY_MAX_LIFETIME,
+    family_of,
+)
 from swarmnet.membership import MembershipConfig, PeerInfo, Swarm
+from swarmnet.remote import HostedModule, ModuleServer, ServerConfig
 from swarmnet.telemetry import TelemetryConfig, TelemetryPublisher, TelemetryReport
 from swarmnet.testing import apoll_until
 from swarmnet.transport.hivemind_validator import SwarmnetRecordValidator
@@ -102,11 +109,21 @@ async def diloco(network: MemoryNetwork) -> None:
     await sync.withdraw()
 
 
+async def remote_modules(network: MemoryNetwork) -> None:
+    for config in (ServerConfig(), ServerConfig(record_ttl=REMOTE_MODULE_MAX_LIFETIME, announce_interval=1.0)):
+        identity = Identity.generate()
+        hosted = [HostedModule("run.L.3.0", torch.nn.Identity()), HostedModule("run.L.3.1", torch.nn.Identity())]
+        server = ModuleServer(network.add_peer(identity.peer_id), identity, hosted, config)
+        await server.start()
+        await asyncio.sleep(2.5)
+        await server.stop()  # the draining record, which must outlive the last online one
+
+
 def test_every_record_the_project_stores_passes_the_storage_validator() -> None:
     async def main() -> None:
         network = MemoryNetwork()
         watched = Watched(network)
-        for scenario in (membership, telemetry, averaging, diloco):
+        for scenario in (membership, telemetry, averaging, diloco, remote_modules):
             await scenario(network)
         assert watched.families() == {family.name for family in FAMILIES}
         assert watched.refusals() == []
