@@ -8,7 +8,8 @@ Prints a table and writes JSON (``--json``, default artifacts/bench/remote.json)
 * **batching**: samples/s of 8 concurrent callers, against a server that merges their requests
   (``max_batch`` 64) and one that computes each alone (``max_batch`` 1, the baseline).
 
-Three peers, each with its own DHT process and p2p daemon: two servers and one caller.
+Three processes on loopback, each a peer with its own DHT process and p2p daemon: the caller (this
+one) and two servers (children of it, stopped at the end).
 
     .venv/bin/python scripts/bench/remote.py --calls 300 --seconds 10 --json artifacts/bench/remote.json
 """
@@ -20,6 +21,8 @@ import asyncio
 import json
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -111,43 +114,77 @@ async def _throughput(caller: RemoteCaller, uid: str, args: argparse.Namespace) 
     return done / (time.perf_counter() - start)
 
 
-async def _run(args: argparse.Namespace) -> dict[str, object]:
-    ids = [Identity.generate() for _ in range(3)]
-    first = await HivemindTransport.create(ids[0])
-    transports = [first]
-    servers: list[ModuleServer] = []
+async def _serve(args: argparse.Namespace) -> None:
+    """Child process: host the batched (with the overhead module and the echo) or unbatched block until
+    stdin closes, then print the batched module's statistics as one JSON line."""
+    identity = Identity.generate()
+    transport = await HivemindTransport.create(identity, HivemindConfig(initial_peers=tuple(args.initial_peer)))
     try:
-        initial = tuple(await first.visible_addresses())
-        for identity in ids[1:]:
-            transports.append(await HivemindTransport.create(identity, HivemindConfig(initial_peers=initial)))
-        batched = ServerConfig(max_batch=64, max_wait=args.max_wait, inline_max_seconds=args.inline)
-        hosted = [
-            HostedModule(OVERHEAD_UID, _overhead_block()),
-            HostedModule(BATCHED_UID, _batching_block(args.width)),
-        ]
-        servers.append(ModuleServer(transports[0], ids[0], hosted, batched))
-        unbatched = [HostedModule(UNBATCHED_UID, _batching_block(args.width))]
-        alone = ServerConfig(max_batch=1, inline_max_seconds=args.inline)
-        servers.append(ModuleServer(transports[1], ids[1], unbatched, alone))
-        for server in servers:
-            await server.start()
-        caller = RemoteCaller(transports[2], ClientConfig(timeout=30.0))
+        if args.serve == "batched":
+            config = ServerConfig(max_batch=64, max_wait=args.max_wait, inline_max_seconds=args.inline)
+            hosted = [HostedModule(OVERHEAD_UID, _overhead_block()),
+                      HostedModule(BATCHED_UID, _batching_block(args.width))]  # fmt: skip
+            await transport.add_unary_handler(ECHO, _echo_handler)
+        else:
+            config = ServerConfig(max_batch=1, inline_max_seconds=args.inline)
+            hosted = [HostedModule(UNBATCHED_UID, _batching_block(args.width))]
+        server = ModuleServer(transport, identity, hosted, config)
+        await server.start()
+        print(json.dumps({"peer_id": identity.peer_id}), flush=True)
+        await asyncio.to_thread(sys.stdin.read)  # until the parent closes our stdin
+        stats = server.statistics().modules[hosted[-1].uid]
+        print(json.dumps({"batches": stats.batches, "samples": stats.samples}), flush=True)
+        await server.stop()
+    finally:
+        await transport.shutdown()
+
+
+def _start_server(kind: str, initial: tuple[str, ...], args: argparse.Namespace) -> subprocess.Popen[str]:
+    peers = [flag for address in initial for flag in ("--initial-peer", address)]
+    options = ["--width", str(args.width), "--max-wait", str(args.max_wait), "--inline", str(args.inline)]
+    command = [sys.executable, __file__, "--serve", kind, *peers, *options, "--threads", str(args.threads)]
+    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def _stop_server(process: subprocess.Popen[str]) -> dict[str, int]:
+    assert process.stdin is not None
+    assert process.stdout is not None
+    if process.poll() is not None:
+        return {}
+    try:
+        process.stdin.close()
+        line = process.stdout.readline()
+        process.wait(timeout=60)
+        return dict(json.loads(line)) if line else {}
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+async def _run(args: argparse.Namespace) -> dict[str, object]:
+    identity = Identity.generate()
+    transport = await HivemindTransport.create(identity)
+    children: list[subprocess.Popen[str]] = []
+    try:
+        initial = tuple(await transport.visible_addresses())
+        children = [_start_server(kind, initial, args) for kind in ("batched", "unbatched")]
+        ready = [json.loads(await asyncio.to_thread(child.stdout.readline)) for child in children if child.stdout]
+        caller = RemoteCaller(transport, ClientConfig(timeout=30.0))
         for uid in (OVERHEAD_UID, BATCHED_UID, UNBATCHED_UID):
             await apoll_until(lambda u=uid: caller.replicas(u, refresh=True), timeout=60, what=f"{uid}'s record")  # type: ignore[misc]
-        await transports[0].add_unary_handler(ECHO, _echo_handler)
-        overhead = await _overhead(caller, transports[2], ids[0].peer_id, args.calls)
+        overhead = await _overhead(caller, transport, ready[0]["peer_id"], args.calls)
         alone = await _throughput(caller, UNBATCHED_UID, args)
         merged = await _throughput(caller, BATCHED_UID, args)
-        stats = servers[0].statistics().modules[BATCHED_UID]
+        stats = _stop_server(children[0])
         batching = {"callers": args.callers, "samples_per_call": args.samples, "unbatched_samples_per_s": alone,
                     "batched_samples_per_s": merged, "speedup": merged / alone,
-                    "mean_batch_samples": stats.samples / max(stats.batches, 1)}  # fmt: skip
+                    "mean_batch_samples": stats.get("samples", 0) / max(stats.get("batches", 1), 1)}  # fmt: skip
         return {"overhead": overhead, "batching": batching}
     finally:
-        for server in servers:
-            await server.stop()
-        for transport in reversed(transports):
-            await transport.shutdown()
+        for child in children:
+            _stop_server(child)
+        await transport.shutdown()
 
 
 def main() -> None:
@@ -162,8 +199,13 @@ def main() -> None:
                         help="ServerConfig.inline_max_seconds (0: every batch in a worker thread)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=1, help="torch threads (on a busy CPU, 1 avoids stalls)")
     parser.add_argument("--json", type=Path, default=Path("artifacts/bench/remote.json"))
+    parser.add_argument("--serve", choices=["batched", "unbatched"], help=argparse.SUPPRESS)  # a child's role
+    parser.add_argument("--initial-peer", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.serve:
+        asyncio.run(_serve(args))
+        return
     result = asyncio.run(_run(args))
     overhead, batching = result["overhead"], result["batching"]
     assert isinstance(overhead, dict)
