@@ -84,6 +84,11 @@ class ModuleBatcher:
         self._arrival.set()
         return await pending.future
 
+    def fail_waiting(self, reason: str) -> None:
+        """Refuse every queued request with ``ProtocolError(reason)`` (the server is stopping)."""
+        while self._waiting:
+            _settle(self._waiting.popleft().future, error=ProtocolError(reason))
+
     async def run(self) -> None:
         """Serve the queue until cancelled."""
         while True:

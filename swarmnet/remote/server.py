@@ -104,6 +104,8 @@ class ModuleServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        for uid, batcher in self._batchers.items():  # their callers try another replica at once
+            batcher.fail_waiting(f"draining: this server stopped serving {uid}")
 
     async def announce(self) -> bool:
         """Store a fresh record per module and per prefix; returns whether every store was accepted."""

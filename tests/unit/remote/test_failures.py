@@ -150,3 +150,23 @@ def test_a_wrong_input_width_is_a_clear_error_and_the_server_goes_on() -> None:
             assert (await s.caller.forward(UID, [torch.randn(2, 8)])).shape == (2, 8)
 
     run_virtual(main())
+
+
+def test_requests_queued_when_a_server_stops_go_to_another_replica() -> None:
+    x = torch.randn(2, 8)
+
+    async def main() -> None:
+        async with swarm([mlp(), mlp()], server=ServerConfig(max_batch=8, max_wait=5.0)) as s:
+            first = asyncio.create_task(s.caller.forward(UID, [x]))
+            second = asyncio.create_task(s.caller.forward(UID, [x]))  # company, so the batch waits max_wait
+
+            async def queued_on() -> list[int]:
+                return [i for i, srv in enumerate(s.servers) if srv.statistics().modules[UID].queue]
+
+            busy = await apoll_until(queued_on, timeout=10, what="calls queued on a replica")
+            for index in busy:
+                await s.servers[index].stop()
+            outputs = await asyncio.wait_for(asyncio.gather(first, second), 60)
+            assert all(torch.allclose(out, mlp()(x), atol=1e-6) for out in outputs)
+
+    run_virtual(main())
