@@ -82,14 +82,20 @@ class ModuleServer:
         self._announcements = self._failed_announcements = 0
         self._last_expiry = 0.0
 
-    async def start(self) -> None:
-        """Serve calls and announce every module online."""
+    async def start(self, *, online: bool = True) -> None:
+        """Serve calls and announce every module online; with ``online=False``, announce the modules as
+        joining (visible, but not called: e.g. while a stage server fetches its state) until ``go_online()``."""
         await self._transport.add_unary_handler(METHOD, self._handle)
         for uid, batcher in self._batchers.items():
             self._tasks.append(asyncio.create_task(batcher.run(), name=f"swarmnet-remote-{uid}"))
-        self._state = "online"
+        self._state = "online" if online else "joining"
         await self.announce()
         self._tasks.append(asyncio.create_task(self._announce_loop(), name="swarmnet-remote-announce"))
+
+    async def go_online(self) -> bool:
+        """Serve calls from now on and announce it; returns whether every store was accepted."""
+        self._state = "online"
+        return await self.announce()
 
     async def stop(self, *, announce: bool = True) -> None:
         """Announce the modules draining (unless ``announce`` is false), then stop computing. Idempotent."""
@@ -174,6 +180,8 @@ class ModuleServer:
         batcher = self._batchers.get(request.uid)
         if batcher is None:
             raise ProtocolError(f"not hosted: no module {request.uid[:128]!r} on this server")
+        if self._state == "joining":
+            raise ProtocolError(f"not hosted: {request.uid} is still joining on this server")
         if self._state != "online":
             raise ProtocolError(f"draining: this server no longer serves {request.uid}")
         if request.codec not in codec_names():

@@ -170,3 +170,15 @@ def test_requests_queued_when_a_server_stops_go_to_another_replica() -> None:
             assert all(torch.allclose(out, mlp()(x), atol=1e-6) for out in outputs)
 
     run_virtual(main())
+
+
+def test_a_message_over_the_byte_limit_is_refused_before_parsing() -> None:
+    tight = ServerConfig(limits=RequestLimits(max_request_bytes=4096))
+
+    async def main() -> None:
+        async with swarm([mlp()], server=tight) as s:
+            with pytest.raises(ProtocolError, match="exceeds the limit of 4096"):
+                await s.caller.forward(UID, [torch.randn(256, 8)])  # 8 KiB of activations
+            assert (await s.caller.forward(UID, [torch.randn(4, 8)])).shape == (4, 8)
+
+    run_virtual(main())

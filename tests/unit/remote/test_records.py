@@ -75,3 +75,20 @@ def test_forged_misplaced_and_stale_records_are_ignored_and_counted() -> None:
         assert directory.rejections()["replay"] == 1
 
     run_virtual(main())
+
+
+def test_a_joining_server_is_listed_only_once_it_goes_online() -> None:
+    async def main() -> None:
+        network = MemoryNetwork()
+        identity = Identity.generate()
+        server = ModuleServer(
+            network.add_peer(identity.peer_id), identity, [HostedModule("RUN.s.0", torch.nn.Identity())]
+        )
+        await server.start(online=False)
+        directory = ModuleDirectory(network.add_peer())
+        assert await directory.replicas("RUN.s.0") == []
+        assert await server.go_online()
+        assert [r.peer_id for r in await directory.replicas("RUN.s.0")] == [identity.peer_id]
+        await server.stop()
+
+    run_virtual(main())
