@@ -182,7 +182,8 @@ class GroupLink:
 
     async def wait(self, arrivals: Arrivals, timeout: float, floor: float = 0.0) -> set[int]:
         """``arrivals.wait``, while probing the peers still pending: a dead one is dropped at once."""
-        prober = asyncio.ensure_future(self._probe(arrivals))
+        stopped = asyncio.Event()
+        prober = asyncio.ensure_future(self._probe(arrivals, stopped))
         try:
             arrived = await arrivals.wait(timeout, floor)
             if late := arrivals.pending:
@@ -192,14 +193,18 @@ class GroupLink:
                             asyncio.get_running_loop().time() - arrivals.start)  # fmt: skip
             return arrived
         finally:
+            # The flag as well as the cancel: a cancellation can be lost inside a call (asyncio.wait_for in
+            # Python 3.11 drops one that arrives as its call completes), and a probe that lost it would
+            # otherwise loop on, and this round would wait for it forever.
+            stopped.set()
             prober.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await prober
 
-    async def _probe(self, arrivals: Arrivals) -> None:
+    async def _probe(self, arrivals: Arrivals, stopped: asyncio.Event) -> None:
         # A peer that died after we last talked to it would otherwise be waited for until the deadline.
         interval = self._probe_interval
-        while True:
+        while not stopped.is_set():
             await asyncio.sleep(interval)
             for target in sorted(arrivals.pending):
                 # A peer whose data is still streaming in is alive: pinging it would only add load.

@@ -251,7 +251,8 @@ class HivemindTransport(Transport):
         timeout = self.limits.default_timeout if timeout is None else timeout
         try:
             target = PeerID.from_base58(peer_id)
-            _, reader, writer = await asyncio.wait_for(self._p2p.call_binary_stream_handler(target, method), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: in Python 3.11 it can lose our cancellation
+                _, reader, writer = await self._p2p.call_binary_stream_handler(target, method)
         except TimeoutError:
             self._dial_failed = True
             raise RequestTimeout(f"opening {method} on {peer_id} took over {timeout:.1f}s") from None

@@ -4,18 +4,20 @@ send, is not its death."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 import pytest
 
 from swarmnet.averaging.config import DeadlineConfig
-from swarmnet.averaging.deadlines import ThroughputModel
+from swarmnet.averaging.deadlines import Arrivals, ThroughputModel
 from swarmnet.averaging.group import Group
 from swarmnet.averaging.inbox import Inbox
 from swarmnet.averaging.link import GroupLink
 from swarmnet.averaging.messages import DataHeader, Reply, encode_message
 from swarmnet.errors import RequestTimeout
+from swarmnet.testing import run_virtual
 
 GROUP_ID = "ab" * 8
 
@@ -107,3 +109,31 @@ def test_a_ping_that_times_out_does_not_fail_the_peer() -> None:
         assert await link.ping(1)  # answered the next time
 
     asyncio.run(scenario())
+
+
+class _LosesCancellation(_SlowOnce):
+    """A transport whose unary calls hang until cancelled, then lose the cancellation and time out (as a call
+    under ``asyncio.wait_for`` can in Python 3.11 when the cancellation arrives as it completes)."""
+
+    async def call_unary(self, peer: str, method: str, message: bytes, *, timeout: float | None = None) -> bytes:
+        self.calls += 1
+        with contextlib.suppress(asyncio.CancelledError):  # lost: the caller carries on as if never cancelled
+            await asyncio.sleep(3600.0)
+        raise RequestTimeout(f"no response within {timeout}s")
+
+
+def test_waiting_ends_even_when_a_probe_loses_its_cancellation() -> None:
+    """The probe of a silent peer is stopped when the wait ends; a probe whose cancellation a call swallowed must
+    stop all the same, or the round waits for it forever."""
+
+    async def scenario() -> None:
+        transport = _LosesCancellation()
+        link, _, failed = _link(transport)
+        arrivals = Arrivals(factor=2.0, grace=0.1)
+        arrivals.expect({1})
+        arrived = await asyncio.wait_for(link.wait(arrivals, timeout=1.0), timeout=30.0)
+        assert arrived == set()
+        assert transport.calls >= 1  # the probe was inside a call when the wait ended
+        assert failed == {}
+
+    run_virtual(scenario())
