@@ -31,6 +31,15 @@ async def listed(swarm: Swarm) -> set[str]:
     return {member.peer_id for member in await swarm.peers()}
 
 
+async def observed_member() -> tuple[Swarm, Identity, MemoryTransport, Swarm]:
+    """An observer and a member that joined, on one network: (observer, identity, transport, member)."""
+    network = MemoryNetwork()
+    _, _, observer = join_peer(network)
+    identity, transport, swarm = join_peer(network)
+    assert await swarm.join(PeerInfo())
+    return observer, identity, transport, swarm
+
+
 def test_joined_peers_are_listed_with_their_info() -> None:
     async def main() -> None:
         network = MemoryNetwork()
@@ -345,10 +354,7 @@ def test_the_farewell_outlives_an_announcement_reported_as_lost() -> None:
     answer): the farewell must expire after it, or those replicas refuse the farewell and keep listing us."""
 
     async def main() -> None:
-        network = MemoryNetwork()
-        _, _, observer = join_peer(network)
-        identity, transport, swarm = join_peer(network)
-        assert await swarm.join(PeerInfo())
+        observer, identity, transport, swarm = await observed_member()
         real_store = transport.store
 
         async def landed_but_reported_lost(*args: Any, **kwargs: Any) -> bool:
@@ -370,10 +376,7 @@ def test_the_farewell_outlives_a_heartbeat_that_leave_cancelled_mid_store() -> N
     farewell must expire after that heartbeat, or the nodes that stored it refuse the farewell."""
 
     async def main() -> None:
-        network = MemoryNetwork()
-        _, _, observer = join_peer(network)
-        identity, transport, swarm = join_peer(network)
-        assert await swarm.join(PeerInfo())
+        observer, identity, transport, swarm = await observed_member()
         real_store = transport.store
         landed = asyncio.Event()
 
